@@ -1,0 +1,154 @@
+"""Callbacks: the stop rule, and the run report (corruption record, metrics.json, summary)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities import rank_zero_only
+
+from memorization.errors import ConfigError
+
+
+class StopAtTrainAccuracy(Callback):
+    """Stop once accuracy on the training labels reaches ``threshold``; remember when.
+
+    ``epochs_to_fit`` is the number of epochs trained when ``monitor`` first reached the threshold
+    (None while it has not). ``threshold: null`` disables the rule (train for max_epochs).
+    """
+
+    def __init__(self, threshold: float | None = 1.0, monitor: str = "train/acc"):
+        if threshold is not None and not 0.0 < threshold <= 1.0:
+            raise ConfigError(f"stop_at_train_acc={threshold} must be in (0, 1] or null")
+        self.threshold, self.monitor = threshold, monitor
+        self.epochs_to_fit: int | None = None
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if (self.threshold is None or trainer.sanity_checking
+                or trainer.state.fn != TrainerFn.FITTING):
+            return
+        value = trainer.callback_metrics.get(self.monitor)
+        # the tolerance keeps 1.0 reachable despite float rounding of hits / n
+        if value is not None and float(value) >= self.threshold - 1e-9:
+            if self.epochs_to_fit is None:
+                self.epochs_to_fit = trainer.current_epoch + 1
+            trainer.should_stop = True
+
+    def state_dict(self) -> dict:
+        return {"epochs_to_fit": self.epochs_to_fit}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.epochs_to_fit = state_dict.get("epochs_to_fit")
+
+
+def _clean(v):
+    """JSON-safe: tensors to floats, NaN/inf to null."""
+    if isinstance(v, torch.Tensor):
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+class RunReport(Callback):
+    """Saves the run's artifacts into its folder and prints a readable summary at the end.
+
+    - at setup: ``corruption.npz`` (the corruption record), also logged to every logger
+      (its summary as hyperparameters; the file as a W&B artifact);
+    - at the end of fit: ``metrics.json`` with the final epoch's values, ``epochs_to_fit``, the
+      corruption summary, and a summary table on stdout. A crashed run writes no metrics.json.
+    """
+
+    def __init__(self, output_dir: str | None = None, print_summary: bool = True):
+        self.output_dir = Path(output_dir) if output_dir else None
+        self.print_summary = print_summary
+        self.summary: dict | None = None
+
+    def _dir(self, trainer: L.Trainer) -> Path:
+        return self.output_dir or Path(trainer.default_root_dir)
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        record = getattr(trainer.datamodule, "record", None)
+        if record is None or not trainer.is_global_zero:
+            return
+        path = record.save(self._dir(trainer) / "corruption.npz")
+        for logger in trainer.loggers:
+            logger.log_hyperparams({"corruption": record.summary()})
+            if type(logger).__name__ == "WandbLogger":
+                import wandb
+
+                art = wandb.Artifact(f"corruption-{record.hash[:16]}", type="corruption",
+                                     metadata=record.summary())
+                art.add_file(str(path))
+                logger.experiment.log_artifact(art)
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        stop = next((c for c in trainer.callbacks if isinstance(c, StopAtTrainAccuracy)), None)
+        record = getattr(trainer.datamodule, "record", None)
+        final = {k: _clean(v) for k, v in sorted(trainer.callback_metrics.items())}
+        self.summary = {
+            "epochs": trainer.current_epoch,  # epochs completed
+            "epochs_to_fit": stop.epochs_to_fit if stop else None,
+            "stop_at_train_acc": stop.threshold if stop else None,
+            "final": final,
+            "corruption": record.summary() if record is not None else None,
+            "interrupted": bool(trainer.interrupted),
+        }
+        if stop is not None and stop.epochs_to_fit is not None:
+            for logger in trainer.loggers:
+                logger.log_metrics({"epochs_to_fit": stop.epochs_to_fit})
+        self._write(trainer)
+
+    @rank_zero_only
+    def _write(self, trainer: L.Trainer) -> None:
+        out = self._dir(trainer)
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out / "metrics.json", self.summary)
+        if self.print_summary:
+            print(format_summary(self.summary, out))
+
+
+def _pct(v) -> str:
+    return "    -" if v is None else f"{100 * v:5.1f}%"
+
+
+def format_summary(s: dict, out: Path | None = None) -> str:
+    f, c = s["final"], s.get("corruption")
+    lines = ["", "=== memorization: run summary ==="]
+    if c:
+        lines.append(f"noise {c['noise']} p={c['p']:g} seed={c['seed']}: {c['n_corrupted']} of "
+                     f"{c['n_train']} training samples corrupted ({_pct(c['fraction_corrupted'])})")
+    fit = (f"fit (train acc >= {s['stop_at_train_acc']:g}) after {s['epochs_to_fit']} epochs"
+           if s.get("epochs_to_fit") else
+           f"did not reach train acc {s['stop_at_train_acc']}"
+           if s.get("stop_at_train_acc") else "no stop rule")
+    lines.append(f"trained {s['epochs']} epochs; {fit}")
+    rows = [
+        ("train acc, training labels", f.get("train/acc")),
+        ("train acc, true labels", f.get("train/acc_true")),
+        ("  clean subset", f.get("train/acc_clean")),
+        ("  corrupted subset, training labels (memorized)", f.get("train/acc_corrupted")),
+        ("  corrupted subset, true labels", f.get("train/acc_corrupted_true")),
+        ("validation acc", f.get("val/acc")),
+        ("test acc", f.get("test/acc")),
+        ("best test acc", f.get("test/acc_best")),
+        ("generalization gap (train - test)", f.get("gap")),
+    ]
+    width = max(len(r[0]) for r in rows)
+    lines += [f"  {name:<{width}}  {_pct(v)}" for name, v in rows
+              if v is not None or not name.startswith("validation")]
+    if out is not None:
+        lines.append(f"outputs: {out}")
+    return "\n".join(lines) + "\n"

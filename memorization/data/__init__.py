@@ -1,0 +1,9 @@
+"""Data: sources (one small file each) and the one DataModule that serves them as tensors."""
+
+# Importing the sources fills the registry.
+from memorization.data import digits, synthetic  # noqa: E402,F401,I001
+from memorization.data.datamodule import DataConfig, DataModule, EpochBatchSampler, NoiseConfig
+from memorization.data.sources import SOURCES, RawData, load_source, register_source
+
+__all__ = ["SOURCES", "DataConfig", "DataModule", "EpochBatchSampler", "NoiseConfig", "RawData",
+           "load_source", "register_source"]

@@ -1,0 +1,245 @@
+"""One LightningDataModule for every source: tensors in memory, batches by indexing.
+
+Pipeline in ``setup``: load the source (raw pixels in [0, 1]) -> carve the validation hold-out from
+the training split -> corrupt the training part -> standardize every split with the *clean*
+training statistics -> move everything to the accelerator when ``on_device`` and it fits.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+
+import lightning as L
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from memorization.data.sources import load_source
+from memorization.errors import ConfigError
+from memorization.noise import CorruptionRecord, corrupt_dataset
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class NoiseConfig:
+    name: str = "none"
+    p: float = 0.0
+    seed: int = 0
+    apply_to_test: bool = False
+
+
+@dataclass
+class DataConfig:
+    source: str = "digits"
+    shape: tuple[int, ...] = (1, 8, 8)  # declared, so a model can be checked before loading
+    num_classes: int = 10
+    source_options: dict = field(default_factory=dict)
+    batch_size: int = 128
+    eval_batch_size: int = 1024
+    val_size: float = 0  # a count (>= 1) or a fraction of the training split (< 1)
+    val_seed: int = 0
+    normalize: bool = True
+    on_device: bool = True
+    shuffle_seed: int | None = 0
+    eval_train: bool = True  # evaluate the whole training set in eval mode every epoch
+
+
+class TensorDictDataset(Dataset):
+    """A dict of equally long tensors; ``ds[idx]`` with an index *tensor* returns a batch."""
+
+    def __init__(self, **tensors: torch.Tensor):
+        lengths = {t.shape[0] for t in tensors.values()}
+        if len(lengths) != 1:
+            raise ConfigError(f"tensors of different lengths: {sorted(lengths)}")
+        self.tensors = tensors
+        self.n = lengths.pop()
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
+        idx = idx.to(next(iter(self.tensors.values())).device, non_blocking=True)
+        return {k: v[idx] for k, v in self.tensors.items()}
+
+
+class EpochBatchSampler(Sampler):
+    """Yields index tensors, one per batch, sharded over DDP ranks.
+
+    Training (``shuffle``): a fresh permutation per epoch from ``seed + epoch``, padded by wrapping
+    around so every rank runs the same number of steps. Evaluation: sequential and *unpadded*, rank
+    r takes samples r, r+W, ..., so sums over ranks count every sample exactly once.
+    The trainer must run with ``use_distributed_sampler=False`` (this sampler shards itself).
+    """
+
+    def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int | None = 0,
+                 drop_last: bool = False):
+        self.n, self.batch_size, self.shuffle, self.drop_last = n, batch_size, shuffle, drop_last
+        self.seed = seed if seed is not None else int(torch.seed() % 2**31)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:  # called by Lightning before every epoch
+        self.epoch = epoch
+
+    @staticmethod
+    def _rank_world() -> tuple[int, int]:
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_rank(), dist.get_world_size()
+        return 0, 1
+
+    def _indices(self) -> torch.Tensor:
+        rank, world = self._rank_world()
+        if not self.shuffle:
+            return torch.arange(rank, self.n, world)
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        perm = torch.randperm(self.n, generator=g)
+        per_rank = math.ceil(self.n / world)
+        if per_rank * world > self.n:
+            perm = torch.cat([perm, perm[: per_rank * world - self.n]])
+        return perm[rank::world]
+
+    def __iter__(self):
+        idx = self._indices()
+        for batch in idx.split(self.batch_size):
+            if self.drop_last and len(batch) < self.batch_size:
+                break
+            yield batch
+
+    def __len__(self) -> int:
+        rank, world = self._rank_world()
+        n = math.ceil(self.n / world) if self.shuffle else len(range(rank, self.n, world))
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+
+def _identity(batch):
+    return batch
+
+
+class DataModule(L.LightningDataModule):
+    """Wraps any registered source; see the module docstring for the pipeline."""
+
+    def __init__(self, noise: dict | NoiseConfig | None = None, **data):
+        super().__init__()
+        data = dict(data)
+        if "shape" in data:
+            data["shape"] = tuple(data["shape"])
+        data["source_options"] = dict(data.get("source_options") or {})
+        self.cfg = DataConfig(**data)
+        self.noise = noise if isinstance(noise, NoiseConfig) else NoiseConfig(**(noise or {}))
+        self.record: CorruptionRecord | None = None
+        self.splits: dict[str, TensorDictDataset] = {}
+        self.mean = self.std = None  # per-channel normalization, for converting pixel units
+        self._samplers: list[EpochBatchSampler] = []
+
+    @property
+    def eval_splits(self) -> list[str]:
+        """Names of the validation-loop dataloaders, in order."""
+        names = ["train"] if self.cfg.eval_train else []
+        if self.cfg.val_size:
+            names.append("val")
+        return names + ["test"]
+
+    # -- setup -----------------------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:  # idempotent: fit, validate and test share one corrupted copy
+            return
+        cfg = self.cfg
+        raw = load_source(cfg.source, **cfg.source_options)
+        if raw.shape != cfg.shape or raw.num_classes != cfg.num_classes:
+            raise ConfigError(
+                f"data.source={cfg.source} gives inputs {list(raw.shape)} with "
+                f"{raw.num_classes} classes, but the config declares data.shape={list(cfg.shape)} "
+                f"and data.num_classes={cfg.num_classes}; fix the data config")
+        x_tr, y_tr = raw.x_train, raw.y_train
+        val = None
+        n_val = self._val_count(len(y_tr))
+        if n_val:
+            perm = torch.randperm(len(y_tr), generator=torch.Generator().manual_seed(cfg.val_seed))
+            val, keep = perm[:n_val], perm[n_val:]
+            val = (x_tr[val], y_tr[val])
+            x_tr, y_tr = x_tr[keep], y_tr[keep]
+
+        n = self.noise
+        res = corrupt_dataset(x_tr, y_tr, raw.num_classes, n.name, n.p, n.seed, n.apply_to_test)
+        self.record = res.record
+        x_test, y_test = raw.x_test, raw.y_test
+        if res.test_transform is not None:
+            x_test = res.test_transform(x_test)
+            if val is not None:
+                val = (res.test_transform(val[0]), val[1])
+
+        # statistics of the *clean* training inputs, so the noise level does not shift them
+        self.mean, self.std = self._channel_stats(x_tr)
+        norm = self._normalize
+        device = self._target_device(res.x.numel() + x_test.numel())
+        rec = res.record
+        self.splits["train"] = TensorDictDataset(
+            x=norm(res.x).to(device), y=res.y.to(device), y_true=rec.true_labels.to(device),
+            corrupted=rec.corrupted.to(device), index=torch.arange(rec.n, device=device))
+        if val is not None:
+            self.splits["val"] = TensorDictDataset(x=norm(val[0]).to(device), y=val[1].to(device))
+        self.splits["test"] = TensorDictDataset(x=norm(x_test).to(device), y=y_test.to(device))
+        self.mean, self.std = self.mean.to(device), self.std.to(device)
+
+    def _val_count(self, n_train: int) -> int:
+        v = self.cfg.val_size
+        count = round(v * n_train) if 0 < v < 1 else int(v)
+        if count < 0 or count >= n_train:
+            raise ConfigError(f"data.val_size={v} leaves no training samples out of {n_train}; "
+                             "use a count below that or a fraction in (0, 1)")
+        return count
+
+    def _channel_stats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        channels = x.shape[1] if x.dim() >= 3 else 1
+        if not self.cfg.normalize:
+            return torch.zeros(channels), torch.ones(channels)
+        per_channel = x.transpose(0, 1).reshape(channels, -1) if x.dim() >= 3 else x.reshape(1, -1)
+        return per_channel.mean(dim=1), per_channel.std(dim=1).clamp_min(1e-8)
+
+    def _normalize(self, x: torch.Tensor) -> torch.Tensor:
+        shape = (1, -1) + (1,) * (x.dim() - 2) if x.dim() >= 3 else (1, 1)
+        return (x - self.mean.reshape(shape)) / self.std.reshape(shape)
+
+    def _target_device(self, n_floats: int) -> torch.device:
+        trainer = getattr(self, "trainer", None)
+        if not self.cfg.on_device or trainer is None:
+            return torch.device("cpu")
+        device = trainer.strategy.root_device
+        if device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(device)
+            if 4 * n_floats > free // 2:
+                log.warning("data does not fit in half the free GPU memory; keeping it on the "
+                            "CPU (set data.on_device=false to silence this)")
+                return torch.device("cpu")
+        return device
+
+    # -- loaders ---------------------------------------------------------------------------------
+    def _loader(self, split: str, train: bool) -> DataLoader:
+        if not self.splits:
+            raise RuntimeError("DataModule.setup() has not run")
+        ds = self.splits[split]
+        bs = self.cfg.batch_size if train else self.cfg.eval_batch_size
+        sampler = EpochBatchSampler(len(ds), bs, shuffle=train, seed=self.cfg.shuffle_seed)
+        return DataLoader(ds, sampler=sampler, batch_size=None, collate_fn=_identity)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> list[DataLoader]:
+        return [self._loader(s, train=False) for s in self.eval_splits]
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", train=False)
+
+    # -- checkpoint --------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"corruption_hash": self.record.hash if self.record else None}
+
+    def load_state_dict(self, state: dict) -> None:
+        want = state.get("corruption_hash")
+        if want and self.record and want != self.record.hash:
+            raise ConfigError("the checkpoint was trained on a different corruption (record hash "
+                             f"{want[:12]} vs {self.record.hash[:12]}); resume with the same "
+                             "data and noise settings")

@@ -1,0 +1,58 @@
+"""Dataset sources: each is one small file that registers a loader returning raw tensors.
+
+A loader returns a :class:`RawData` with inputs as float32 in [0, 1], shaped (N, C, H, W) for
+images, and int64 labels; the official test split when the dataset has one. Everything else
+(validation hold-out, corruption, normalization, device placement) is the DataModule's job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from memorization.errors import ConfigError
+
+SOURCES: dict[str, Callable[..., RawData]] = {}
+
+
+@dataclass
+class RawData:
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    num_classes: int
+
+    def __post_init__(self):
+        for split in ("train", "test"):
+            x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
+            if x.shape[0] != y.shape[0]:
+                raise ConfigError(f"{split} split: {x.shape[0]} inputs but {y.shape[0]} labels")
+            if y.numel() and (int(y.min()) < 0 or int(y.max()) >= self.num_classes):
+                raise ConfigError(f"{split} labels outside [0, {self.num_classes})")
+        if self.x_train.shape[1:] != self.x_test.shape[1:]:
+            raise ConfigError(f"train inputs {tuple(self.x_train.shape[1:])} and test inputs "
+                             f"{tuple(self.x_test.shape[1:])} differ in shape")
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+
+def register_source(name: str):
+    def wrap(fn: Callable[..., RawData]) -> Callable[..., RawData]:
+        if name in SOURCES:
+            raise ConfigError(f"data source {name!r} registered twice")
+        SOURCES[name] = fn
+        return fn
+
+    return wrap
+
+
+def load_source(name: str, **options) -> RawData:
+    if name not in SOURCES:
+        raise ConfigError(f"unknown data source {name!r}; choose one of: "
+                         f"{', '.join(sorted(SOURCES))} (e.g. data=digits)")
+    return SOURCES[name](**options)

@@ -1,0 +1,6 @@
+"""Networks that honour the layer-probe contract (see probes.py)."""
+
+from memorization.models.mlp import MLP, MLPConfig
+from memorization.models.probes import ProbedModel, ProbeLayer, capture
+
+__all__ = ["MLP", "MLPConfig", "ProbeLayer", "ProbedModel", "capture"]

@@ -1,0 +1,85 @@
+"""Fully connected networks: Zhang's 1x512 and 3x512, Theunissen's 10x512, Arpit's 2x4096."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from torch import nn
+
+from memorization.errors import ConfigError
+from memorization.models.probes import ProbedModel, ProbeLayer
+
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "gelu": nn.GELU,
+               "leaky_relu": nn.LeakyReLU}
+BIAS_MODES = ("all", "first", "none")
+INITS = ("default", "he")
+
+
+@dataclass
+class MLPConfig:
+    in_shape: tuple[int, ...] = (1, 8, 8)
+    num_classes: int = 10
+    depth: int = 3  # hidden layers
+    width: int = 512
+    activation: str = "relu"
+    # "all": every linear layer has a bias; "first": only the first hidden layer (Theunissen:
+    # "a single bias node at the first layer", so the output layer has none either); "none".
+    bias: str = "all"
+    init: str = "default"  # PyTorch's default, or "he" (Kaiming normal, fan-in, zero biases)
+    dropout: float = 0.0  # after every hidden activation; off as in the papers
+
+    def __post_init__(self):
+        self.in_shape = tuple(self.in_shape)
+        checks = [
+            (self.depth >= 1, f"model.depth={self.depth} must be >= 1"),
+            (self.width >= 1, f"model.width={self.width} must be >= 1"),
+            (self.activation in ACTIVATIONS, f"model.activation={self.activation!r} is not one "
+                                             f"of {', '.join(ACTIVATIONS)}"),
+            (self.bias in BIAS_MODES, f"model.bias={self.bias!r} is not one of "
+                                      f"{', '.join(BIAS_MODES)}"),
+            (self.init in INITS, f"model.init={self.init!r} is not one of {', '.join(INITS)}"),
+            (0.0 <= self.dropout < 1.0, f"model.dropout={self.dropout} must be in [0, 1)"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ConfigError(msg)
+
+
+class MLP(ProbedModel):
+    """Flatten -> depth x [Linear -> activation (-> dropout)] -> Linear to K logits.
+
+    Probe layers: ``input`` (the flattened input), then ``fc1`` ... ``fc{depth}`` with their
+    post-activation outputs. The output layer ``out`` is not a probe layer.
+    """
+
+    def __init__(self, **cfg):
+        super().__init__()
+        self.cfg = c = MLPConfig(**cfg)
+        self.flatten = nn.Flatten()
+        self.fcs, self.acts = nn.ModuleList(), nn.ModuleList()
+        self.drop = nn.Dropout(c.dropout) if c.dropout > 0 else nn.Identity()
+        fan_in = math.prod(c.in_shape)
+        for i in range(c.depth):
+            bias = c.bias == "all" or (c.bias == "first" and i == 0)
+            self.fcs.append(nn.Linear(fan_in, c.width, bias=bias))
+            self.acts.append(ACTIVATIONS[c.activation]())
+            fan_in = c.width
+        self.out = nn.Linear(fan_in, c.num_classes, bias=c.bias == "all")
+        if c.init == "he":
+            for lin in [*self.fcs, self.out]:
+                nn.init.kaiming_normal_(lin.weight, nonlinearity="relu")
+                if lin.bias is not None:
+                    nn.init.zeros_(lin.bias)
+
+    def forward(self, x):
+        h = self.flatten(x)
+        for fc, act in zip(self.fcs, self.acts, strict=False):
+            h = self.drop(act(fc(h)))
+        return self.out(h)
+
+    def probe_layers(self) -> list[ProbeLayer]:
+        layers = [ProbeLayer("input", None, self.flatten)]
+        layers += [ProbeLayer(f"fc{i + 1}", fc, act)
+                   for i, (fc, act) in enumerate(zip(self.fcs, self.acts, strict=False))]
+        return layers

@@ -1,0 +1,62 @@
+"""The layer-probe contract every metric uses.
+
+A model lists its probe layers in order, the input first as layer 0. For each layer:
+
+- ``weight``: the module whose weight rows (``weight[i]``) define the layer's nodes; ``None`` for
+  the input layer. Its forward-hook *input* is the layer's input a_{l-1}.
+- ``output``: the module whose forward-hook *output* is the layer's post-activation output a_l
+  (for the input layer: the input as the network sees it, flattened for an MLP).
+
+Hooks only read: a metric never changes what the network computes.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class ProbeLayer:
+    name: str
+    weight: nn.Module | None
+    output: nn.Module
+
+
+class ProbedModel(nn.Module):
+    """Base class: subclasses implement ``probe_layers``."""
+
+    def probe_layers(self) -> list[ProbeLayer]:
+        raise NotImplementedError
+
+
+@contextmanager
+def capture(model: ProbedModel, inputs: bool = False, names: list[str] | None = None):
+    """Record the probe layers' outputs (and their inputs, if asked) during forward passes.
+
+    Yields ``{"out": {name: tensor}, "in": {name: tensor}}``, refreshed by each forward pass; the
+    hooks are removed on exit, also when the body raises.
+    """
+    store: dict[str, dict[str, torch.Tensor]] = {"out": {}, "in": {}}
+    handles = []
+    for layer in model.probe_layers():
+        if names is not None and layer.name not in names:
+            continue
+
+        def on_output(_m, _args, out, name=layer.name):
+            store["out"][name] = out
+
+        handles.append(layer.output.register_forward_hook(on_output))
+        if inputs and layer.weight is not None:
+            def on_input(_m, args, name=layer.name):
+                store["in"][name] = args[0]
+
+            handles.append(layer.weight.register_forward_pre_hook(on_input))
+    try:
+        yield store
+    finally:
+        for h in handles:
+            h.remove()

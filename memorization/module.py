@@ -1,0 +1,159 @@
+"""The LightningModule: one classifier for every network, loss and optimizer of the papers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import MeanMetric
+
+from memorization.errors import ConfigError
+from memorization.metrics import SubsetAccuracy
+
+LOSSES = ("ce", "mse")
+OPTIMIZERS = ("sgd", "adam")
+
+
+@dataclass
+class OptimConfig:
+    name: str = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.9  # SGD only
+    nesterov: bool = False  # SGD only
+    betas: tuple[float, float] = (0.9, 0.999)  # Adam only
+    weight_decay: float = 0.0  # off: the papers train without explicit regularization
+    lr_decay: float | None = None  # per-epoch exponential factor (Zhang et al.: 0.95)
+
+    def __post_init__(self):
+        self.betas = tuple(self.betas)
+        if self.name not in OPTIMIZERS:
+            raise ConfigError(f"optim.name={self.name!r} is not one of {', '.join(OPTIMIZERS)}")
+        if not self.lr > 0:
+            raise ConfigError(f"optim.lr={self.lr} must be > 0")
+        if self.weight_decay < 0:
+            raise ConfigError(f"optim.weight_decay={self.weight_decay} must be >= 0")
+        if self.lr_decay is not None and not 0 < self.lr_decay <= 1:
+            raise ConfigError(f"optim.lr_decay={self.lr_decay} must be in (0, 1] or null")
+
+
+class Classifier(L.LightningModule):
+    """Trains ``net`` on the (corrupted) training labels and evaluates every split each epoch.
+
+    Logged once per epoch (after the validation loop), with stable names:
+    ``train/loss`` (mean over the epoch's steps), ``train/acc``, ``train/acc_true``,
+    ``train/acc_clean``, ``train/acc_corrupted``, ``train/acc_corrupted_true`` (see
+    metrics/subset_accuracy.py; from an eval-mode pass over the whole training set when
+    ``data.eval_train``, else from the training steps), ``test/acc``, ``test/loss``,
+    ``test/acc_best``, ``gap`` (= train/acc - test/acc), and ``val/*`` with a hold-out.
+    """
+
+    def __init__(self, net: nn.Module, loss: str = "ce", optim: dict | OptimConfig | None = None,
+                 num_classes: int | None = None):
+        super().__init__()
+        if loss not in LOSSES:
+            raise ConfigError(f"module.loss={loss!r} is not one of {', '.join(LOSSES)}")
+        self.net = net
+        self.loss_name = loss
+        self.optim = optim if isinstance(optim, OptimConfig) else OptimConfig(**(optim or {}))
+        self.num_classes = num_classes or net.cfg.num_classes
+        self.save_hyperparameters(ignore=["net"])
+        splits = ("fit", "train", "val", "test")
+        # keyed "<split>_" because ModuleDict keys may not shadow nn.Module attributes ("train")
+        self.accs = nn.ModuleDict({f"{s}_": SubsetAccuracy() for s in splits})
+        self.losses = nn.ModuleDict({f"{s}_": MeanMetric() for s in splits})
+        self.register_buffer("best_test_acc", torch.tensor(float("nan"), dtype=torch.float64))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def loss_fn(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.loss_name == "mse":
+            # Theunissen et al.: MSE on one-hot targets, no output activation
+            return F.mse_loss(logits, F.one_hot(y, self.num_classes).to(logits.dtype))
+        return F.cross_entropy(logits, y)
+
+    def _eval_train(self) -> bool:
+        dm = getattr(self.trainer, "datamodule", None)
+        return bool(dm is not None and "train" in getattr(dm, "eval_splits", ()))
+
+    # -- training ------------------------------------------------------------------------------
+    def on_train_epoch_start(self) -> None:
+        self.accs["fit_"].reset()
+        self.losses["fit_"].reset()
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        logits = self.net(batch["x"])
+        loss = self.loss_fn(logits, batch["y"])
+        self.losses["fit_"].update(loss.detach(), weight=batch["y"].numel())
+        if not self._eval_train():
+            self.accs["fit_"].update(logits.detach(), batch["y"], batch.get("y_true"),
+                                   batch.get("corrupted"))
+        return loss
+
+    # -- evaluation ----------------------------------------------------------------------------
+    def _split_name(self, dataloader_idx: int) -> str:
+        dm = getattr(self.trainer, "datamodule", None)
+        names = getattr(dm, "eval_splits", None) or ["test"]
+        return names[dataloader_idx]
+
+    def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step(batch, self._split_name(dataloader_idx))
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def _eval_step(self, batch: dict, split: str) -> None:
+        logits, y = self.net(batch["x"]), batch["y"]
+        self.losses[split + "_"].update(self.loss_fn(logits, y), weight=y.numel())
+        self.accs[split + "_"].update(logits, y, batch.get("y_true"), batch.get("corrupted"))
+
+    def _collect(self, split: str, name: str, with_loss: bool) -> dict[str, torch.Tensor]:
+        """Compute and reset one split's metrics, logged under ``name/``; {} if it saw nothing."""
+        acc, loss = self.accs[split + "_"], self.losses[split + "_"]
+        if not acc.update_called:
+            return {}
+        out = {f"{name}/{k}": v for k, v in acc.compute().items()}
+        if with_loss:
+            out[f"{name}/loss"] = loss.compute()
+        acc.reset()
+        loss.reset()
+        return out
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            return
+        logs: dict[str, torch.Tensor] = {}
+        if self.losses["fit_"].update_called:
+            logs["train/loss"] = self.losses["fit_"].compute()  # mean over the epoch's steps
+        logs |= self._collect("train" if self._eval_train() else "fit", "train", with_loss=False)
+        logs |= self._collect("val", "val", with_loss=True)
+        logs |= self._collect("test", "test", with_loss=True)
+        if "test/acc" in logs:
+            best = torch.fmax(self.best_test_acc, logs["test/acc"])
+            self.best_test_acc.copy_(best)
+            logs["test/acc_best"] = best
+            if "train/acc" in logs:
+                logs["gap"] = logs["train/acc"] - logs["test/acc"]
+        # values are already reduced over ranks by the metrics: no second sync
+        self.log_dict({k: v.float() for k, v in logs.items()}, sync_dist=False)
+
+    def on_test_epoch_end(self) -> None:
+        logs = self._collect("test", "test", with_loss=True)
+        self.log_dict({k: v.float() for k, v in logs.items()}, sync_dist=False)
+
+    # -- optimization --------------------------------------------------------------------------
+    def configure_optimizers(self):
+        o = self.optim
+        if o.name == "sgd":
+            opt = torch.optim.SGD(self.parameters(), lr=o.lr, momentum=o.momentum,
+                                  nesterov=o.nesterov, weight_decay=o.weight_decay)
+        else:
+            opt = torch.optim.Adam(self.parameters(), lr=o.lr, betas=o.betas,
+                                   weight_decay=o.weight_decay)
+        if o.lr_decay is None or o.lr_decay == 1:
+            return opt
+        sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=o.lr_decay)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}

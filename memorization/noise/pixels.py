@@ -1,0 +1,67 @@
+"""Zhang et al.'s pixel permutations: "shuffled pixels" and "random pixels".
+
+Reading chosen: a *pixel* is a spatial location, so a permutation moves all channels of a pixel
+together (for one-channel data it is simply a permutation of the features). Inputs shaped (N, D)
+are permuted over D.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from memorization.errors import ConfigError
+from memorization.noise.base import Corruption, register
+
+
+def _as_pixels(x: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) -> (N, C, H*W); (N, D) -> (N, 1, D)."""
+    return x.reshape(x.shape[0], x.shape[1] if x.dim() >= 3 else 1, -1)
+
+
+@register
+class ShuffledPixels(Corruption):
+    """One fixed permutation of the pixels, drawn once, the same for every selected image.
+
+    Zhang et al. also permuted the test images with it; ``apply_to_test=true`` does that (to the
+    validation hold-out too), off by default.
+    """
+
+    name = "shuffled_pixels"
+    kind = "input"
+
+    def __init__(self, apply_to_test: bool = False):
+        self.apply_to_test = apply_to_test
+        self.perm: torch.Tensor | None = None
+
+    def corrupt(self, x, y, num_classes, gen, stats):
+        px = _as_pixels(x)
+        self.perm = torch.randperm(px.shape[-1], generator=gen)
+        return px[..., self.perm].reshape(x.shape), y
+
+    def test_transform(self):
+        if not self.apply_to_test:
+            return None
+        if self.perm is None:
+            raise ConfigError("noise=shuffled_pixels with apply_to_test=true needs noise.p > 0 "
+                             "(the permutation is drawn when the first image is shuffled)")
+        perm = self.perm
+
+        def shuffle(x: torch.Tensor) -> torch.Tensor:
+            return _as_pixels(x)[..., perm.to(x.device)].reshape(x.shape)
+
+        return shuffle
+
+
+@register
+class RandomPixels(Corruption):
+    """An independent random permutation of the pixels for every selected image."""
+
+    name = "random_pixels"
+    kind = "input"
+
+    def corrupt(self, x, y, num_classes, gen, stats):
+        px = _as_pixels(x)
+        # argsort of i.i.d. uniforms is a uniform random permutation, one per row, no Python loop
+        perms = torch.argsort(torch.rand(px.shape[0], px.shape[-1], generator=gen), dim=1)
+        idx = perms[:, None, :].expand(-1, px.shape[1], -1)
+        return torch.gather(px, 2, idx).reshape(x.shape), y
