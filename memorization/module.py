@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import lightning as L
@@ -12,6 +13,11 @@ from torchmetrics import MeanMetric
 
 from memorization.errors import ConfigError
 from memorization.metrics import SubsetAccuracy
+
+# Lightning suggests sync_dist=True for epoch-level logs under DDP; ours are already reduced over
+# ranks by the metrics' all-reduced sums, so a second reduction would only cost a collective.
+warnings.filterwarnings("ignore",
+                        message=r"It is recommended to use `self\.log\('(train|val|test|gap)")
 
 LOSSES = ("ce", "mse")
 OPTIMIZERS = ("sgd", "adam")

@@ -39,11 +39,16 @@ def _conf_dir() -> str:
 def _sweep_group() -> str | None:
     """W&B group of a job: its sweep folder in a multirun, none for a single run."""
     hc = HydraConfig.get()
-    return str(hc.sweep.dir) if hc.mode == RunMode.MULTIRUN else None
+    if hc.mode != RunMode.MULTIRUN:
+        return None
+    return OmegaConf.select(hc, "sweep.dir", default=None, throw_on_missing=False)
 
 
 def _job_name() -> str:
-    return HydraConfig.get().job.override_dirname or "default"
+    """W&B name of a job: its overrides (e.g. noise.p=0.2), or "default"."""
+    hc = HydraConfig.get()
+    return OmegaConf.select(hc, "job.override_dirname", default=None, throw_on_missing=False) \
+        or "default"
 
 
 OmegaConf.register_new_resolver("mem.sweep_group", _sweep_group, replace=True)
@@ -66,8 +71,10 @@ def train(cfg: DictConfig) -> dict | None:
     callbacks = _instantiate_all(cfg.get("callbacks"))
     loggers = _instantiate_all(cfg.get("logger"))
     trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    resolved = {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+                for k, v in cfg.items() if k != "hydra"}  # hydra's node: in tests only
     for logger in loggers:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        logger.log_hyperparams(resolved)
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     finally:

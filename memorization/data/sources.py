@@ -7,6 +7,7 @@ images, and int64 labels; the official test split when the dataset has one. Ever
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -55,4 +56,9 @@ def load_source(name: str, **options) -> RawData:
     if name not in SOURCES:
         raise ConfigError(f"unknown data source {name!r}; choose one of: "
                          f"{', '.join(sorted(SOURCES))} (e.g. data=digits)")
-    return SOURCES[name](**options)
+    loader = SOURCES[name]
+    try:
+        inspect.signature(loader).bind(**options)
+    except TypeError as e:  # an option the loader does not take
+        raise ConfigError(f"data.source_options for {name}: {e}") from e
+    return loader(**options)

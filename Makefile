@@ -1,0 +1,32 @@
+# Set-up and everyday commands. `make help` lists them.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+# torch pinned by constraints.txt: without it pip would pull a multi-GB CUDA build here.
+PIP_INSTALL := $(PY) -m pip install -c constraints.txt
+
+.PHONY: help install test test-all lint run sweep clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+install:  ## create .venv and install the package with its dev and launcher extras
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PIP_INSTALL) -e '.[dev,launchers]'
+
+test:  ## run the test suite (W&B offline, CPU)
+	WANDB_MODE=offline WANDB_SILENT=true $(PY) -m pytest -q
+
+lint:  ## ruff
+	$(PY) -m ruff check .
+
+run:  ## train the default job (MLP on the bundled digits, 20% label noise)
+	$(PY) -m memorization.run
+
+sweep:  ## the default job at three noise levels, one folder each under multirun/
+	$(PY) -m memorization.run -m noise.p=0,0.2,0.4
+
+clean:  ## remove outputs of local runs (not multirun/README.md)
+	rm -rf outputs lightning_logs .pytest_cache
+	find multirun -mindepth 1 ! -name README.md -exec rm -rf {} +

@@ -1,0 +1,58 @@
+"""Shared fixtures: compose the real config from conf/ with test overrides."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+# W&B has no server here: never let a test wait for one.
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.pop("WANDB_API_KEY", None)
+
+from memorization.run import _conf_dir  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = Path(_conf_dir())
+
+# Small, fast settings for jobs run inside tests.
+FAST = ["data=synthetic", "logger=none", "trainer.enable_progress_bar=false",
+        "trainer.enable_model_summary=false", "trainer.accelerator=cpu"]
+
+
+def compose_config(overrides: list[str], output_dir: Path | None = None) -> DictConfig:
+    """The config `python -m memorization.run <overrides>` would get, with hydra's runtime set."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=overrides, return_hydra_config=True)
+    if output_dir is not None:
+        with open_dict(cfg):
+            cfg.hydra.runtime.output_dir = str(output_dir)
+            cfg.hydra.job.override_dirname = ",".join(overrides)
+    HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
+@pytest.fixture
+def make_cfg(tmp_path):
+    def make(*overrides: str, fast: bool = True) -> DictConfig:
+        return compose_config([*(FAST if fast else []), *overrides], output_dir=tmp_path)
+
+    return make
+
+
+def run_cli(args: list[str], cwd: Path, timeout: int = 300, env: dict | None = None):
+    """Run `python -m memorization.run ARGS` as a subprocess; returns CompletedProcess."""
+    import subprocess
+
+    full_env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true",
+                "PYTHONWARNINGS": "ignore", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "memorization.run", *args], cwd=cwd,
+                          env=full_env, capture_output=True, text=True, timeout=timeout)

@@ -1,0 +1,113 @@
+"""Every config option composes and validates; invalid values fail with one clear line."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+from hydra.errors import MissingConfigException
+from omegaconf import OmegaConf
+
+from memorization.config import validate
+from memorization.errors import ConfigError
+from tests.conftest import CONF, run_cli
+
+GROUPS = ["data", "noise", "model", "optim", "trainer", "logger", "callbacks", "experiment"]
+
+
+def _options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("override", [f"{g}={o}" for g in GROUPS for o in _options(g)])
+def test_every_option_composes_and_validates(make_cfg, override):
+    cfg = make_cfg(override, fast=False)
+    for key in cfg:  # every interpolation resolves (hydra's own node is read-only)
+        if key != "hydra" and OmegaConf.is_config(cfg[key]):
+            OmegaConf.to_container(cfg[key], resolve=True)
+    validate(cfg)
+
+
+def test_every_group_has_options():
+    for group in GROUPS:
+        assert _options(group), f"conf/{group} has no options"
+
+
+def test_defaults_are_the_documented_job(make_cfg):
+    cfg = make_cfg(fast=False)
+    assert cfg.data.source == "digits"
+    assert cfg.noise.name == "label_flip" and cfg.noise.p == 0.2
+    assert cfg.model._target_ == "memorization.models.MLP"
+    assert cfg.logger.wandb.mode == "offline"
+    assert cfg.seed == 0 and cfg.stop_at_train_acc == 1.0
+    assert cfg.trainer.use_distributed_sampler is False
+
+
+def test_presets_set_the_papers_shapes(make_cfg):
+    assert make_cfg("model=mlp_10x512").model.bias == "first"
+    assert make_cfg("model=mlp_10x512").model.depth == 10
+    assert make_cfg("model=mlp_2x4096").model.width == 4096
+    exp = make_cfg("experiment=theunissen_digits")
+    assert exp.module.loss == "mse" and exp.optim.name == "adam" and exp.model.depth == 10
+    zhang = make_cfg("experiment=zhang_digits_random_labels")
+    assert zhang.noise.name == "random_labels" and zhang.optim.lr_decay == 0.95
+
+
+@pytest.mark.skipif(importlib.util.find_spec("hydra_plugins.hydra_joblib_launcher") is None,
+                    reason="launchers extra not installed")
+@pytest.mark.parametrize("launcher", ["parallel", "slurm"])
+def test_launcher_options_compose(make_cfg, launcher):
+    cfg = make_cfg(f"hydra/launcher={launcher}")
+    assert "_target_" in cfg.hydra.launcher
+
+
+BAD = [
+    (["noise.p=1.5"], "noise.p=1.5 is outside [0, 1]"),
+    (["noise.p=-0.1"], "noise.p=-0.1 is outside [0, 1]"),
+    (["noise.name=foo"], "noise.name='foo' is unknown"),
+    (["noise=random_labels", "noise.p=0.5"], "noise=random_labels is defined with p=1.0"),
+    (["noise=label_flip", "+noise.apply_to_test=true"], "only defined for shuffled_pixels"),
+    (["data.source=nope"], "data.source='nope' is unknown"),
+    (["model.in_shape=[1,8,8]"], "does not fit the data's inputs"),
+    (["model.num_classes=7"], "model.num_classes=7 but the data has 3 classes"),
+    (["trainer.max_epochs=0"], "trainer.max_epochs=0 must be an integer >= 1"),
+    (["trainer.use_distributed_sampler=true"], "use_distributed_sampler must be false"),
+    (["stop_at_train_acc=2"], "stop_at_train_acc=2"),
+    (["optim.lr=0"], "optim.lr=0"),
+    (["optim.name=rmsprop"], "optim.name='rmsprop'"),
+    (["module.loss=hinge"], "module.loss='hinge'"),
+    (["data.batch_size=0"], "data.batch_size=0"),
+    (["seed=-1"], "seed=-1"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "message"), BAD)
+def test_invalid_values_raise_config_error(make_cfg, overrides, message):
+    cfg = make_cfg(*overrides)
+    with pytest.raises(ConfigError) as err:
+        validate(cfg)
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_structured_noise_needs_square_images(make_cfg):
+    cfg = make_cfg("noise=structured", "data.shape=[16]", "data.source_options.shape=[16]")
+    with pytest.raises(ConfigError, match="needs square images"):
+        validate(cfg)
+
+
+def test_unknown_option_is_hydras_clear_error(make_cfg):
+    with pytest.raises(MissingConfigException, match="noise/foo"):
+        make_cfg("noise=foo")
+
+
+def test_cli_bad_value_fails_before_training_with_one_line(tmp_path):
+    res = run_cli(["noise.p=1.5", "logger=none", f"hydra.run.dir={tmp_path}/run"], cwd=tmp_path,
+                  timeout=120)
+    assert res.returncode == 2
+    errors = [line for line in res.stderr.splitlines() if line.strip()]
+    assert errors == ["error: noise.p=1.5 is outside [0, 1]; it is the probability that a "
+                      "training sample is corrupted"]
+    assert "Epoch" not in res.stdout
+    assert not (tmp_path / "run" / "metrics.json").exists()
+    assert not (tmp_path / "run" / "corruption.npz").exists()

@@ -1,0 +1,198 @@
+"""Models: the MLP and the layer-probe contract (probe_layers, capture)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from memorization.errors import ConfigError
+from memorization.models import MLP, ProbedModel, capture
+
+
+@pytest.fixture
+def mlp():
+    torch.manual_seed(0)
+    return MLP(in_shape=(1, 8, 8), num_classes=10, depth=3, width=16).eval()
+
+
+def all_hooks(model: nn.Module) -> int:
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+
+
+def test_forward_shape(mlp):
+    x = torch.rand(5, 1, 8, 8)
+    assert mlp(x).shape == (5, 10)
+    assert mlp(torch.rand(1, 1, 8, 8)).shape == (1, 10)
+
+
+# in_shape (1, 2, 3) -> fan-in 6; depth 2, width 5, 4 classes:
+#   "all":   fc1 6*5 + 5 = 35,  fc2 5*5 + 5 = 30,  out 5*4 + 4 = 24  -> 89
+#   "first": fc1 6*5 + 5 = 35,  fc2 5*5     = 25,  out 5*4     = 20  -> 80
+#   "none":  fc1 6*5     = 30,  fc2 5*5     = 25,  out 5*4     = 20  -> 75
+@pytest.mark.parametrize(("bias", "n_params", "has_bias"), [
+    ("all", 89, [True, True, True]),
+    ("first", 80, [True, False, False]),
+    ("none", 75, [False, False, False]),
+])
+def test_parameter_count_and_bias_modes(bias, n_params, has_bias):
+    m = MLP(in_shape=(1, 2, 3), num_classes=4, depth=2, width=5, bias=bias)
+    assert sum(p.numel() for p in m.parameters()) == n_params
+    layers = [*m.fcs, m.out]
+    assert [lin.bias is not None for lin in layers] == has_bias
+    assert [tuple(lin.weight.shape) for lin in layers] == [(5, 6), (5, 5), (4, 5)]
+
+
+@pytest.mark.parametrize("depth", [1, 3, 5])
+def test_probe_layers(depth):
+    m = MLP(in_shape=(1, 4, 4), num_classes=3, depth=depth, width=8)
+    assert isinstance(m, ProbedModel)
+    layers = m.probe_layers()
+    assert [pl.name for pl in layers] == ["input"] + [f"fc{i}" for i in range(1, depth + 1)]
+    assert layers[0].weight is None
+    assert layers[0].output is m.flatten
+    for i, pl in enumerate(layers[1:]):
+        assert pl.weight is m.fcs[i]
+        assert pl.output is m.acts[i]
+    assert all(pl.weight is not m.out for pl in layers)  # the output layer is not probed
+
+
+def manual_forward(m: MLP, x: torch.Tensor) -> list[torch.Tensor]:
+    """[flattened input, relu(fc1), relu(fc2), ..., logits] from the weights."""
+    hs = [x.reshape(x.shape[0], -1)]
+    for fc in m.fcs:
+        hs.append(torch.relu(hs[-1] @ fc.weight.T + fc.bias))
+    hs.append(hs[-1] @ m.out.weight.T + m.out.bias)
+    return hs
+
+
+def test_capture_matches_manual_recomputation(mlp):
+    x = torch.rand(6, 1, 8, 8)
+    hs = manual_forward(mlp, x)
+    with capture(mlp, inputs=True) as store:
+        assert all_hooks(mlp) > 0
+        logits = mlp(x)
+    assert torch.allclose(logits, hs[-1], atol=1e-6)
+    names = ["input", "fc1", "fc2", "fc3"]
+    assert list(store["out"]) == names
+    assert sorted(store["in"]) == ["fc1", "fc2", "fc3"]  # the input layer has no weight
+    for i, name in enumerate(names):
+        assert torch.allclose(store["out"][name], hs[i], atol=1e-6)
+    for i, name in enumerate(names[1:]):
+        # a layer's input is the previous layer's output
+        assert torch.equal(store["in"][name], store["out"][names[i]])
+    assert store["out"]["input"].shape == (6, 64)
+
+
+def test_capture_without_inputs_and_name_filter(mlp):
+    x = torch.rand(3, 1, 8, 8)
+    with capture(mlp) as store:
+        mlp(x)
+    assert store["in"] == {} and len(store["out"]) == 4
+    with capture(mlp, inputs=True, names=["fc2"]) as store:
+        mlp(x)
+    assert list(store["out"]) == ["fc2"] and list(store["in"]) == ["fc2"]
+    assert torch.allclose(store["out"]["fc2"], manual_forward(mlp, x)[2], atol=1e-6)
+
+
+def test_capture_refreshes_on_each_forward_and_only_reads(mlp):
+    a, b = torch.rand(2, 1, 8, 8), torch.rand(4, 1, 8, 8)
+    plain = mlp(b)
+    with capture(mlp, inputs=True) as store:
+        mlp(a)
+        hooked = mlp(b)
+    assert torch.equal(hooked, plain)
+    assert store["out"]["fc3"].shape[0] == 4
+    assert torch.allclose(store["out"]["fc1"], manual_forward(mlp, b)[1], atol=1e-6)
+
+
+def test_capture_removes_hooks(mlp):
+    assert all_hooks(mlp) == 0
+    with capture(mlp, inputs=True):
+        assert all_hooks(mlp) == 4 + 3  # forward hooks on 4 outputs, pre-hooks on 3 weights
+    assert all_hooks(mlp) == 0
+    with pytest.raises(RuntimeError, match="boom"), capture(mlp, inputs=True):
+        mlp(torch.rand(1, 1, 8, 8))
+        raise RuntimeError("boom")
+    assert all_hooks(mlp) == 0
+
+
+def test_he_init():
+    torch.manual_seed(0)
+    m = MLP(in_shape=(1, 16, 16), num_classes=10, depth=2, width=1024, init="he")
+    for lin in [*m.fcs, m.out]:
+        assert torch.equal(lin.bias, torch.zeros_like(lin.bias))
+    for lin in m.fcs:  # 256 -> 1024 and 1024 -> 1024: ~0.26M and ~1M weights
+        fan_in = lin.weight.shape[1]
+        std = lin.weight.std().item()
+        assert std == pytest.approx(math.sqrt(2 / fan_in), rel=0.02)
+        assert abs(lin.weight.mean().item()) < 0.01 * std
+    assert m.out.weight.std().item() == pytest.approx(math.sqrt(2 / 1024), rel=0.1)
+
+
+def test_default_init_is_pytorchs():
+    torch.manual_seed(0)
+    m = MLP(in_shape=(1, 16, 16), num_classes=10, depth=1, width=1024)
+    w = m.fcs[0].weight
+    # kaiming_uniform(a=sqrt(5)): U(-1/sqrt(fan_in), 1/sqrt(fan_in)), std 1/sqrt(3 fan_in)
+    assert w.abs().max().item() <= 1 / math.sqrt(256)
+    assert w.std().item() == pytest.approx(1 / math.sqrt(3 * 256), rel=0.02)
+    assert m.fcs[0].bias.abs().sum().item() > 0
+
+
+@pytest.mark.parametrize(("name", "cls"), [("relu", nn.ReLU), ("tanh", nn.Tanh),
+                                           ("sigmoid", nn.Sigmoid), ("gelu", nn.GELU),
+                                           ("leaky_relu", nn.LeakyReLU)])
+def test_activations(name, cls):
+    torch.manual_seed(0)
+    m = MLP(in_shape=(1, 2, 2), num_classes=3, depth=2, width=4, activation=name).eval()
+    assert all(isinstance(a, cls) for a in m.acts) and len(m.acts) == 2
+    x = torch.randn(5, 1, 2, 2)
+    h = x.reshape(5, -1)
+    for fc in m.fcs:
+        h = cls()(fc(h))
+    assert torch.allclose(m(x), m.out(h), atol=1e-6)
+
+
+def test_dropout_only_in_training():
+    torch.manual_seed(0)
+    m = MLP(in_shape=(1, 4, 4), num_classes=3, depth=2, width=64, dropout=0.5)
+    assert isinstance(m.drop, nn.Dropout) and m.drop.p == 0.5
+    x = torch.rand(8, 1, 4, 4)
+    m.eval()
+    assert torch.equal(m(x), m(x))
+    m.train()
+    assert not torch.equal(m(x), m(x))
+    assert isinstance(MLP(in_shape=(1, 4, 4), num_classes=3).drop, nn.Identity)
+
+
+def test_in_shape_list_and_flat_inputs():
+    m = MLP(in_shape=[10], num_classes=2, depth=1, width=3)
+    assert m.cfg.in_shape == (10,)
+    assert m(torch.rand(4, 10)).shape == (4, 2)
+    hs = F.linear(torch.ones(1, 10), m.fcs[0].weight, m.fcs[0].bias)
+    assert torch.allclose(m.out(torch.relu(hs)), m(torch.ones(1, 10)))
+
+
+@pytest.mark.parametrize("kw", [
+    dict(depth=0),
+    dict(depth=-1),
+    dict(width=0),
+    dict(activation="swish"),
+    dict(bias="some"),
+    dict(bias=True),
+    dict(init="xavier"),
+    dict(dropout=1.0),
+    dict(dropout=-0.1),
+])
+def test_invalid_config_raises(kw):
+    with pytest.raises(ConfigError, match=f"model.{next(iter(kw))}"):
+        MLP(in_shape=(1, 4, 4), num_classes=3, **kw)
+
+
+def test_unknown_option_is_rejected():
+    with pytest.raises(TypeError):
+        MLP(in_shape=(1, 4, 4), num_classes=3, widht=8)
