@@ -81,9 +81,13 @@ class Classifier(L.LightningModule):
             return F.mse_loss(logits, F.one_hot(y, self.num_classes).to(logits.dtype))
         return F.cross_entropy(logits, y)
 
-    def _eval_train(self) -> bool:
+    def setup(self, stage: str) -> None:
+        # names of the validation dataloaders, in order (the data module is set up by now)
         dm = getattr(self.trainer, "datamodule", None)
-        return bool(dm is not None and "train" in getattr(dm, "eval_splits", ()))
+        self.eval_splits = list(getattr(dm, "eval_splits", None) or ["test"])
+
+    def _eval_train(self) -> bool:
+        return "train" in getattr(self, "eval_splits", ())
 
     # -- training ------------------------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
@@ -100,13 +104,8 @@ class Classifier(L.LightningModule):
         return loss
 
     # -- evaluation ----------------------------------------------------------------------------
-    def _split_name(self, dataloader_idx: int) -> str:
-        dm = getattr(self.trainer, "datamodule", None)
-        names = getattr(dm, "eval_splits", None) or ["test"]
-        return names[dataloader_idx]
-
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._eval_step(batch, self._split_name(dataloader_idx))
+        self._eval_step(batch, self.eval_splits[dataloader_idx])
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
         self._eval_step(batch, "test")
@@ -129,7 +128,10 @@ class Classifier(L.LightningModule):
         return out
 
     def on_validation_epoch_end(self) -> None:
-        if self.trainer.sanity_checking:
+        if self.trainer.sanity_checking:  # drop what the sanity check saw; it is no epoch
+            for split in ("train", "val", "test"):
+                self.accs[split + "_"].reset()
+                self.losses[split + "_"].reset()
             return
         logs: dict[str, torch.Tensor] = {}
         if self.losses["fit_"].update_called:

@@ -25,7 +25,7 @@ def test_multirun_writes_one_folder_per_job_with_distinct_wandb_runs(tmp_path):
     res = run_cli(["-m", "noise.p=0,0.5", *QUICK, f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     run_ids = []
-    for job, p in (("0", 0.0), ("1", 0.5)):
+    for job, p, override in (("0", 0.0, "noise.p=0"), ("1", 0.5, "noise.p=0.5")):
         d = sweep / job
         cfg = yaml.safe_load((d / ".hydra" / "config.yaml").read_text())
         assert cfg["noise"]["p"] == p
@@ -35,6 +35,10 @@ def test_multirun_writes_one_folder_per_job_with_distinct_wandb_runs(tmp_path):
         runs = list((d / "wandb").glob("offline-run-*"))
         assert len(runs) == 1, runs
         run_ids.append(runs[0].name.rsplit("-", 1)[-1])
+        # the run is named after the job's overrides and grouped by the sweep folder
+        (run_file,) = runs[0].glob("run-*.wandb")
+        data = run_file.read_bytes()
+        assert f"{override},".encode() in data and str(sweep).encode() in data
     assert run_ids[0] != run_ids[1]
     # noise 0 corrupts nothing, noise 0.5 about half
     m0 = json.loads((sweep / "0" / "metrics.json").read_text())

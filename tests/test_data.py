@@ -205,16 +205,11 @@ def test_bad_val_size_raises(val_size):
         make_dm(val_size=val_size)
 
 
-@pytest.mark.xfail(strict=True, reason="datamodule.py _val_count: int(-0.5) == 0, so a negative "
-                   "fraction is silently accepted as 'no hold-out'")
 def test_negative_fractional_val_size_raises():
     with pytest.raises(ConfigError):
         make_dm(val_size=-0.5)
 
 
-@pytest.mark.xfail(strict=True, reason="datamodule.py: a fraction rounding to 0 samples builds no "
-                   "'val' split, but eval_splits (if self.cfg.val_size) still lists 'val', so "
-                   "val_dataloader() raises KeyError")
 def test_tiny_val_fraction_is_consistent():
     dm = DataModule(**SYN, val_size=0.001)  # round(0.096) == 0
     try:
@@ -407,25 +402,17 @@ def test_sampler_ddp_ranks_share_one_permutation_per_epoch(as_rank):
     assert epoch(0, 0) != epoch(0, 1)
 
 
-@pytest.mark.xfail(strict=True, reason="datamodule.py EpochBatchSampler.__iter__: a rank with no "
-                   "samples (eval mode, n < world) gets idx.split() of an empty tensor, which "
-                   "yields one empty batch while __len__ says 0")
 def test_sampler_eval_rank_without_samples_yields_nothing(as_rank):
     as_rank(1, 2)
     s = EpochBatchSampler(1, 4, shuffle=False)
     assert len(s) == len(list(s)) == 0
 
 
-@pytest.mark.xfail(strict=True, reason="datamodule.py EpochBatchSampler._indices: padding with "
-                   "perm[:per_rank * world - n] is too short when that padding exceeds n (e.g. "
-                   "n=1, world=3), so the last rank gets one empty batch")
 def test_sampler_train_padding_when_world_exceeds_n(as_rank):
     ranks = per_rank(as_rank, 3, n=1, batch_size=4, shuffle=True, seed=0)
     assert [sum(len(b) for b in r) for r in ranks] == [1, 1, 1]
 
 
-@pytest.mark.xfail(strict=True, reason="datamodule.py EpochBatchSampler.__init__: seed=None calls "
-                   "torch.seed(), which reseeds torch's global RNG non-deterministically")
 def test_sampler_without_seed_leaves_global_rng_alone():
     torch.manual_seed(0)
     expected = torch.rand(3)

@@ -51,6 +51,10 @@ def _within_binomial(count: int, n: int, p: float, sds: float = 4.5) -> bool:
     return abs(count - n * p) <= sds * sd
 
 
+def _labels_in_range(y: torch.Tensor, k: int) -> bool:
+    return bool(((y >= 0) & (y < k)).all())
+
+
 def _p_for(name: str) -> float:
     """A valid p that corrupts some but (when allowed) not all samples."""
     return CORRUPTIONS[name].fixed_p if CORRUPTIONS[name].fixed_p is not None else 0.5
@@ -110,11 +114,7 @@ def test_result_shapes_dtypes_and_untouched_unselected(name):
     assert torch.equal(res.x[keep], x[keep]) and torch.equal(res.y[keep], y[keep])
     assert torch.equal(rec.true_labels, y) and torch.equal(rec.train_labels, res.y)
     assert rec.name == name and rec.p == _p_for(name) and rec.seed == 3
-    assert labels_in_range(res.y, 10)
-
-
-def labels_in_range(y: torch.Tensor, k: int) -> bool:
-    return bool(((y >= 0) & (y < k)).all())
+    assert _labels_in_range(res.y, 10)
 
 
 @pytest.mark.parametrize("name", LABEL_TYPES)

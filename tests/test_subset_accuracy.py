@@ -227,15 +227,19 @@ class TestAccs(L.Callback):
         self.test_accs: list[float] = []
 
     def on_validation_end(self, trainer, pl_module):
-        self.test_accs.append(float(trainer.callback_metrics["test/acc"]))
+        if not trainer.sanity_checking:
+            self.test_accs.append(float(trainer.callback_metrics["test/acc"]))
 
 
-def fit(max_epochs: int, sanity: int = 0, optim: dict | None = None, **data):
+def fit(max_epochs: int, sanity: int = 0, optim: dict | None = None, best: float | None = None,
+        **data):
     L.seed_everything(0, verbose=False)
     dm = DataModule(source="synthetic", shape=(1, 4, 4), num_classes=3, batch_size=16,
                     eval_batch_size=8, noise={"name": "label_flip", "p": 0.5, "seed": 0}, **data)
     module = Classifier(MLP(in_shape=(1, 4, 4), num_classes=3, depth=1, width=32),
                         optim=optim or {"name": "adam", "lr": 1e-2})
+    if best is not None:  # as if resumed from a checkpoint that had reached this test accuracy
+        module.best_test_acc.fill_(best)
     rec = TestAccs()
     trainer = L.Trainer(accelerator="cpu", max_epochs=max_epochs, num_sanity_val_steps=sanity,
                         use_distributed_sampler=False, logger=False, enable_checkpointing=False,
@@ -287,9 +291,14 @@ def test_fit_without_eval_train_uses_training_steps():
     assert 0.0 <= float(logged["train/acc"]) <= 1.0
 
 
-@pytest.mark.xfail(strict=True, reason="module.py:126-127 on_validation_epoch_end returns during "
-                   "the sanity check without resetting the metrics, so with "
-                   "num_sanity_val_steps > 0 the sanity batches leak into epoch 0's metrics")
+def test_acc_best_is_a_running_max():
+    assert math.isnan(float(Classifier(MLP(in_shape=(1, 2, 2), num_classes=3)).best_test_acc))
+    trainer, *_ = fit(1, best=0.99)
+    logged = trainer.callback_metrics
+    assert float(logged["test/acc"]) < 0.99
+    assert float(logged["test/acc_best"]) == pytest.approx(0.99)
+
+
 def test_sanity_check_does_not_leak_into_first_epoch():
     trainer, module, dm, _ = fit(1, sanity=2, val_size=16)
     logged = {k: float(v) for k, v in trainer.callback_metrics.items()}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from dataclasses import dataclass, field
 
 import lightning as L
@@ -77,7 +78,8 @@ class EpochBatchSampler(Sampler):
     def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int | None = 0,
                  drop_last: bool = False):
         self.n, self.batch_size, self.shuffle, self.drop_last = n, batch_size, shuffle, drop_last
-        self.seed = seed if seed is not None else int(torch.seed() % 2**31)
+        # no seed: a fresh one from the OS (torch.seed() would reseed the global generator)
+        self.seed = seed if seed is not None else int.from_bytes(os.urandom(4), "little") >> 1
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:  # called by Lightning before every epoch
@@ -95,13 +97,15 @@ class EpochBatchSampler(Sampler):
             return torch.arange(rank, self.n, world)
         g = torch.Generator().manual_seed(self.seed + self.epoch)
         perm = torch.randperm(self.n, generator=g)
-        per_rank = math.ceil(self.n / world)
-        if per_rank * world > self.n:
-            perm = torch.cat([perm, perm[: per_rank * world - self.n]])
+        total = math.ceil(self.n / world) * world
+        if total > self.n:  # pad by repeating the permutation (several times if world > n)
+            perm = perm.repeat(math.ceil(total / self.n))[:total]
         return perm[rank::world]
 
     def __iter__(self):
         idx = self._indices()
+        if idx.numel() == 0:  # a rank with no evaluation samples takes no step
+            return
         for batch in idx.split(self.batch_size):
             if self.drop_last and len(batch) < self.batch_size:
                 break
@@ -136,10 +140,10 @@ class DataModule(L.LightningDataModule):
     @property
     def eval_splits(self) -> list[str]:
         """Names of the validation-loop dataloaders, in order."""
+        if not self.splits:
+            raise RuntimeError("DataModule.setup() has not run")
         names = ["train"] if self.cfg.eval_train else []
-        if self.cfg.val_size:
-            names.append("val")
-        return names + ["test"]
+        return names + (["val"] if "val" in self.splits else []) + ["test"]
 
     # -- setup -----------------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
@@ -184,11 +188,18 @@ class DataModule(L.LightningDataModule):
         self.mean, self.std = self.mean.to(device), self.std.to(device)
 
     def _val_count(self, n_train: int) -> int:
+        """``val_size``: an integer count, or a fraction of the training split in (0, 1)."""
         v = self.cfg.val_size
+        if v < 0 or (v >= 1 and v != int(v)):
+            raise ConfigError(f"data.val_size={v} must be an integer count or a fraction in "
+                              "(0, 1) of the training split")
         count = round(v * n_train) if 0 < v < 1 else int(v)
-        if count < 0 or count >= n_train:
+        if v > 0 and count == 0:
+            raise ConfigError(f"data.val_size={v} is less than one of the {n_train} training "
+                              "samples; use a larger fraction or a count")
+        if count >= n_train:
             raise ConfigError(f"data.val_size={v} leaves no training samples out of {n_train}; "
-                             "use a count below that or a fraction in (0, 1)")
+                              "use a count below that or a fraction in (0, 1)")
         return count
 
     def _channel_stats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -221,7 +232,8 @@ class DataModule(L.LightningDataModule):
             raise RuntimeError("DataModule.setup() has not run")
         ds = self.splits[split]
         bs = self.cfg.batch_size if train else self.cfg.eval_batch_size
-        sampler = EpochBatchSampler(len(ds), bs, shuffle=train, seed=self.cfg.shuffle_seed)
+        seed = self.cfg.shuffle_seed if train else 0  # evaluation order is sequential anyway
+        sampler = EpochBatchSampler(len(ds), bs, shuffle=train, seed=seed)
         return DataLoader(ds, sampler=sampler, batch_size=None, collate_fn=_identity)
 
     def train_dataloader(self) -> DataLoader:

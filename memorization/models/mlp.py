@@ -26,12 +26,17 @@ class MLPConfig:
     # "all": every linear layer has a bias; "first": only the first hidden layer (Theunissen:
     # "a single bias node at the first layer", so the output layer has none either); "none".
     bias: str = "all"
-    init: str = "default"  # PyTorch's default, or "he" (Kaiming normal, fan-in, zero biases)
+    # PyTorch's default, or "he": Kaiming normal with the ReLU gain (fan-in) for every linear
+    # layer, the output layer included, and zero biases
+    init: str = "default"
     dropout: float = 0.0  # after every hidden activation; off as in the papers
 
     def __post_init__(self):
         self.in_shape = tuple(self.in_shape)
         checks = [
+            (self.num_classes >= 1, f"model.num_classes={self.num_classes} must be >= 1"),
+            (len(self.in_shape) >= 1 and all(d >= 1 for d in self.in_shape),
+             f"model.in_shape={list(self.in_shape)} must be positive sizes"),
             (self.depth >= 1, f"model.depth={self.depth} must be >= 1"),
             (self.width >= 1, f"model.width={self.width} must be >= 1"),
             (self.activation in ACTIVATIONS, f"model.activation={self.activation!r} is not one "

@@ -7,7 +7,9 @@ A model lists its probe layers in order, the input first as layer 0. For each la
 - ``output``: the module whose forward-hook *output* is the layer's post-activation output a_l
   (for the input layer: the input as the network sees it, flattened for an MLP).
 
-Hooks only read: a metric never changes what the network computes.
+Hooks only read: a metric never changes what the network computes. Metrics probe in eval mode;
+in train mode with dropout, a layer's recorded output is taken before the dropout its successor
+sees.
 """
 
 from __future__ import annotations
