@@ -129,7 +129,7 @@ def format_summary(s: dict, out: Path | None = None) -> str:
     lines = ["", "=== memorization: run summary ==="]
     if c:
         lines.append(f"noise {c['noise']} p={c['p']:g} seed={c['seed']}: {c['n_corrupted']} of "
-                     f"{c['n_train']} training samples corrupted ({_pct(c['fraction_corrupted'])})")
+                     f"{c['n_train']} training samples corrupted ({_pct(c['fraction_corrupted']).strip()})")
     fit = (f"fit (train acc >= {s['stop_at_train_acc']:g}) after {s['epochs_to_fit']} epochs"
            if s.get("epochs_to_fit") else
            f"did not reach train acc {s['stop_at_train_acc']}"

@@ -44,6 +44,8 @@ def validate(cfg: DictConfig) -> None:
     _require(isinstance(p, (int, float)) and 0.0 <= p <= 1.0,
              f"noise.p={p} is outside [0, 1]; it is the probability that a training sample is "
              "corrupted")
+    _require(isinstance(noise.seed, int) and not isinstance(noise.seed, bool),
+             f"noise.seed={noise.seed} must be an integer")
     corruption = get_corruption(noise.name, apply_to_test=bool(noise.get("apply_to_test")))
     _require(corruption.fixed_p is None or p == corruption.fixed_p,
              f"noise={noise.name} is defined with p={corruption.fixed_p}, got noise.p={p}; drop "

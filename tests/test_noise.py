@@ -276,10 +276,18 @@ def test_shuffled_pixels_test_transform_applies_the_same_permutation():
     assert torch.equal(res.test_transform(x[sel]), res.x[sel])
 
 
-def test_shuffled_pixels_apply_to_test_needs_a_selected_sample():
-    x, y = _data(20)
-    with pytest.raises(ConfigError, match="p > 0"):
-        corrupt_dataset(x, y, 10, "shuffled_pixels", 0.0, seed=0, apply_to_test=True)
+def test_shuffled_pixels_permutation_depends_on_seed_and_image_size_only():
+    """The shared permutation exists with p = 0 and does not change with N or p."""
+    x_small, y_small = _data(20)
+    x_big, y_big = _data(300)
+    perms = []
+    for x, y, p in ((x_small, y_small, 0.0), (x_big, y_big, 0.7)):
+        res = corrupt_dataset(x, y, 10, "shuffled_pixels", p, seed=3, apply_to_test=True)
+        assert torch.equal(res.x[~res.record.selected], x[~res.record.selected])
+        probe = torch.arange(x[0].numel(), dtype=torch.float32).reshape(1, *x.shape[1:])
+        perms.append(res.test_transform(probe))
+    assert torch.equal(perms[0], perms[1])
+    assert not torch.equal(perms[0], probe)
 
 
 @pytest.mark.parametrize("shape", [(1, 6, 6), (3, 4, 4)])

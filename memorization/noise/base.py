@@ -38,6 +38,9 @@ class Corruption:
             raise ConfigError(f"noise={self.name} needs square images shaped (C, H, W), "
                              f"but the data has shape {tuple(shape)}; pick another noise type")
 
+    def prepare(self, shape: tuple[int, ...], seed: int) -> None:
+        """Draw what the type shares across samples (none by default), before any selection."""
+
     def corrupt(self, x: torch.Tensor, y: torch.Tensor, num_classes: int,
                 gen: torch.Generator, stats: dict) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
@@ -84,8 +87,16 @@ def corrupt_dataset(x: torch.Tensor, y: torch.Tensor, num_classes: int, name: st
         raise ConfigError(f"noise={name} is defined with p={corruption.fixed_p}, got noise.p={p}; "
                          "drop the noise.p override (or use noise=label_uniform for a fraction)")
     corruption.check_shape(tuple(x.shape[1:]))
-    gen = torch.Generator().manual_seed(int(seed))
+    if isinstance(seed, bool) or int(seed) != seed:
+        raise ConfigError(f"noise.seed={seed} must be an integer")
     x, y = x.cpu(), y.cpu()
+    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+        raise ConfigError(f"labels must lie in [0, {num_classes}); got {int(y.min())}.."
+                          f"{int(y.max())}: check data.num_classes")
+    if corruption.kind == "label" and name != "none" and num_classes < 2:
+        raise ConfigError(f"noise={name} needs at least 2 classes")
+    corruption.prepare(tuple(x.shape[1:]), int(seed))
+    gen = torch.Generator().manual_seed(int(seed))
     selected = torch.rand(y.shape[0], generator=gen) < p
     # Statistics of the clean training set, for types that match them (Zhang's "Gaussian").
     stats = {"mean": x.mean(), "std": x.std(unbiased=False)}

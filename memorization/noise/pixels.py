@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import torch
 
-from memorization.errors import ConfigError
 from memorization.noise.base import Corruption, register
+
+PERMUTATION_SEED_OFFSET = 1_000_003
 
 
 def _as_pixels(x: torch.Tensor) -> torch.Tensor:
@@ -33,17 +34,19 @@ class ShuffledPixels(Corruption):
         self.apply_to_test = apply_to_test
         self.perm: torch.Tensor | None = None
 
+    def prepare(self, shape, seed):
+        # Its own generator: the permutation depends on the seed and the image size only, not on
+        # the training-set size or on p, and exists for the test set even when p = 0.
+        n_pixels = _as_pixels(torch.empty(1, *shape)).shape[-1]
+        gen = torch.Generator().manual_seed(int(seed) + PERMUTATION_SEED_OFFSET)
+        self.perm = torch.randperm(n_pixels, generator=gen)
+
     def corrupt(self, x, y, num_classes, gen, stats):
-        px = _as_pixels(x)
-        self.perm = torch.randperm(px.shape[-1], generator=gen)
-        return px[..., self.perm].reshape(x.shape), y
+        return _as_pixels(x)[..., self.perm].reshape(x.shape), y
 
     def test_transform(self):
         if not self.apply_to_test:
             return None
-        if self.perm is None:
-            raise ConfigError("noise=shuffled_pixels with apply_to_test=true needs noise.p > 0 "
-                             "(the permutation is drawn when the first image is shuffled)")
         perm = self.perm
 
         def shuffle(x: torch.Tensor) -> torch.Tensor:
@@ -62,6 +65,8 @@ class RandomPixels(Corruption):
     def corrupt(self, x, y, num_classes, gen, stats):
         px = _as_pixels(x)
         # argsort of i.i.d. uniforms is a uniform random permutation, one per row, no Python loop
-        perms = torch.argsort(torch.rand(px.shape[0], px.shape[-1], generator=gen), dim=1)
+        # (float64: ties, which would bias it, are practically impossible)
+        keys = torch.rand(px.shape[0], px.shape[-1], generator=gen, dtype=torch.float64)
+        perms = torch.argsort(keys, dim=1)
         idx = perms[:, None, :].expand(-1, px.shape[1], -1)
         return torch.gather(px, 2, idx).reshape(x.shape), y

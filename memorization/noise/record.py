@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,7 +102,17 @@ class CorruptionRecord:
 
     @classmethod
     def load(cls, path: str | Path) -> CorruptionRecord:
-        with np.load(Path(path), allow_pickle=False) as z:
+        try:
+            return cls._load(Path(path))
+        except (OSError, KeyError, ValueError, zipfile.BadZipFile) as e:
+            if isinstance(e, ConfigError):
+                raise
+            raise ConfigError(f"{path}: not a readable corruption record ({e}); re-run the job "
+                              "to regenerate it") from e
+
+    @classmethod
+    def _load(cls, path: Path) -> CorruptionRecord:
+        with np.load(path, allow_pickle=False) as z:
             if int(z["format_version"]) != FORMAT_VERSION:
                 raise ConfigError(f"{path}: corruption record format {int(z['format_version'])}, "
                                  f"this version reads {FORMAT_VERSION}")
