@@ -128,8 +128,9 @@ def format_summary(s: dict, out: Path | None = None) -> str:
     f, c = s["final"], s.get("corruption")
     lines = ["", "=== memorization: run summary ==="]
     if c:
+        frac = _pct(c["fraction_corrupted"]).strip()
         lines.append(f"noise {c['noise']} p={c['p']:g} seed={c['seed']}: {c['n_corrupted']} of "
-                     f"{c['n_train']} training samples corrupted ({_pct(c['fraction_corrupted']).strip()})")
+                     f"{c['n_train']} training samples corrupted ({frac})")
     fit = (f"fit (train acc >= {s['stop_at_train_acc']:g}) after {s['epochs_to_fit']} epochs"
            if s.get("epochs_to_fit") else
            f"did not reach train acc {s['stop_at_train_acc']}"
