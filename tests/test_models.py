@@ -196,3 +196,10 @@ def test_invalid_config_raises(kw):
 def test_unknown_option_is_rejected():
     with pytest.raises(TypeError):
         MLP(in_shape=(1, 4, 4), num_classes=3, widht=8)
+
+
+def test_bias_per_layer_as_a_list():
+    net = MLP(in_shape=(4,), num_classes=2, depth=2, width=3, bias=[False, True, True])
+    assert [lin.bias is not None for lin in [*net.fcs, net.out]] == [False, True, True]
+    with pytest.raises(ConfigError, match="3 booleans"):
+        MLP(in_shape=(4,), num_classes=2, depth=2, width=3, bias=[True, True])

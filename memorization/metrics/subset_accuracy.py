@@ -23,7 +23,7 @@ KEYS = ("acc", "acc_true", "acc_clean", "acc_corrupted", "acc_corrupted_true")
 
 def _counts(pred, y, y_true, corrupted) -> dict[str, torch.Tensor]:
     hit = pred == y
-    c = {"n": torch.as_tensor(y.numel(), device=y.device), "hit": hit.sum()}
+    c = {"n": y.numel(), "hit": hit.sum()}  # n stays a Python int: no host-to-device copy
     if y_true is not None:
         hit_true = pred == y_true
         c.update(n_corrupted=corrupted.sum(), hit_true=hit_true.sum(),
@@ -34,7 +34,7 @@ def _counts(pred, y, y_true, corrupted) -> dict[str, torch.Tensor]:
 
 def _ratios(c: dict[str, torch.Tensor], with_true: bool) -> dict[str, torch.Tensor]:
     def div(a, b):  # 0 / 0 is NaN: an empty subset has no accuracy
-        return a.double() / b.double()
+        return a.double() / torch.as_tensor(b, dtype=torch.float64, device=a.device)
 
     out = {"acc": div(c["hit"], c["n"])}
     if with_true:

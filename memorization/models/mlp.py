@@ -24,8 +24,9 @@ class MLPConfig:
     width: int = 512
     activation: str = "relu"
     # "all": every linear layer has a bias; "first": only the first hidden layer (Theunissen:
-    # "a single bias node at the first layer", so the output layer has none either); "none".
-    bias: str = "all"
+    # "a single bias node at the first layer", so the output layer has none either); "none";
+    # or one boolean per linear layer, depth + 1 of them (the output layer last).
+    bias: str | list[bool] = "all"
     # PyTorch's default, or "he": Kaiming normal with the ReLU gain (fan-in) for every linear
     # layer, the output layer included, and zero biases
     init: str = "default"
@@ -41,14 +42,25 @@ class MLPConfig:
             (self.width >= 1, f"model.width={self.width} must be >= 1"),
             (self.activation in ACTIVATIONS, f"model.activation={self.activation!r} is not one "
                                              f"of {', '.join(ACTIVATIONS)}"),
-            (self.bias in BIAS_MODES, f"model.bias={self.bias!r} is not one of "
-                                      f"{', '.join(BIAS_MODES)}"),
+            (self.bias in BIAS_MODES if isinstance(self.bias, str) else
+             isinstance(self.bias, (list, tuple)) and len(self.bias) == self.depth + 1
+             and all(isinstance(b, bool) for b in self.bias),
+             f"model.bias={self.bias!r} must be one of {', '.join(BIAS_MODES)} or a list of "
+             f"{self.depth + 1} booleans (one per linear layer, the output last)"),
             (self.init in INITS, f"model.init={self.init!r} is not one of {', '.join(INITS)}"),
             (0.0 <= self.dropout < 1.0, f"model.dropout={self.dropout} must be in [0, 1)"),
         ]
         for ok, msg in checks:
             if not ok:
                 raise ConfigError(msg)
+
+    def layer_biases(self) -> list[bool]:
+        """Whether each linear layer has a bias: the depth hidden layers, then the output."""
+        if not isinstance(self.bias, str):
+            return list(self.bias)
+        n = self.depth + 1
+        return {"all": [True] * n, "none": [False] * n, "first": [True] + [False] * (n - 1)}[
+            self.bias]
 
 
 class MLP(ProbedModel):
@@ -66,11 +78,10 @@ class MLP(ProbedModel):
         self.drop = nn.Dropout(c.dropout) if c.dropout > 0 else nn.Identity()
         fan_in = math.prod(c.in_shape)
         for i in range(c.depth):
-            bias = c.bias == "all" or (c.bias == "first" and i == 0)
-            self.fcs.append(nn.Linear(fan_in, c.width, bias=bias))
+            self.fcs.append(nn.Linear(fan_in, c.width, bias=c.layer_biases()[i]))
             self.acts.append(ACTIVATIONS[c.activation]())
             fan_in = c.width
-        self.out = nn.Linear(fan_in, c.num_classes, bias=c.bias == "all")
+        self.out = nn.Linear(fan_in, c.num_classes, bias=c.layer_biases()[-1])
         if c.init == "he":
             for lin in [*self.fcs, self.out]:
                 nn.init.kaiming_normal_(lin.weight, nonlinearity="relu")
