@@ -71,6 +71,10 @@ def validate(cfg: DictConfig) -> None:
     _require(trainer.get("use_distributed_sampler") is False,
              "trainer.use_distributed_sampler must be false: the data module shards batches "
              "over ranks itself")
+    if cfg.get("metrics") is not None:
+        from memorization.metrics.callback import MetricsConfig
+
+        MetricsConfig.from_dict(OmegaConf.to_container(cfg.metrics, resolve=True))
     stop = cfg.get("stop_at_train_acc")
     _require(stop is None or 0.0 < stop <= 1.0,
              f"stop_at_train_acc={stop} must be in (0, 1] or null (train for max_epochs)")

@@ -1,6 +1,13 @@
 """Metrics: one module per metric, each a pure tensor function plus a streaming Metric whose
-states are sums (so batches accumulate and DDP ranks all-reduce exactly)."""
+states are sums (so batches accumulate and DDP ranks all-reduce exactly). ``callback.py`` drives
+the per-layer ones at epoch ends."""
 
+from memorization.metrics.cosine import MeanCosine, mean_cosine
+from memorization.metrics.csr import CriticalSampleRatio, lass_critical
+from memorization.metrics.masc import MASCSubspaces, fit_subspaces, masc_predict
+from memorization.metrics.polarization import Polarization, polarization
 from memorization.metrics.subset_accuracy import SubsetAccuracy, subset_accuracy
 
-__all__ = ["SubsetAccuracy", "subset_accuracy"]
+__all__ = ["CriticalSampleRatio", "MASCSubspaces", "MeanCosine", "Polarization",
+           "SubsetAccuracy", "fit_subspaces", "lass_critical", "masc_predict", "mean_cosine",
+           "polarization", "subset_accuracy"]

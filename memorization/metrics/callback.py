@@ -1,0 +1,361 @@
+"""The epoch-end driver of the per-layer metrics: cosine, polarization, MASC, CSR.
+
+Every ``every_n_epochs`` epochs (and after the last one) it puts the network in eval mode and,
+under no_grad, runs the probe sets through it with forward hooks on the probe layers feeding every
+metric's accumulator; the hooks are removed and the training mode restored afterwards, also on an
+error. The probe sets are a fixed random subset of ``probe_size`` training samples (drawn once from
+``probe_seed``) and the test set; under DDP every rank takes its share and the metrics' sums are
+all-reduced, so the values equal a single process's. Nothing leaves the device.
+
+Passes: one over the probe sets feeds cosine, polarization and the MASC Gram matrices. MASC needs
+its subspaces before it can score a sample, so when MASC is on a second pass scores the probe sets
+against them (storing every layer's activations instead would cost probe_size x width memory per
+layer). CSR runs its own batched Langevin search with input gradients on ``csr.n`` samples.
+
+Logged as ``<metric>/<split>/<layer>``: ``cosine/train/fc3``, ``dead/train/fc3``,
+``polarization/train/fc3``, ``masc/train/fc3`` (MASC fitted on the training labels, accuracy on the
+training labels), ``masc/train_true/fc3`` (same subspaces, accuracy on the true labels),
+``masc/test/fc3``, ``masc/components/fc3`` (mean components per class), the same under
+``masc_true/`` for subspaces fitted on the true labels, and ``csr/test``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import lightning as L
+import torch
+import torch.distributed as dist
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_only
+from torch import nn
+
+from memorization.errors import ConfigError
+from memorization.metrics.cosine import MeanCosine
+from memorization.metrics.csr import (
+    PAPER_ALPHA,
+    PAPER_BETA,
+    PAPER_PIXEL_SCALE,
+    PAPER_R,
+    CriticalSampleRatio,
+    to_input_units,
+)
+from memorization.metrics.masc import MASCSamples, MASCSubspaces, gram_bytes, masc_predict
+from memorization.metrics.polarization import Polarization
+from memorization.metrics.subset_accuracy import SubsetAccuracy
+from memorization.models.probes import capture
+
+
+@dataclass
+class CosineConfig:
+    enabled: bool = True
+
+
+@dataclass
+class PolarizationConfig:
+    enabled: bool = True
+    labels: str = "train"  # class of a sample: its training label, or "true"
+
+
+@dataclass
+class MASCConfig:
+    enabled: bool = True
+    variance: float = 0.99  # explained variance kept per class subspace
+    # "gram": K Gram matrices (D x D) per layer, summed over batches; "samples": keep the probed
+    # outputs (N x D) and eigendecompose per-class n_k x n_k kernels; "auto": samples when classes
+    # have fewer probed samples than the layer has units and they fit in max_gram_gb, else gram
+    method: str = "auto"
+    max_gram_gb: float = 2.0  # memory allowed per layer and labelling, either route
+
+
+@dataclass
+class CSRConfig:
+    enabled: bool = True
+    n: int = 1000  # samples searched, a fixed subset of `split`
+    split: str = "test"  # or "train"
+    # Arpit et al.: alpha 0.25, beta 0.2, box r 0.3, on the 0-255 pixel scale
+    alpha: float = PAPER_ALPHA
+    beta: float = PAPER_BETA
+    r: float = PAPER_R
+    pixel_scale: float = PAPER_PIXEL_SCALE  # alpha, beta, r are in units of 1/pixel_scale
+    max_iter: int = 20
+    seed: int = 0
+    batch_size: int = 500
+
+
+@dataclass
+class MetricsConfig:
+    enabled: bool = True
+    every_n_epochs: int = 5
+    probe_size: int | None = 10000  # training samples probed; null: all of them
+    probe_seed: int = 0
+    batch_size: int = 1024
+    test: bool = True  # probe the test set as well
+    cosine: CosineConfig = field(default_factory=CosineConfig)
+    polarization: PolarizationConfig = field(default_factory=PolarizationConfig)
+    masc: MASCConfig = field(default_factory=MASCConfig)
+    csr: CSRConfig = field(default_factory=CSRConfig)
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> MetricsConfig:
+        d = dict(d or {})
+        nested = {"cosine": CosineConfig, "polarization": PolarizationConfig,
+                  "masc": MASCConfig, "csr": CSRConfig}
+        for name, kind in nested.items():
+            d[name] = kind(**(d.get(name) or {}))
+        cfg = cls(**d)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        checks = [
+            (self.every_n_epochs >= 1,
+             f"metrics.every_n_epochs={self.every_n_epochs} must be >= 1"),
+            (self.probe_size is None or self.probe_size >= 1,
+             f"metrics.probe_size={self.probe_size} must be >= 1 or null (all training samples)"),
+            (self.batch_size >= 1, f"metrics.batch_size={self.batch_size} must be >= 1"),
+            (self.polarization.labels in ("train", "true"),
+             f"metrics.polarization.labels={self.polarization.labels!r} must be train or true"),
+            (0 < self.masc.variance <= 1,
+             f"metrics.masc.variance={self.masc.variance} must be in (0, 1]"),
+            (self.masc.method in ("auto", "gram", "samples"),
+             f"metrics.masc.method={self.masc.method!r} must be auto, gram or samples"),
+            (self.csr.split in ("train", "test"),
+             f"metrics.csr.split={self.csr.split!r} must be train or test"),
+            (self.csr.n >= 1, f"metrics.csr.n={self.csr.n} must be >= 1"),
+            (self.csr.max_iter >= 1, f"metrics.csr.max_iter={self.csr.max_iter} must be >= 1"),
+            (min(self.csr.alpha, self.csr.beta, self.csr.r) >= 0,
+             "metrics.csr.alpha, beta and r must be >= 0"),
+            (self.csr.pixel_scale > 0,
+             f"metrics.csr.pixel_scale={self.csr.pixel_scale} must be > 0"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ConfigError(msg)
+
+
+class _MASCFit(nn.Module):
+    """MASC subspaces of one layer under both labellings: training labels (``masc``) and true
+    labels (``masc_true``), by the Gram or the sample route."""
+
+    def __init__(self, method: str, num_classes: int, dim: int, variance: float, budget: int):
+        super().__init__()
+        self.method = method
+        if method == "samples":
+            self.samples = MASCSamples(num_classes, variance)
+        else:
+            self.grams = nn.ModuleDict({
+                name: MASCSubspaces(num_classes, dim, variance=variance, max_bytes=budget)
+                for name in ("masc", "masc_true")})
+
+    def update(self, out: torch.Tensor, y: torch.Tensor, y_true: torch.Tensor) -> None:
+        if self.method == "samples":
+            self.samples.update(out, torch.stack([y, y_true], dim=1))
+        else:
+            self.grams["masc"].update(out, y)
+            self.grams["masc_true"].update(out, y_true)
+
+    def fit(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        if self.method == "samples":
+            return {"masc": self.samples.compute(0), "masc_true": self.samples.compute(1)}
+        return {name: m.compute() for name, m in self.grams.items()}
+
+
+def _rank_world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class LayerMetrics(Callback):
+    """Computes and logs the per-layer metrics at epoch ends; see the module docstring."""
+
+    def __init__(self, config: dict | MetricsConfig | None = None):
+        self.cfg = config if isinstance(config, MetricsConfig) else MetricsConfig.from_dict(config)
+        self.probe: dict[str, torch.Tensor] = {}
+        self.last: dict[str, float] = {}
+        self.layer_names: list[str] = []
+
+    # -- set-up ----------------------------------------------------------------------------------
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if not self.cfg.enabled:
+            return
+        dm = trainer.datamodule
+        if not hasattr(dm, "splits") or not hasattr(pl_module.net, "probe_layers"):
+            raise ConfigError("metrics need the project's DataModule and a model with "
+                              "probe_layers(); set metrics=none for other setups")
+        n_train = len(dm.splits["train"])
+        g = torch.Generator().manual_seed(self.cfg.probe_seed)
+        size = self.cfg.probe_size
+        train = (torch.arange(n_train) if size is None or size >= n_train
+                 else torch.randperm(n_train, generator=g)[:size].sort().values)
+        self.probe = {"train": train}
+        if self.cfg.test:
+            self.probe["test"] = torch.arange(len(dm.splits["test"]))
+        c = self.cfg.csr
+        n_csr = len(dm.splits[c.split])
+        g = torch.Generator().manual_seed(c.seed)
+        self.csr_idx = (torch.arange(n_csr) if c.n >= n_csr
+                        else torch.randperm(n_csr, generator=g)[: c.n].sort().values)
+
+    def _due(self, trainer: L.Trainer) -> bool:
+        epoch = trainer.current_epoch + 1
+        last = trainer.should_stop or (trainer.max_epochs is not None
+                                       and epoch >= trainer.max_epochs)
+        return epoch % self.cfg.every_n_epochs == 0 or last
+
+    @staticmethod
+    def _batches(dm, split: str, idx: torch.Tensor, batch_size: int, device: torch.device):
+        """This rank's share of ``idx`` in batches, on ``device`` (a no-op when data is there)."""
+        rank, world = _rank_world()
+        ds = dm.splits[split]
+        for b in idx[rank::world].split(batch_size):
+            yield {k: v.to(device, non_blocking=True) for k, v in ds[b].items()}
+
+    # -- the epoch end ---------------------------------------------------------------------------
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self.cfg.enabled or trainer.sanity_checking or not self._due(trainer):
+            return
+        logs = self.compute(trainer.datamodule, pl_module.net, trainer.current_epoch)
+        self.last = {k: float(v) for k, v in logs.items()}
+        pl_module.log_dict({k: v.float() for k, v in logs.items()}, sync_dist=False)
+
+    def compute(self, dm, net: nn.Module, epoch: int = 0) -> dict[str, torch.Tensor]:
+        """All enabled metrics for ``net`` on ``dm``'s probe sets, as ``{name: scalar}``."""
+        was_training = net.training
+        net.eval()
+        try:
+            logs = self._probe(dm, net)
+            if self.cfg.csr.enabled:
+                logs[f"csr/{self.cfg.csr.split}"] = self._csr(dm, net)
+        finally:
+            net.train(was_training)
+        return logs
+
+    def _probe(self, dm, net: nn.Module) -> dict[str, torch.Tensor]:
+        cfg = self.cfg
+        layers = net.probe_layers()
+        self.layer_names = [layer.name for layer in layers]
+        device = next(net.parameters()).device
+        k = dm.cfg.num_classes
+        cos: dict[tuple[str, str], MeanCosine] = {}
+        pol: dict[str, Polarization] = {}
+        fit: dict[str, _MASCFit] = {}
+        logs: dict[str, torch.Tensor] = {}
+        want_pass1 = cfg.cosine.enabled or cfg.polarization.enabled or cfg.masc.enabled
+        with torch.no_grad(), capture(net, inputs=cfg.cosine.enabled) as store:
+            for split, idx in self.probe.items() if want_pass1 else ():
+                for batch in self._batches(dm, split, idx, cfg.batch_size, device):
+                    net(batch["x"])
+                    for layer in layers:
+                        out = store["out"][layer.name].flatten(1)
+                        key = (split, layer.name)
+                        if cfg.cosine.enabled and isinstance(layer.weight, nn.Linear):
+                            if key not in cos:
+                                cos[key] = MeanCosine(out.shape[1]).to(device)
+                            cos[key].update(layer.weight.weight, store["in"][layer.name], out)
+                        if split != "train":
+                            continue
+                        if cfg.polarization.enabled:
+                            if layer.name not in pol:
+                                pol[layer.name] = Polarization(k, out.shape[1]).to(device)
+                            labels = batch["y"] if cfg.polarization.labels == "train" \
+                                else batch["y_true"]
+                            pol[layer.name].update(out, labels, batch["corrupted"])
+                        if cfg.masc.enabled:
+                            if layer.name not in fit:
+                                fit[layer.name] = self._masc_fitter(k, out.shape[1], device)
+                            fit[layer.name].update(out, batch["y"], batch["y_true"])
+            for (split, name), m in cos.items():
+                res = m.compute()
+                logs[f"cosine/{split}/{name}"] = res["cosine"]
+                logs[f"dead/{split}/{name}"] = res["dead"]
+            for name, m in pol.items():
+                logs[f"polarization/train/{name}"] = m.compute()
+            if fit:
+                logs |= self._masc_scores(dm, net, layers, store, fit, device)
+        return logs
+
+    def _masc_fitter(self, num_classes: int, dim: int, device: torch.device) -> _MASCFit:
+        m = self.cfg.masc
+        budget = int(m.max_gram_gb * 1024**3)
+        n = len(self.probe["train"])
+        method = m.method
+        if method == "auto":
+            few = n / num_classes < dim and 4 * n * dim <= budget
+            method = "samples" if few or gram_bytes(num_classes, dim) > budget else "gram"
+        if method == "samples" and 4 * n * dim > budget:
+            raise ConfigError(f"MASC would keep {4 * n * dim / 1024**3:.2f} GiB of {dim}-wide "
+                              "outputs; lower metrics.probe_size or raise metrics.masc.max_gram_gb")
+        return _MASCFit(method, num_classes, dim, m.variance, budget).to(device)
+
+    def _masc_scores(self, dm, net, layers, store, fit, device) -> dict[str, torch.Tensor]:
+        bases, logs = {}, {}
+        for layer, m in fit.items():
+            for name, (basis, n_comp) in m.fit().items():
+                bases[(name, layer)] = basis
+                logs[f"{name}/components/{layer}"] = n_comp.double().mean()
+        acc = {key: {s: SubsetAccuracy().to(device) for s in self.probe} for key in bases}
+        for split, idx in self.probe.items():
+            for batch in self._batches(dm, split, idx, self.cfg.batch_size, device):
+                net(batch["x"])
+                for (name, layer), basis in bases.items():
+                    pred = masc_predict(store["out"][layer].flatten(1), basis)
+                    acc[(name, layer)][split].update(pred, batch["y"], batch.get("y_true"),
+                                                     batch.get("corrupted"))
+        for (name, layer), per_split in acc.items():
+            for split, m in per_split.items():
+                res = m.compute()
+                logs[f"{name}/{split}/{layer}"] = res["acc"]
+                if split == "train":
+                    logs[f"{name}/train_true/{layer}"] = res["acc_true"]
+        return logs
+
+    def _csr(self, dm, net: nn.Module) -> torch.Tensor:
+        c = self.cfg.csr
+        device = next(net.parameters()).device
+        std = dm.std.to(device)
+        alpha, beta, r = (to_input_units(v / c.pixel_scale, std) for v in (c.alpha, c.beta, c.r))
+        gen = torch.Generator(device=device).manual_seed(c.seed)
+        metric = CriticalSampleRatio().to(device)
+        for batch in self._batches(dm, c.split, self.csr_idx, c.batch_size, device):
+            metric.update(net, batch["x"], alpha, beta, r, c.max_iter, generator=gen)
+        return metric.compute()
+
+    # -- the end ---------------------------------------------------------------------------------
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.last:
+            self._print_table()
+
+    @rank_zero_only
+    def _print_table(self) -> None:
+        print(format_layer_table(self.last, self.layer_names))
+
+
+def format_layer_table(values: dict[str, float], layers: list[str] | None = None) -> str:
+    """The last logged ``<metric>/<split>/<layer>`` values: one row per metric, one column per
+    layer (in ``layers`` order when given); other values listed below."""
+    rows: dict[str, dict[str, float]] = {}
+    order: list[str] = list(layers or [])
+    scalars = {}
+    for key, v in values.items():
+        parts = key.split("/")
+        if len(parts) != 3:
+            scalars[key] = v
+            continue
+        metric, split, layer = parts
+        rows.setdefault(f"{metric}/{split}", {})[layer] = v
+        if layer not in order:
+            order.append(layer)
+    cols = [c for c in order if any(c in r for r in rows.values())]
+    head = max([len(r) for r in rows] + [6])
+    width = max([len(c) for c in cols] + [6])
+    lines = ["", "=== per-layer metrics (last evaluation) ==="]
+    if rows:
+        lines.append(f"{'':<{head}}" + "".join(f" {c:>{width}}" for c in cols))
+        for name, vals in rows.items():
+            cells = "".join(f" {vals[c]:>{width}.3f}" if c in vals else " " * (width + 1)
+                            for c in cols)
+            lines.append(f"{name:<{head}}{cells}")
+    lines += [f"{k}: {v:.3f}" for k, v in scalars.items()]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,318 @@
+"""MASC, the Minimum Angle Subspace Classifier (*Decoding Generalization from Memorization in
+Deep Neural Networks*, Sec. 3.1, Algorithms 1-3), on the outputs x of one layer.
+
+Fit (Algs. 2-3). Every training output x_i with label y_i is added together with its negation
+-x_i, then each class's subspace S_k is the span of the leading principal components of its
+samples. With the negations a class's data has mean exactly 0, so its (centered) PCA is the
+eigendecomposition of the *uncentered* second-moment (Gram) matrix
+
+    G_k = sum_{i: y_i = k} x_i x_i^T     (D x D; with the negations the PCA covariance is
+                                          2 G_k / 2 n_k: the factor changes no eigenvector)
+
+With eigenvalues l_1 >= l_2 >= ... >= 0 and eigenvectors u_1, u_2, ..., S_k keeps the first r_k,
+the smallest r with  (l_1 + ... + l_r) / (l_1 + ... + l_D) >= variance  (the paper: 0.99), and
+is represented by the orthonormal basis U_k = [u_1 ... u_{r_k}] (D x r_k).
+
+Predict (Alg. 1). The projection of x onto S_k is P_k x = U_k U_k^T x, and the angle theta_k
+between x and P_k x has  cos theta_k = <x, P_k x> / (||x|| ||P_k x||) = ||P_k x|| / ||x||  (P_k is
+an orthogonal projector, so <x, P_k x> = ||P_k x||^2), and ||P_k x|| = ||U_k^T x||. Since cos is
+decreasing on [0, pi/2], argmin_k theta_k = argmax_k ||U_k^T x|| / ||x||; the score returned is
+its square, cos^2 theta_k = ||U_k^T x||^2 / ||x||^2 in [0, 1] (same argmax, no square root).
+
+Readings and edge cases (not in the paper):
+
+- A zero vector (||x|| = 0, e.g. every ReLU of the layer off) has no angle to anything. Its scores
+  are all 0 and :func:`masc_predict` returns -1 for it, which equals no label, so accuracies
+  count it as misclassified.
+- A class without training samples (or whose samples are all 0) has G_k = 0 and an empty
+  subspace: 0 components and score 0 for every x. It is predicted only when every score of x is
+  0, e.g. x orthogonal to every subspace; ties go to the lowest class index (torch.argmax).
+- Eigenvalues at or below  l_1 * D * eps(dtype of G)  are rounding noise of the Gram matrix's
+  accumulation and are set to 0: they count neither in the trace nor as components, so
+  ``variance=1`` keeps the numerical rank, not every direction. (Use ``gram_dtype=float64`` if
+  a layer's variance has a tail below float32's resolution.)
+- The threshold is compared with a relative slack of 1e-10, so a cumulative ratio that is meant
+  to equal ``variance`` exactly (90/100 against 0.9) is not lost to float64 rounding.
+
+Memory. The Gram route holds K * D^2 floats per layer and labelling (:func:`gram_bytes`; 3.5 GiB
+for K = 100 classes of a 3072-wide layer, 2 * 1024**3 bytes allowed by default); torchmetrics
+keeps a zero copy of every state for ``reset()``, so the metric's resident size is about twice
+that, and ``fit_subspaces`` needs about as much again for ``eigh`` (in the Gram's dtype). For wide
+layers, :func:`fit_subspaces_from_samples` is the dual (sample-space) PCA: for a class with
+n_k < D samples, stacked as the rows of X_k, it eigendecomposes the n_k x n_k kernel
+X_k X_k^T = V L V^T, which has the same nonzero eigenvalues as G_k = X_k^T X_k, and maps the
+eigenvectors back, U_k = X_k^T V L^(-1/2) (then G_k U_k = U_k L and U_k^T U_k = I). It spans the
+same subspace as the Gram route, with memory O(N * D + max_k min(n_k, D)^2) (a class with
+n_k >= D uses its D x D Gram matrix instead), but needs the samples themselves, so it does not
+stream: it fits a probe set held in memory.
+
+Every function takes x as [N, D] (or [N, ...], flattened to [N, D]) and works on x's device.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import torch
+from torchmetrics import Metric
+from torchmetrics.utilities import dim_zero_cat
+
+from memorization.errors import ConfigError
+
+MAX_GRAM_BYTES = 2 * 1024**3
+"""Default limit on one MASCSubspaces' Gram matrices (K * D^2 * bytes per element)."""
+
+_SLACK = 1e-10  # relative slack of the explained-variance comparison (float64 rounding)
+
+
+def gram_bytes(num_classes: int, dim: int, dtype_bytes: int = 4) -> int:
+    """Bytes of the K Gram matrices of a ``dim``-wide layer: K * D^2 * ``dtype_bytes``."""
+    return int(num_classes) * int(dim) ** 2 * int(dtype_bytes)
+
+
+def _check_variance(variance) -> float:
+    if (isinstance(variance, bool) or not isinstance(variance, numbers.Real)
+            or not 0 < variance <= 1):
+        raise ConfigError(f"metrics.masc.variance={variance} is outside (0, 1]; it is the fraction "
+                          "of each class's variance its kept principal components explain "
+                          "(the paper uses 0.99)")
+    return float(variance)
+
+
+def _flat(x: torch.Tensor) -> torch.Tensor:
+    if x.dim() < 2:
+        raise ValueError(f"MASC expects layer outputs [N, D] or [N, ...], got {tuple(x.shape)}")
+    return x.flatten(1) if x.dim() > 2 else x
+
+
+def _float_dtype(*dtypes: torch.dtype) -> torch.dtype:
+    """The promoted dtype, at least float32 (half-precision activations are accumulated wider)."""
+    out = torch.float32
+    for d in dtypes:
+        out = torch.promote_types(out, d)
+    return out
+
+
+def _class_rows(labels: torch.Tensor, n: int, num_classes: int) -> list[torch.Tensor]:
+    """Per class, the indices of its samples (one sort and one host sync, no per-sample loop)."""
+    if labels.dim() != 1 or labels.numel() != n:
+        raise ValueError(f"labels must be [N] with N={n}, got shape {tuple(labels.shape)}")
+    if labels.dtype.is_floating_point or labels.dtype == torch.bool:
+        raise ValueError(f"labels must be integers, got {labels.dtype}")
+    if n == 0:
+        return [labels.new_empty(0, dtype=torch.long)] * num_classes
+    lo, hi = (int(v) for v in labels.aminmax())
+    if lo < 0 or hi >= num_classes:
+        raise ValueError(f"labels must be in [0, {num_classes}), got values in [{lo}, {hi}]")
+    counts = torch.bincount(labels, minlength=num_classes)
+    order = torch.argsort(labels, stable=True)
+    return list(order.split(counts.tolist()))
+
+
+def _add_class_grams(out: torch.Tensor, x: torch.Tensor, labels: torch.Tensor) -> None:
+    """out[k] += X_k^T X_k in place (a loop over the classes; no [N, D, D] temporary)."""
+    for k, idx in enumerate(_class_rows(labels, x.shape[0], out.shape[0])):
+        if idx.numel():
+            xk = x.index_select(0, idx).to(out.dtype)
+            out[k].addmm_(xk.T, xk)
+
+
+def class_grams(x: torch.Tensor, labels: torch.Tensor, num_classes: int,
+                dtype: torch.dtype | None = None) -> torch.Tensor:
+    """G_k = sum_{i: y_i = k} x_i x_i^T for every class, [K, D, D], in ``dtype`` (default: x's
+    floating dtype, at least float32). A class without samples gets a zero matrix."""
+    x = _flat(x)
+    dtype = dtype or _float_dtype(x.dtype)
+    out = torch.zeros(num_classes, x.shape[1], x.shape[1], dtype=dtype, device=x.device)
+    _add_class_grams(out, x, labels)
+    return out
+
+
+def _eigh(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """torch.linalg.eigh, single-threaded on the CPU: with 2 threads on a busy 2-core machine it
+    was measured 10-40x slower (10 x 512^2 float32: 3.9 s vs 0.3 s), thread contention in LAPACK's
+    small blocked steps; one thread never lost."""
+    if a.device.type != "cpu":
+        return torch.linalg.eigh(a)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return torch.linalg.eigh(a)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _n_keep(eigvals: torch.Tensor, variance: float, rel_tol: float) -> torch.Tensor:
+    """Components kept per row of descending eigenvalues [..., M] (float64): the smallest r whose
+    cumulative share of the trace reaches ``variance``, after zeroing eigenvalues at or below
+    ``rel_tol`` times the largest; 0 where every eigenvalue is 0."""
+    lam = eigvals.clamp_min(0)
+    lam = torch.where(lam > lam[..., :1] * rel_tol, lam, torch.zeros_like(lam))
+    rank = (lam > 0).sum(-1)
+    total = lam.sum(-1, keepdim=True)
+    frac = lam.cumsum(-1) / torch.where(total > 0, total, torch.ones_like(total))
+    r = (frac < variance * (1 - _SLACK)).sum(-1) + 1
+    return torch.minimum(r, rank)
+
+
+def fit_subspaces(grams: torch.Tensor, variance: float = 0.99
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each class's subspace from its Gram matrix (Alg. 3 with the module's reading).
+
+    Returns ``bases`` [K, D, R] in ``grams``' dtype, the orthonormal eigenvectors of G_k in
+    decreasing order of eigenvalue, R = max_k r_k, with the columns from r_k on set to 0 (so a
+    padded basis scores exactly as its first r_k columns), and ``n_components`` [K] (long, r_k).
+    """
+    variance = _check_variance(variance)
+    if grams.dim() != 3 or grams.shape[1] != grams.shape[2] or not grams.is_floating_point():
+        raise ValueError(f"grams must be a floating [K, D, D] tensor, got {grams.dtype} "
+                         f"{tuple(grams.shape)}")
+    k, d, _ = grams.shape
+    # eigh in the Gram's own dtype: float32 resolves the 99% threshold at half float64's cost;
+    # gram_dtype=float64 where a layer's spectrum needs it
+    lam, vec = _eigh(grams)  # ascending; reads the lower triangle
+    lam, vec = lam.flip(-1).double(), vec.flip(-1)
+    n_comp = _n_keep(lam, variance, d * torch.finfo(grams.dtype).eps)
+    r_max = int(n_comp.max()) if k else 0
+    keep = torch.arange(r_max, device=grams.device) < n_comp[:, None]  # [K, R]
+    bases = vec[..., :r_max] * keep[:, None, :]
+    return bases.to(grams.dtype), n_comp
+
+
+def fit_subspaces_from_samples(x: torch.Tensor, labels: torch.Tensor, num_classes: int,
+                               variance: float = 0.99) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same subspaces as ``fit_subspaces(class_grams(x, labels, K), variance)`` by the dual
+    (sample-space) PCA, for layers too wide for K Gram matrices; see the module docstring.
+
+    Works in float64; returns ``bases`` [K, D, R] in x's floating dtype (at least float32) and
+    ``n_components`` [K], as :func:`fit_subspaces`.
+    """
+    variance = _check_variance(variance)
+    x = _flat(x)
+    n, d = x.shape
+    eps = torch.finfo(torch.float64).eps
+    per_class: list[torch.Tensor] = []
+    for idx in _class_rows(labels, n, num_classes):
+        nk = idx.numel()
+        if nk == 0:
+            per_class.append(x.new_zeros(d, 0, dtype=torch.float64))
+            continue
+        xk = x.index_select(0, idx).double()
+        small = nk < d
+        lam, vec = _eigh(xk @ xk.T if small else xk.T @ xk)
+        lam, vec = lam.flip(-1), vec.flip(-1)
+        r = int(_n_keep(lam, variance, max(nk, d) * eps))
+        u = xk.T @ (vec[:, :r] / lam[:r].sqrt()) if small else vec[:, :r]
+        per_class.append(u)
+    n_comp = torch.tensor([u.shape[1] for u in per_class], dtype=torch.long, device=x.device)
+    r_max = int(n_comp.max()) if num_classes else 0
+    bases = torch.zeros(num_classes, d, r_max, dtype=_float_dtype(x.dtype), device=x.device)
+    for k, u in enumerate(per_class):
+        bases[k, :, : u.shape[1]] = u
+    return bases, n_comp
+
+
+def _scores(x: torch.Tensor, bases: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    x = _flat(x)
+    if bases.dim() != 3 or bases.shape[1] != x.shape[1]:
+        raise ValueError(f"bases must be [K, D={x.shape[1]}, R], got {tuple(bases.shape)}")
+    dtype = _float_dtype(x.dtype, bases.dtype)
+    x, bases = x.to(dtype), bases.to(dtype)
+    k, d, r = bases.shape
+    norm = torch.linalg.vector_norm(x, dim=1, keepdim=True)
+    zero = norm[:, 0] == 0
+    unit = x / torch.where(zero[:, None], torch.ones_like(norm), norm)  # zero rows stay 0
+    proj = unit @ bases.permute(1, 0, 2).reshape(d, k * r)  # U_k^T x / ||x||, all k at once
+    scores = proj.view(x.shape[0], k, r).square().sum(-1).clamp(0, 1)
+    return scores, zero
+
+
+def masc_scores(x: torch.Tensor, bases: torch.Tensor) -> torch.Tensor:
+    """cos^2 of the angle between each x and its projection on each S_k: [N, K], in [0, 1]
+    (= ||U_k^T x||^2 / ||x||^2; 0 for a zero x, never NaN)."""
+    return _scores(x, bases)[0]
+
+
+def masc_predict(x: torch.Tensor, bases: torch.Tensor) -> torch.Tensor:
+    """Alg. 1: the class of the smallest angle, [N] long; -1 for a zero x (no angle)."""
+    scores, zero = _scores(x, bases)
+    pred = scores.argmax(dim=1)
+    return torch.where(zero, torch.full_like(pred, -1), pred)
+
+
+def masc_accuracy(x: torch.Tensor, labels: torch.Tensor, bases: torch.Tensor) -> torch.Tensor:
+    """Fraction of x whose MASC prediction is its label (float64; a zero x counts as wrong, an
+    empty x gives NaN)."""
+    hit = (masc_predict(x, bases) == labels).sum()
+    return hit.double() / torch.tensor(labels.numel(), dtype=torch.float64, device=hit.device)
+
+
+class MASCSubspaces(Metric):
+    """Streaming fit of the class subspaces of one layer: the states are the class Gram matrices
+    ``gram`` [K, D, D] and sample counts ``count`` [K], both sums over batches and DDP ranks;
+    ``compute()`` returns ``(bases, n_components)`` from :func:`fit_subspaces` with
+    ``self.variance`` (an attribute: may be changed before ``compute``).
+
+    Construction refuses Gram matrices over ``max_bytes`` (before allocating them).
+    """
+
+    full_state_update = False
+
+    def __init__(self, num_classes: int, dim: int, variance: float = 0.99,
+                 gram_dtype: torch.dtype = torch.float32, max_bytes: int = MAX_GRAM_BYTES,
+                 **kwargs):
+        if num_classes < 1 or dim < 1:
+            raise ConfigError(f"MASC needs num_classes >= 1 and a layer width >= 1, got "
+                              f"num_classes={num_classes}, width={dim}")
+        self.variance = _check_variance(variance)
+        need = gram_bytes(num_classes, dim, torch.finfo(gram_dtype).bits // 8)
+        if need > max_bytes:
+            raise ConfigError(
+                f"MASC's Gram matrices for {num_classes} classes of a {dim}-wide layer would need "
+                f"{need / 1024**3:.2f} GiB (limit {max_bytes / 1024**3:.2f} GiB); raise "
+                "metrics.masc.max_gram_gb, or fit wide layers on fewer samples with a smaller "
+                "metrics.probe_size and the sample-space fallback (fit_subspaces_from_samples)")
+        super().__init__(**kwargs)
+        self.num_classes, self.dim = int(num_classes), int(dim)
+        self.add_state("gram", default=torch.zeros(num_classes, dim, dim, dtype=gram_dtype),
+                       dist_reduce_fx="sum")
+        self.add_state("count", default=torch.zeros(num_classes, dtype=torch.long),
+                       dist_reduce_fx="sum")
+
+    def update(self, x: torch.Tensor, labels: torch.Tensor) -> None:
+        x = _flat(x)
+        if x.shape[1] != self.dim:
+            raise ValueError(f"MASCSubspaces was built for width {self.dim}, got {x.shape[1]}")
+        _add_class_grams(self.gram, x, labels)
+        self.count += torch.bincount(labels, minlength=self.num_classes)
+
+    def compute(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return fit_subspaces(self.gram, self.variance)
+
+
+class MASCSamples(Metric):
+    """Streaming fit of the class subspaces from the layer's outputs themselves (the dual route,
+    :func:`fit_subspaces_from_samples`): the states are the probed outputs and their labels under
+    one or more labellings (columns of ``labels``), concatenated over batches and gathered over
+    DDP ranks. Cheaper than K Gram matrices whenever classes have fewer probed samples than the
+    layer has units (eigh of n_k x n_k instead of D x D); memory N x D floats.
+    ``compute(j)`` fits the subspaces of labelling ``j``.
+    """
+
+    full_state_update = False
+
+    def __init__(self, num_classes: int, variance: float = 0.99, **kwargs):
+        # no cached result: compute(0) and compute(1) fit different labellings
+        super().__init__(**{"compute_with_cache": False, **kwargs})
+        self.num_classes, self.variance = int(num_classes), _check_variance(variance)
+        self.add_state("x", default=[], dist_reduce_fx="cat")
+        self.add_state("labels", default=[], dist_reduce_fx="cat")
+
+    def update(self, x: torch.Tensor, labels: torch.Tensor) -> None:
+        self.x.append(_flat(x))
+        self.labels.append(labels.reshape(labels.shape[0], -1))
+
+    def compute(self, labelling: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        x = dim_zero_cat(self.x)
+        labels = dim_zero_cat(self.labels)[:, labelling]
+        return fit_subspaces_from_samples(x, labels, self.num_classes, self.variance)
