@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 
 from memorization.data import DataModule
 from memorization.metrics import subset_accuracy
+from memorization.metrics.callback import LayerMetrics
 from memorization.models import MLP
 from tests.conftest import ROOT, run_cli
 
@@ -50,7 +51,8 @@ def test_ddp_two_cpu_processes_give_exact_metrics(tmp_path):
     """A 2-process DDP run logs the same accuracies as one process evaluating its weights."""
     out = tmp_path / "ddp"
     res = run_cli(["trainer=ddp_cpu", *QUICK, "logger=none", "data.source_options.n_train=101",
-                   "data.eval_batch_size=16", f"hydra.run.dir={out}"], cwd=tmp_path)
+                   "data.eval_batch_size=16", "metrics.batch_size=16", "metrics.csr.beta=0",
+                   "metrics.csr.batch_size=7", f"hydra.run.dir={out}"], cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     final = json.loads((out / "metrics.json").read_text())["final"]
     cfg = OmegaConf.load(out / ".hydra" / "config.yaml")
@@ -69,6 +71,14 @@ def test_ddp_two_cpu_processes_give_exact_metrics(tmp_path):
     assert final["train/acc"] == pytest.approx(float(train["acc"]), abs=1e-7)
     assert final["train/acc_true"] == pytest.approx(float(train["acc_true"]), abs=1e-7)
     assert final["test/acc"] == pytest.approx(float(test["acc"]), abs=1e-7)
+    # the per-layer metrics too: sums over ranks equal one process's (csr with beta = 0 is
+    # deterministic per sample, so batching and sharding cannot change it)
+    cb = LayerMetrics(OmegaConf.to_container(cfg.metrics, resolve=True))
+    cb.setup(type("T", (), {"datamodule": dm})(), type("M", (), {"net": net})(), "fit")
+    single = cb.compute(dm, net)
+    assert len(single) > 20
+    for key, value in single.items():
+        assert final[key] == pytest.approx(float(value), abs=1e-6), key
 
 
 @pytest.mark.slow
