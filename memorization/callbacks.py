@@ -106,6 +106,8 @@ class RunReport(Callback):
             "corruption": record.summary() if record is not None else None,
             "interrupted": bool(trainer.interrupted),
         }
+        for cb in trainer.callbacks:  # e.g. the per-class MASC components of LayerMetrics
+            self.summary |= getattr(cb, "report_extras", None) or {}
         if stop is not None and stop.epochs_to_fit is not None:
             for logger in trainer.loggers:
                 logger.log_metrics({"epochs_to_fit": stop.epochs_to_fit})

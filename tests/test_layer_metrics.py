@@ -159,4 +159,10 @@ def test_fit_logs_every_metric_key(tmp_path):
     expected += ["csr/test"]
     missing = [k for k in expected if k not in final]
     assert not missing, missing
+    comps = summary["masc_components"]
+    assert sorted(comps) == sorted(f"{m}/{lay}" for m in ("masc", "masc_true") for lay in layers)
+    for key, per_class in comps.items():
+        name, layer = key.split("/")
+        assert len(per_class) == 3
+        assert sum(per_class) / 3 == pytest.approx(final[f"{name}/components/{layer}"], abs=1e-5)
     assert all(final[k] is None or not math.isnan(final[k]) for k in expected)

@@ -175,6 +175,9 @@ class LayerMetrics(Callback):
         self.probe: dict[str, torch.Tensor] = {}
         self.last: dict[str, float] = {}
         self.layer_names: list[str] = []
+        # per-class MASC components of the last evaluation, {"masc/fc1": [r_0, ..., r_K-1]};
+        # RunReport puts it into metrics.json
+        self.report_extras: dict[str, dict[str, list[int]]] = {"masc_components": {}}
 
     # -- set-up ----------------------------------------------------------------------------------
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -295,6 +298,7 @@ class LayerMetrics(Callback):
             for name, (basis, n_comp) in m.fit().items():
                 bases[(name, layer)] = basis
                 logs[f"{name}/components/{layer}"] = n_comp.double().mean()
+                self.report_extras["masc_components"][f"{name}/{layer}"] = n_comp.tolist()
         acc = {key: {s: SubsetAccuracy().to(device) for s in self.probe} for key in bases}
         for split, idx in self.probe.items():
             for batch in self._batches(dm, split, idx, self.cfg.batch_size, device):
