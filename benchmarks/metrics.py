@@ -1,0 +1,104 @@
+"""Cost of the epoch-end metrics suite relative to a training epoch, in one process.
+
+    python benchmarks/metrics.py [--n-train 55000] [--probe 10000] [--device cpu|cuda]
+
+Times, on the same device and data:
+  baseline  one training epoch of Theunissen's MLP 10x512 (Adam, MSE, batch 128) over n_train
+            samples of 28x28 (synthetic MNIST-shaped data: the cost does not depend on content);
+  suite     LayerMetrics.compute with cosine + polarization + MASC on every probe layer, on a
+            fixed probe subset of the training set and a test set of the same size;
+  csr       LASS (Arpit et al. Alg. 1, 20 steps) throughput in samples per second.
+Prints suite / baseline (the target is <= 0.5) and the throughput. Timings after one warm-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+import torch.nn.functional as F
+
+torch.set_flush_denormal(True)
+
+from memorization.data import DataModule  # noqa: E402
+from memorization.metrics.callback import LayerMetrics  # noqa: E402
+from memorization.models import MLP  # noqa: E402
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def train_epoch(net, dm, device, batch_size=128) -> float:
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    tr = dm.splits["train"].tensors
+    x, y = tr["x"].to(device), tr["y"].to(device)
+    net.train()
+    sync(device)
+    t = time.perf_counter()
+    for idx in torch.randperm(len(y), device=device).split(batch_size):
+        loss = F.mse_loss(net(x[idx]), F.one_hot(y[idx], 10).float())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    sync(device)
+    return time.perf_counter() - t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n-train", type=int, default=55000)
+    ap.add_argument("--probe", type=int, default=10000)
+    ap.add_argument("--csr-n", type=int, default=1000)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    shape = (1, 28, 28)
+    dm = DataModule(source="synthetic", shape=shape, num_classes=10, normalize=True,
+                    source_options={"n_train": args.n_train, "n_test": args.probe,
+                                    "num_classes": 10, "shape": shape, "spread": 0.3},
+                    noise={"name": "label_flip", "p": 0.2, "seed": 0})
+    dm.setup("fit")
+    for split in dm.splits.values():
+        split.tensors = {k: v.to(device) for k, v in split.tensors.items()}
+    dm.std = dm.std.to(device)
+    torch.manual_seed(0)
+    net = MLP(in_shape=shape, num_classes=10, depth=10, width=512, bias="first").to(device)
+
+    train_epoch(net, dm, device)  # warm-up, and weights that are not at initialization
+    baseline = train_epoch(net, dm, device)
+
+    def suite_time(cfg) -> tuple[float, int]:
+        cb = LayerMetrics(cfg)
+        cb.setup(type("T", (), {"datamodule": dm})(), type("M", (), {"net": net})(), "fit")
+        cb.compute(dm, net)  # warm-up
+        sync(device)
+        t = time.perf_counter()
+        logs = cb.compute(dm, net)
+        sync(device)
+        return time.perf_counter() - t, len(logs)
+
+    no_csr = {"probe_size": args.probe, "csr": {"enabled": False}}
+    suite, n_values = suite_time(no_csr)
+    parts = {name: suite_time({**no_csr, **{m: {"enabled": m == name}
+                                            for m in ("cosine", "polarization", "masc")}})[0]
+             for name in ("cosine", "polarization", "masc")}
+    csr_only = {"cosine": {"enabled": False}, "polarization": {"enabled": False},
+                "masc": {"enabled": False}, "csr": {"n": args.csr_n}}
+    csr_time, _ = suite_time(csr_only)
+
+    print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}")
+    print(f"baseline: one training epoch, MLP 10x512, {args.n_train} samples: {baseline:.2f} s")
+    print(f"suite: cosine + polarization + MASC on 11 layers, probe {args.probe} train + "
+          f"{args.probe} test: {suite:.2f} s ({n_values} values)")
+    for name, t in parts.items():
+        print(f"  {name} alone: {t:.2f} s ({t / baseline:.2f} of an epoch)")
+    print(f"ratio suite / epoch: {suite / baseline:.2f} (target <= 0.5)")
+    print(f"csr: {args.csr_n} test samples, 20 LASS steps: {csr_time:.2f} s, "
+          f"{args.csr_n / csr_time:.0f} samples/s")
+
+
+if __name__ == "__main__":
+    main()
