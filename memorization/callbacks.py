@@ -62,6 +62,26 @@ def write_json_atomic(path: Path, obj) -> None:
     os.replace(tmp, path)
 
 
+class LogConfig(Callback):
+    """Logs the resolved config to every logger, and saves it as ``config_resolved.yaml`` in the
+    run folder, once the data module is set up (so a data error fails before a W&B run starts)."""
+
+    def __init__(self, config: dict, output_dir: str | None = None):
+        self.config = config
+        self.output_dir = output_dir
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if not trainer.is_global_zero:
+            return
+        for logger in trainer.loggers:
+            logger.log_hyperparams(self.config)
+        out = Path(self.output_dir or trainer.default_root_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        import yaml
+
+        (out / "config_resolved.yaml").write_text(yaml.safe_dump(self.config, sort_keys=False))
+
+
 class RunReport(Callback):
     """Saves the run's artifacts into its folder and prints a readable summary at the end.
 
@@ -105,6 +125,7 @@ class RunReport(Callback):
             "final": final,
             "corruption": record.summary() if record is not None else None,
             "interrupted": bool(trainer.interrupted),
+            "torch_seed": torch.initial_seed(),  # the training seed, also when seed=null
         }
         for cb in trainer.callbacks:  # e.g. the per-class MASC components of LayerMetrics
             self.summary |= getattr(cb, "report_extras", None) or {}
@@ -137,7 +158,7 @@ def format_summary(s: dict, out: Path | None = None) -> str:
            if s.get("epochs_to_fit") else
            f"did not reach train acc {s['stop_at_train_acc']}"
            if s.get("stop_at_train_acc") else "no stop rule")
-    lines.append(f"trained {s['epochs']} epochs; {fit}")
+    lines.append(f"trained {s['epochs']} epoch{'s' if s['epochs'] != 1 else ''}; {fit}")
     rows = [
         ("train acc, training labels", f.get("train/acc")),
         ("train acc, true labels", f.get("train/acc_true")),

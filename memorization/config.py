@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from memorization.data import SOURCES
@@ -17,64 +19,116 @@ def _require(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def _number(value, key: str, *, integer: bool = False, lo: float | None = None,
+            hi: float | None = None, allow_none: bool = False, what: str = ""):
+    """``value`` as a checked int/float: one line naming ``key`` when it is not."""
+    if value is None and allow_none:
+        return None
+    kinds = (int,) if integer else (int, float)
+    ok = isinstance(value, kinds) and not isinstance(value, bool)
+    ok = ok and (lo is None or value >= lo) and (hi is None or value <= hi)
+    if not ok:
+        rng = (f" in [{lo:g}, {hi:g}]" if lo is not None and hi is not None
+               else f" >= {lo:g}" if lo is not None else "")
+        kind = "an integer" if integer else "a number"
+        none = " or null" if allow_none else ""
+        raise ConfigError(f"{key}={value} must be {kind}{rng}{none}{what}")
+    return value
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` naming the first value that cannot work, and how to fix it."""
     for key in ("data", "noise", "model", "module", "optim", "trainer"):
         _require(cfg.get(key) is not None, f"the config has no '{key}' section; pick one with "
                                            f"{key}=<option> or restore conf/config.yaml")
     data, noise, model, trainer = cfg.data, cfg.noise, cfg.model, cfg.trainer
-    seed = cfg.get("seed")
-    _require(seed is None or (isinstance(seed, int) and seed >= 0),
-             f"seed={seed} must be a non-negative integer or null")
+    _number(cfg.get("seed"), "seed", integer=True, lo=0, allow_none=True)
 
     _require(data.source in SOURCES, f"data.source={data.source!r} is unknown; choose one of: "
                                      f"{', '.join(sorted(SOURCES))}")
     shape = tuple(data.shape)
     _require(len(shape) >= 1 and all(isinstance(d, int) and d >= 1 for d in shape),
              f"data.shape={list(shape)} must be a list of positive integers")
-    _require(data.num_classes >= 2, f"data.num_classes={data.num_classes} must be >= 2")
+    _number(data.num_classes, "data.num_classes", integer=True, lo=2)
     for key in ("batch_size", "eval_batch_size"):
-        _require(data[key] >= 1, f"data.{key}={data[key]} must be >= 1")
-    _require(data.val_size >= 0, f"data.val_size={data.val_size} must be >= 0 (a count or a "
-                                 "fraction of the training split)")
+        _number(data[key], f"data.{key}", integer=True, lo=1)
+    _number(data.val_size, "data.val_size", lo=0,
+            what=" (a count, or a fraction of the training split in (0, 1))")
+    for key in ("normalize", "on_device", "eval_train"):
+        _require(isinstance(data.get(key, True), bool), f"data.{key}={data.get(key)} must be "
+                                                        "true or false")
 
     _require(noise.name in CORRUPTIONS, f"noise.name={noise.name!r} is unknown; choose one of: "
                                         f"{', '.join(sorted(CORRUPTIONS))}")
-    p = noise.p
-    _require(isinstance(p, (int, float)) and 0.0 <= p <= 1.0,
-             f"noise.p={p} is outside [0, 1]; it is the probability that a training sample is "
-             "corrupted")
-    _require(isinstance(noise.seed, int) and not isinstance(noise.seed, bool),
-             f"noise.seed={noise.seed} must be an integer")
+    p = _number(noise.p, "noise.p", lo=0, hi=1,
+                what=": the probability that a training sample is corrupted")
+    _number(noise.seed, "noise.seed", integer=True, lo=0)
     corruption = get_corruption(noise.name, apply_to_test=bool(noise.get("apply_to_test")))
     _require(corruption.fixed_p is None or p == corruption.fixed_p,
              f"noise={noise.name} is defined with p={corruption.fixed_p}, got noise.p={p}; drop "
              "the noise.p override (or use noise=label_uniform for a fraction)")
     corruption.check_shape(shape)
 
-    in_shape = model.get("in_shape")
-    _require(in_shape is None or math.prod(in_shape) == math.prod(shape),
-             f"model.in_shape={list(in_shape or [])} does not fit the data's inputs {list(shape)}; "
-             "leave model.in_shape at ${data.shape} or pick a matching model")
-    k = model.get("num_classes")
-    _require(k is None or k == data.num_classes,
-             f"model.num_classes={k} but the data has {data.num_classes} classes; leave "
-             "model.num_classes at ${data.num_classes}")
-
+    _validate_model(model, shape, data.num_classes)
     _require(cfg.module.get("loss", "ce") in LOSSES,
              f"module.loss={cfg.module.get('loss')!r} is not one of {', '.join(LOSSES)}")
-    OptimConfig(**OmegaConf.to_container(cfg.optim, resolve=True))
+    try:
+        OptimConfig(**OmegaConf.to_container(cfg.optim, resolve=True))
+    except TypeError as e:  # an unknown option, or a value of the wrong type
+        raise ConfigError(f"optim: {e}") from e
 
-    max_epochs = trainer.get("max_epochs")
-    _require(isinstance(max_epochs, int) and max_epochs >= 1,
-             f"trainer.max_epochs={max_epochs} must be an integer >= 1")
+    _number(trainer.get("max_epochs"), "trainer.max_epochs", integer=True, lo=1)
     _require(trainer.get("use_distributed_sampler") is False,
              "trainer.use_distributed_sampler must be false: the data module shards batches "
              "over ranks itself")
+    accelerator = str(trainer.get("accelerator", "auto"))
+    _require(accelerator not in ("gpu", "cuda") or torch.cuda.is_available(),
+             f"trainer.accelerator={accelerator} but no GPU is visible; use trainer=default "
+             "(auto) or trainer=cpu")
+    stop = _number(cfg.get("stop_at_train_acc"), "stop_at_train_acc", lo=0, hi=1,
+                   allow_none=True, what=" (null trains for trainer.max_epochs)")
+    _require(stop != 0, "stop_at_train_acc=0 would stop at once; use a value in (0, 1] or null")
+    _require(not (_in_basic_sweep() and "ddp" in str(trainer.get("strategy", ""))),
+             "trainer=ddp cannot run inside a -m sweep with the basic launcher (Lightning starts "
+             "each rank by re-running the whole command); run the jobs one by one or use "
+             "hydra/launcher=slurm")
+    ckpt = cfg.get("ckpt_path")
+    _require(ckpt is None or Path(str(ckpt)).is_file(),
+             f"ckpt_path={ckpt} is not a file; point it at a checkpoint such as "
+             "<run folder>/checkpoints/last.ckpt")
     if cfg.get("metrics") is not None:
         from memorization.metrics.callback import MetricsConfig
 
         MetricsConfig.from_dict(OmegaConf.to_container(cfg.metrics, resolve=True))
-    stop = cfg.get("stop_at_train_acc")
-    _require(stop is None or 0.0 < stop <= 1.0,
-             f"stop_at_train_acc={stop} must be in (0, 1] or null (train for max_epochs)")
+
+
+def _in_basic_sweep() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return False
+    hc = HydraConfig.get()
+    target = str(OmegaConf.select(hc, "launcher._target_", default="") or "")
+    return hc.mode == RunMode.MULTIRUN and target.endswith("BasicLauncher")
+
+
+def _validate_model(model: DictConfig, shape: tuple[int, ...], num_classes: int) -> None:
+    in_shape = model.get("in_shape")
+    _require(in_shape is None or (all(isinstance(d, int) for d in in_shape)
+                                  and math.prod(in_shape) == math.prod(shape)),
+             f"model.in_shape={list(in_shape or [])} does not fit the data's inputs {list(shape)}; "
+             "leave model.in_shape at ${data.shape} or pick a matching model")
+    k = model.get("num_classes")
+    _require(k == num_classes,
+             f"model.num_classes={k} but the data has {num_classes} classes; leave "
+             "model.num_classes at ${data.num_classes}")
+    if model.get("_target_") == "memorization.models.MLP":
+        from memorization.models import MLPConfig
+
+        options = {k: v for k, v in OmegaConf.to_container(model, resolve=True).items()
+                   if k != "_target_"}
+        try:
+            MLPConfig(**options)
+        except TypeError as e:  # an unknown option, or a value of the wrong type
+            raise ConfigError(f"model: {e}") from e

@@ -9,7 +9,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchmetrics import MeanMetric
+from torchmetrics import Metric
 
 from memorization.errors import ConfigError
 from memorization.metrics import SubsetAccuracy
@@ -35,6 +35,10 @@ class OptimConfig:
 
     def __post_init__(self):
         self.betas = tuple(self.betas)
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ConfigError(f"optim.betas={list(self.betas)} must be two numbers in [0, 1)")
+        if self.momentum < 0:
+            raise ConfigError(f"optim.momentum={self.momentum} must be >= 0")
         if self.name not in OPTIMIZERS:
             raise ConfigError(f"optim.name={self.name!r} is not one of {', '.join(OPTIMIZERS)}")
         if not self.lr > 0:
@@ -43,6 +47,25 @@ class OptimConfig:
             raise ConfigError(f"optim.weight_decay={self.weight_decay} must be >= 0")
         if self.lr_decay is not None and not 0 < self.lr_decay <= 1:
             raise ConfigError(f"optim.lr_decay={self.lr_decay} must be in (0, 1] or null")
+
+
+class MeanLoss(Metric):
+    """Sample-weighted mean loss: sum of loss x n and of n, summed over batches and ranks.
+    (torchmetrics' MeanMetric checks for NaNs on every update, a device sync per step.)"""
+
+    full_state_update = False
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.add_state("total", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, loss: torch.Tensor, weight: int) -> None:
+        self.total += loss.detach().to(self.total.dtype) * weight
+        self.count += weight
+
+    def compute(self) -> torch.Tensor:
+        return self.total / self.count
 
 
 class Classifier(L.LightningModule):
@@ -69,7 +92,7 @@ class Classifier(L.LightningModule):
         splits = ("fit", "train", "val", "test")
         # keyed "<split>_" because ModuleDict keys may not shadow nn.Module attributes ("train")
         self.accs = nn.ModuleDict({f"{s}_": SubsetAccuracy() for s in splits})
-        self.losses = nn.ModuleDict({f"{s}_": MeanMetric() for s in splits})
+        self.losses = nn.ModuleDict({f"{s}_": MeanLoss() for s in splits})
         self.register_buffer("best_test_acc", torch.tensor(float("nan"), dtype=torch.float64))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

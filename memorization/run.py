@@ -23,6 +23,7 @@ from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
+from memorization.callbacks import LogConfig  # noqa: E402
 from memorization.config import validate  # noqa: E402
 from memorization.errors import ConfigError  # noqa: E402
 
@@ -68,13 +69,12 @@ def train(cfg: DictConfig) -> dict | None:
     datamodule = hydra.utils.instantiate(cfg.data, noise=cfg.noise, _convert_="all")
     net = hydra.utils.instantiate(cfg.model, _convert_="all")
     module = hydra.utils.instantiate(cfg.module, net=net, optim=cfg.optim, _convert_="all")
-    callbacks = _instantiate_all(cfg.get("callbacks"))
-    loggers = _instantiate_all(cfg.get("logger"))
-    trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     resolved = {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
                 for k, v in cfg.items() if k != "hydra"}  # hydra's node: in tests only
-    for logger in loggers:
-        logger.log_hyperparams(resolved)
+    # logged once the data is set up, so a data error fails before any logger starts a run
+    callbacks = [*_instantiate_all(cfg.get("callbacks")), LogConfig(resolved)]
+    loggers = _instantiate_all(cfg.get("logger"))
+    trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     finally:
@@ -98,8 +98,29 @@ def _config_error(exc: BaseException) -> ConfigError | None:
     return None
 
 
+def _unknown_option(args: list[str]) -> str | None:
+    """The first ``group=option`` override naming an option that conf/ lacks, as a one-line
+    error (Hydra's own message spans a dozen lines)."""
+    conf = Path(_conf_dir())
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        key = key.lstrip("+~")
+        if not sep or arg.startswith("-") or "." in key or key.startswith("hydra"):
+            continue
+        group = conf / key
+        if not group.is_dir() or "(" in value:  # sweep functions such as range(...) pass
+            continue
+        known = sorted(p.stem for p in group.glob("*.yaml"))
+        for option in value.strip("[]").split(","):
+            option = option.strip()
+            if option and option != "null" and option not in known:
+                return (f"{key}={option} is not an option of '{key}'; choose one of: "
+                        f"{', '.join(known)}")
+    return None
+
+
 @hydra.main(version_base="1.3", config_path=_conf_dir(), config_name="config")
-def main(cfg: DictConfig) -> None:
+def _hydra_main(cfg: DictConfig) -> None:
     try:
         train(cfg)
     except Exception as exc:
@@ -108,6 +129,14 @@ def main(cfg: DictConfig) -> None:
             raise
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+
+
+def main() -> None:
+    err = _unknown_option(sys.argv[1:])
+    if err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    _hydra_main()
 
 
 if __name__ == "__main__":

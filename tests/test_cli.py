@@ -91,6 +91,10 @@ def test_installed_package_runs_from_anywhere(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target",
                     str(site), str(wheel)], check=True, capture_output=True)
     assert (site / "memorization" / "conf" / "config.yaml").is_file()
+    # every package of the checkout is in the wheel (the editable install of the test's venv
+    # could otherwise supply a missing one, and the run below would not notice)
+    for init in (ROOT / "memorization").rglob("__init__.py"):
+        assert (site / init.relative_to(ROOT)).is_file(), init
     work = tmp_path / "elsewhere"
     work.mkdir()
     res = run_cli([*QUICK, "logger=none", "trainer.max_epochs=1"], cwd=work,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 
 import pytest
+import torch
 from hydra.errors import MissingConfigException
 from omegaconf import OmegaConf
 
@@ -25,6 +26,10 @@ def test_every_option_composes_and_validates(make_cfg, override):
     for key in cfg:  # every interpolation resolves (hydra's own node is read-only)
         if key != "hydra" and OmegaConf.is_config(cfg[key]):
             OmegaConf.to_container(cfg[key], resolve=True)
+    if override == "trainer=gpu" and not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="no GPU is visible"):
+            validate(cfg)
+        return
     validate(cfg)
 
 
@@ -50,7 +55,8 @@ def test_presets_set_the_papers_shapes(make_cfg):
     exp = make_cfg("experiment=theunissen_digits")
     assert exp.module.loss == "mse" and exp.optim.name == "adam" and exp.model.depth == 10
     zhang = make_cfg("experiment=zhang_digits_random_labels")
-    assert zhang.noise.name == "random_labels" and zhang.optim.lr_decay == 0.95
+    assert zhang.noise.name == "random_labels" and zhang.optim.lr_decay == 0.9984
+    assert exp.stop_at_train_acc is None and exp.trainer.max_epochs == 400
 
 
 @pytest.mark.skipif(importlib.util.find_spec("hydra_plugins.hydra_joblib_launcher") is None,
@@ -62,8 +68,8 @@ def test_launcher_options_compose(make_cfg, launcher):
 
 
 BAD = [
-    (["noise.p=1.5"], "noise.p=1.5 is outside [0, 1]"),
-    (["noise.p=-0.1"], "noise.p=-0.1 is outside [0, 1]"),
+    (["noise.p=1.5"], "noise.p=1.5 must be a number in [0, 1]"),
+    (["noise.p=-0.1"], "noise.p=-0.1 must be a number in [0, 1]"),
     (["noise.name=foo"], "noise.name='foo' is unknown"),
     (["noise=random_labels", "noise.p=0.5"], "noise=random_labels is defined with p=1.0"),
     (["noise=label_flip", "+noise.apply_to_test=true"], "only defined for shuffled_pixels"),
@@ -78,6 +84,20 @@ BAD = [
     (["module.loss=hinge"], "module.loss='hinge'"),
     (["data.batch_size=0"], "data.batch_size=0"),
     (["seed=-1"], "seed=-1"),
+    (["seed=true"], "seed=True must be an integer"),
+    (["noise.p=true"], "noise.p=True must be a number in [0, 1]"),
+    (["noise.p=abc"], "noise.p=abc must be a number in [0, 1]"),
+    (["stop_at_train_acc=abc"], "stop_at_train_acc=abc must be a number"),
+    (["data.val_size=abc"], "data.val_size=abc must be a number"),
+    (["data.batch_size=abc"], "data.batch_size=abc must be an integer"),
+    (["data.normalize=abc"], "data.normalize=abc must be true or false"),
+    (["model.depth=abc"], "model: "),
+    (["model.num_classes=null"], "model.num_classes=None but the data has 3 classes"),
+    (["+model.colour=red"], "model: "),
+    (["optim.betas=[0.9]"], "optim.betas=[0.9] must be two numbers"),
+    (["optim=sgd", "optim.momentum=-1"], "optim.momentum=-1"),
+    (["ckpt_path=/nonexistent.ckpt"], "ckpt_path=/nonexistent.ckpt is not a file"),
+    (["metrics.every_n_epochs=0"], "metrics.every_n_epochs=0"),
 ]
 
 
@@ -106,8 +126,25 @@ def test_cli_bad_value_fails_before_training_with_one_line(tmp_path):
                   timeout=120)
     assert res.returncode == 2
     errors = [line for line in res.stderr.splitlines() if line.strip()]
-    assert errors == ["error: noise.p=1.5 is outside [0, 1]; it is the probability that a "
+    assert errors == ["error: noise.p=1.5 must be a number in [0, 1]: the probability that a "
                       "training sample is corrupted"]
     assert "Epoch" not in res.stdout
     assert not (tmp_path / "run" / "metrics.json").exists()
     assert not (tmp_path / "run" / "corruption.npz").exists()
+
+
+def test_cli_unknown_option_is_one_line(tmp_path):
+    res = run_cli(["noise=foo", f"hydra.run.dir={tmp_path}/run"], cwd=tmp_path, timeout=120)
+    assert res.returncode == 2
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: noise=foo is not an option of 'noise'")
+    assert "label_flip" in lines[0]
+
+
+def test_unknown_option_check_lets_valid_forms_through():
+    from memorization.run import _unknown_option
+
+    assert _unknown_option(["-m", "noise=label_flip,gaussian", "noise.p=0,0.5"]) is None
+    assert _unknown_option(["logger=[csv,wandb]", "+experiment=theunissen_digits"]) is None
+    assert _unknown_option(["hydra/launcher=joblib", "experiment=null"]) is None
+    assert "model=mlp_9x9" in _unknown_option(["model=mlp,mlp_9x9"])

@@ -614,8 +614,8 @@ def test_datamodule_shuffled_pixels_apply_to_test_permutes_test_and_val():
     raw = load_source("synthetic", **SOURCE_OPTIONS)
     noise = {"name": "shuffled_pixels", "p": 1.0, "seed": 0, "apply_to_test": True}
     dm = _datamodule(noise, val_size=50)
-    # The permutation depends only on the seed and the number of training samples (250 after the
-    # hold-out), not on their values: recover it from the same corruption of distinct values.
+    # The permutation depends only on the seed and the image size, not on the values: recover it
+    # from the same corruption of a batch of the same size.
     probe = corrupt_dataset(torch.zeros(250, 1, 4, 4), torch.zeros(250, dtype=torch.long), 3,
                             "shuffled_pixels", 1.0, seed=0, apply_to_test=True).test_transform
     ramp = _increasing_images(1, (1, 4, 4))

@@ -45,6 +45,8 @@ def test_default_job_fits_digits_and_writes_its_folder(digits_run, capsys):
     assert 0.5 < final["test/acc"] <= final["test/acc_best"] <= 1.0
     assert final["gap"] == pytest.approx(final["train/acc"] - final["test/acc"], abs=1e-6)
     assert (out / "checkpoints" / "last.ckpt").is_file()
+    resolved = (out / "config_resolved.yaml").read_text()
+    assert "${" not in resolved and "noise:" in resolved
 
 
 def test_default_job_logs_every_epoch(digits_run):
@@ -107,3 +109,13 @@ def test_resume_with_other_noise_is_refused(tmp_path):
     with pytest.raises(ValueError, match="different corruption"):
         _final(tmp_path, "b", "trainer.max_epochs=2", "noise.seed=5",
                f"ckpt_path={out / 'checkpoints' / 'last.ckpt'}")
+
+
+def test_data_error_fails_before_any_logger_starts(tmp_path):
+    """val_size is checked against the data in setup: before W&B creates a run folder."""
+    out = tmp_path / "run"
+    cfg = compose_config(["data=synthetic", "logger=wandb", "trainer.enable_progress_bar=false",
+                          "trainer.accelerator=cpu", "data.val_size=500"], output_dir=out)
+    with pytest.raises(ValueError, match="data.val_size=500"):
+        train(cfg)
+    assert not (out / "wandb").exists()

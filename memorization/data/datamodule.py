@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from memorization.data.sources import load_source
+from memorization.data.sources import RawData, load_source
 from memorization.errors import ConfigError
 from memorization.noise import CorruptionRecord, corrupt_dataset
 
@@ -133,6 +133,7 @@ class DataModule(L.LightningDataModule):
         self.cfg = DataConfig(**data)
         self.noise = noise if isinstance(noise, NoiseConfig) else NoiseConfig(**(noise or {}))
         self.record: CorruptionRecord | None = None
+        self._raw: RawData | None = None  # loaded by prepare_data, consumed by setup
         self.splits: dict[str, TensorDictDataset] = {}
         self.mean = self.std = None  # per-channel normalization, for converting pixel units
         self._samplers: list[EpochBatchSampler] = []
@@ -146,9 +147,11 @@ class DataModule(L.LightningDataModule):
         return names + (["val"] if "val" in self.splits else []) + ["test"]
 
     # -- setup -----------------------------------------------------------------------------------
-    def setup(self, stage: str | None = None) -> None:
-        if self.splits:  # idempotent: fit, validate and test share one corrupted copy
-            return
+    def prepare_data(self) -> None:
+        # Lightning calls this before any logger starts a run: bad data settings fail here first
+        self._raw = self._load()
+
+    def _load(self) -> RawData:
         cfg = self.cfg
         raw = load_source(cfg.source, **cfg.source_options)
         if raw.shape != cfg.shape or raw.num_classes != cfg.num_classes:
@@ -156,6 +159,14 @@ class DataModule(L.LightningDataModule):
                 f"data.source={cfg.source} gives inputs {list(raw.shape)} with "
                 f"{raw.num_classes} classes, but the config declares data.shape={list(cfg.shape)} "
                 f"and data.num_classes={cfg.num_classes}; fix the data config")
+        self._val_count(len(raw.y_train))
+        return raw
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:  # idempotent: fit, validate and test share one corrupted copy
+            return
+        cfg = self.cfg
+        raw, self._raw = (self._raw or self._load()), None
         x_tr, y_tr = raw.x_train, raw.y_train
         val = None
         n_val = self._val_count(len(y_tr))
