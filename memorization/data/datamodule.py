@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 
 import lightning as L
 import torch
-import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from memorization.data.sources import RawData, load_source
+from memorization.distributed import rank_world
 from memorization.errors import ConfigError
 from memorization.noise import CorruptionRecord, corrupt_dataset
 
@@ -87,9 +87,7 @@ class EpochBatchSampler(Sampler):
 
     @staticmethod
     def _rank_world() -> tuple[int, int]:
-        if dist.is_available() and dist.is_initialized():
-            return dist.get_rank(), dist.get_world_size()
-        return 0, 1
+        return rank_world()
 
     def _indices(self) -> torch.Tensor:
         rank, world = self._rank_world()

@@ -25,11 +25,11 @@ from dataclasses import dataclass, field
 
 import lightning as L
 import torch
-import torch.distributed as dist
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_only
 from torch import nn
 
+from memorization.distributed import rank_world
 from memorization.errors import ConfigError
 from memorization.metrics.cosine import MeanCosine
 from memorization.metrics.csr import (
@@ -161,12 +161,6 @@ class _MASCFit(nn.Module):
         return {name: m.compute() for name, m in self.grams.items()}
 
 
-def _rank_world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 class LayerMetrics(Callback):
     """Computes and logs the per-layer metrics at epoch ends; see the module docstring."""
 
@@ -210,7 +204,7 @@ class LayerMetrics(Callback):
     @staticmethod
     def _batches(dm, split: str, idx: torch.Tensor, batch_size: int, device: torch.device):
         """This rank's share of ``idx`` in batches, on ``device`` (a no-op when data is there)."""
-        rank, world = _rank_world()
+        rank, world = rank_world()
         ds = dm.splits[split]
         for b in idx[rank::world].split(batch_size):
             yield {k: v.to(device, non_blocking=True) for k, v in ds[b].items()}
