@@ -633,3 +633,17 @@ def test_datamodule_shuffled_pixels_apply_to_test_permutes_test_and_val():
     assert bool(_is_raw_row(unshuffled, raw.x_train).all())
     # the training images went through the same permutation
     assert bool(_is_raw_row(dm.splits["train"].tensors["x"], shuffle(raw.x_train)).all())
+
+
+def test_random_pixels_in_chunks_still_permutes_every_image(monkeypatch):
+    from memorization.noise.pixels import RandomPixels
+
+    monkeypatch.setattr(RandomPixels, "chunk", 7)  # 30 selected images span 5 chunks
+    n, shape = 30, (1, 4, 4)
+    x = torch.arange(n * 16, dtype=torch.float32).reshape(n, *shape)
+    y = torch.zeros(n, dtype=torch.long)
+    res = corrupt_dataset(x, y, 2, "random_pixels", 1.0, seed=0)
+    got = res.x.reshape(n, -1)
+    assert torch.equal(got.sort(dim=1).values, x.reshape(n, -1))
+    perms = {tuple((row - row.min()).long().tolist()) for row in got}
+    assert len(perms) == n
