@@ -4,7 +4,9 @@
 
 Times, on the same device and data:
   baseline  one training epoch of Theunissen's MLP 10x512 (Adam, MSE, batch 128) over n_train
-            samples of 28x28 (synthetic MNIST-shaped data: the cost does not depend on content);
+            samples of 28x28: real Fashion-MNIST when Debian's dataset-fashion-mnist is
+            installed, else synthetic data of that shape (MASC's cost depends on the layers'
+            rank, so the data matters);
   suite     LayerMetrics.compute with cosine + polarization + MASC on every probe layer, on a
             fixed probe subset of the training set and a test set of the same size;
   csr       LASS (Arpit et al. Alg. 1, 20 steps) throughput in samples per second.
@@ -14,7 +16,9 @@ Prints suite / baseline (the target is <= 0.5) and the throughput. Timings after
 from __future__ import annotations
 
 import argparse
+import gzip
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +28,33 @@ torch.set_flush_denormal(True)
 from memorization.data import DataModule  # noqa: E402
 from memorization.metrics.callback import LayerMetrics  # noqa: E402
 from memorization.models import MLP  # noqa: E402
+from memorization.noise import corrupt_dataset  # noqa: E402
+
+FASHION = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
+
+
+def read_idx(path: Path) -> torch.Tensor:
+    """A gzip IDX file (ubyte) as a uint8 tensor. A minimal reader for this benchmark only; the
+    project's dataset readers come with the datasets issue."""
+    raw = gzip.decompress(path.read_bytes())
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    return torch.frombuffer(bytearray(raw[4 + 4 * ndim:]), dtype=torch.uint8).reshape(dims)
+
+
+def use_fashion_mnist(dm, n_train: int, n_test: int) -> None:
+    """Swap the synthetic tensors for real Fashion-MNIST ones (standardized, first n samples)."""
+    x = read_idx(FASHION / "train-images-idx3-ubyte.gz")[:n_train].float().div(255)
+    y = read_idx(FASHION / "train-labels-idx1-ubyte.gz")[:n_train].long()
+    xt = read_idx(FASHION / "t10k-images-idx3-ubyte.gz")[:n_test].float().div(255)
+    yt = read_idx(FASHION / "t10k-labels-idx1-ubyte.gz")[:n_test].long()
+    mean, std = x.mean(), x.std()
+    rec = corrupt_dataset(x, y, 10, "label_flip", 0.2, seed=0).record
+    dm.splits["train"].tensors.update(x=((x - mean) / std).unsqueeze(1), y=rec.train_labels,
+                                      y_true=y, corrupted=rec.corrupted,
+                                      index=torch.arange(len(y)))
+    dm.splits["test"].tensors.update(x=((xt - mean) / std).unsqueeze(1), y=yt)
+    dm.std = torch.tensor([float(std)])
 
 
 def sync(device: torch.device) -> None:
@@ -53,6 +84,8 @@ def main() -> None:
     ap.add_argument("--probe", type=int, default=10000)
     ap.add_argument("--csr-n", type=int, default=1000)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--synthetic", action="store_true",
+                    help="synthetic data even when Debian's Fashion-MNIST is installed")
     args = ap.parse_args()
     device = torch.device(args.device)
     shape = (1, 28, 28)
@@ -61,6 +94,9 @@ def main() -> None:
                                     "num_classes": 10, "shape": shape, "spread": 0.3},
                     noise={"name": "label_flip", "p": 0.2, "seed": 0})
     dm.setup("fit")
+    real = FASHION.is_dir() and not args.synthetic
+    if real:
+        use_fashion_mnist(dm, args.n_train, args.probe)
     for split in dm.splits.values():
         split.tensors = {k: v.to(device) for k, v in split.tensors.items()}
     dm.std = dm.std.to(device)
@@ -89,7 +125,8 @@ def main() -> None:
                 "masc": {"enabled": False}, "csr": {"n": args.csr_n}}
     csr_time, _ = suite_time(csr_only)
 
-    print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}")
+    print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
+          f"data {'Fashion-MNIST (label_flip p=0.2)' if real else 'synthetic'}")
     print(f"baseline: one training epoch, MLP 10x512, {args.n_train} samples: {baseline:.2f} s")
     print(f"suite: cosine + polarization + MASC on 11 layers, probe {args.probe} train + "
           f"{args.probe} test: {suite:.2f} s ({n_values} values)")

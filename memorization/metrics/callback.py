@@ -40,7 +40,13 @@ from memorization.metrics.csr import (
     CriticalSampleRatio,
     to_input_units,
 )
-from memorization.metrics.masc import MASCSamples, MASCSubspaces, gram_bytes, masc_predict
+from memorization.metrics.masc import (
+    MASCSamples,
+    MASCSubspaces,
+    flat_bases,
+    gram_bytes,
+    masc_predict,
+)
 from memorization.metrics.polarization import Polarization
 from memorization.metrics.subset_accuracy import SubsetAccuracy
 from memorization.models.probes import capture
@@ -213,11 +219,11 @@ class LayerMetrics(Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self.cfg.enabled or trainer.sanity_checking or not self._due(trainer):
             return
-        logs = self.compute(trainer.datamodule, pl_module.net, trainer.current_epoch)
+        logs = self.compute(trainer.datamodule, pl_module.net)
         self.last = {k: float(v) for k, v in logs.items()}
         pl_module.log_dict({k: v.float() for k, v in logs.items()}, sync_dist=False)
 
-    def compute(self, dm, net: nn.Module, epoch: int = 0) -> dict[str, torch.Tensor]:
+    def compute(self, dm, net: nn.Module) -> dict[str, torch.Tensor]:
         """All enabled metrics for ``net`` on ``dm``'s probe sets, as ``{name: scalar}``."""
         was_training = net.training
         net.eval()
@@ -290,15 +296,15 @@ class LayerMetrics(Callback):
         bases, logs = {}, {}
         for layer, m in fit.items():
             for name, (basis, n_comp) in m.fit().items():
-                bases[(name, layer)] = basis
+                bases[(name, layer)] = (basis, flat_bases(basis))
                 logs[f"{name}/components/{layer}"] = n_comp.double().mean()
                 self.report_extras["masc_components"][f"{name}/{layer}"] = n_comp.tolist()
         acc = {key: {s: SubsetAccuracy().to(device) for s in self.probe} for key in bases}
         for split, idx in self.probe.items():
             for batch in self._batches(dm, split, idx, self.cfg.batch_size, device):
                 net(batch["x"])
-                for (name, layer), basis in bases.items():
-                    pred = masc_predict(store["out"][layer].flatten(1), basis)
+                for (name, layer), (basis, flat) in bases.items():
+                    pred = masc_predict(store["out"][layer].flatten(1), basis, flat)
                     acc[(name, layer)][split].update(pred, batch["y"], batch.get("y_true"),
                                                      batch.get("corrupted"))
         for (name, layer), per_split in acc.items():

@@ -212,19 +212,29 @@ def fit_subspaces_from_samples(x: torch.Tensor, labels: torch.Tensor, num_classe
     return bases, n_comp
 
 
-def _scores(x: torch.Tensor, bases: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _scores(x: torch.Tensor, bases: torch.Tensor,
+            flat: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     x = _flat(x)
     if bases.dim() != 3 or bases.shape[1] != x.shape[1]:
         raise ValueError(f"bases must be [K, D={x.shape[1]}, R], got {tuple(bases.shape)}")
     dtype = _float_dtype(x.dtype, bases.dtype)
-    x, bases = x.to(dtype), bases.to(dtype)
     k, d, r = bases.shape
+    if flat is None:
+        flat = flat_bases(bases)
+    x = x.to(dtype)
     norm = torch.linalg.vector_norm(x, dim=1, keepdim=True)
     zero = norm[:, 0] == 0
     unit = x / torch.where(zero[:, None], torch.ones_like(norm), norm)  # zero rows stay 0
-    proj = unit @ bases.permute(1, 0, 2).reshape(d, k * r)  # U_k^T x / ||x||, all k at once
+    proj = unit @ flat.to(dtype)  # U_k^T x / ||x||, all k at once
     scores = proj.view(x.shape[0], k, r).square().sum(-1).clamp(0, 1)
     return scores, zero
+
+
+def flat_bases(bases: torch.Tensor) -> torch.Tensor:
+    """[K, D, R] -> [D, K*R], the layout the scores multiply by; compute once per fit and pass
+    to :func:`masc_predict` when scoring many batches (it is a copy)."""
+    k, d, r = bases.shape
+    return bases.permute(1, 0, 2).reshape(d, k * r).contiguous()
 
 
 def masc_scores(x: torch.Tensor, bases: torch.Tensor) -> torch.Tensor:
@@ -233,9 +243,11 @@ def masc_scores(x: torch.Tensor, bases: torch.Tensor) -> torch.Tensor:
     return _scores(x, bases)[0]
 
 
-def masc_predict(x: torch.Tensor, bases: torch.Tensor) -> torch.Tensor:
-    """Alg. 1: the class of the smallest angle, [N] long; -1 for a zero x (no angle)."""
-    scores, zero = _scores(x, bases)
+def masc_predict(x: torch.Tensor, bases: torch.Tensor,
+                 flat: torch.Tensor | None = None) -> torch.Tensor:
+    """Alg. 1: the class of the smallest angle, [N] long; -1 for a zero x (no angle).
+    ``flat``: :func:`flat_bases` of ``bases``, if already computed."""
+    scores, zero = _scores(x, bases, flat)
     pred = scores.argmax(dim=1)
     return torch.where(zero, torch.full_like(pred, -1), pred)
 
