@@ -203,3 +203,11 @@ def test_bias_per_layer_as_a_list():
     assert [lin.bias is not None for lin in [*net.fcs, net.out]] == [False, True, True]
     with pytest.raises(ConfigError, match="3 booleans"):
         MLP(in_shape=(4,), num_classes=2, depth=2, width=3, bias=[True, True])
+
+
+@pytest.mark.parametrize(("depth", "expected"), [(1, 1_209_866), (3, 1_735_178)])
+def test_zhang_mlp_parameter_counts(depth, expected):
+    # Zhang et al. Table 1, 28x28x3 inputs: 2352*512 + 512 + (depth-1)*(512*512 + 512)
+    # + 512*10 + 10
+    net = MLP(in_shape=(3, 28, 28), num_classes=10, depth=depth, width=512)
+    assert sum(p.numel() for p in net.parameters()) == expected

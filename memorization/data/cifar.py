@@ -1,0 +1,148 @@
+"""CIFAR-10 and CIFAR-100 from their python-pickle distribution.
+
+Accepted forms, looked for in ``root`` (``data.source_options.root``, default
+``~/.local/share/memorization/<name>``): the official tarball (``cifar-10-python.tar.gz``,
+``cifar-100-python.tar.gz``), read in place without extracting, or its extracted folder
+(``cifar-10-batches-py/``, ``cifar-100-python/``). A missing tarball is downloaded from the
+official source when ``download`` is on and the network answers, and kept only if its MD5 matches
+the published one; a tarball whose MD5 differs is refused with one line, so a truncated download
+is never used. CIFAR-100 uses the fine labels (100 classes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import tarfile
+import tempfile
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from memorization.data.idx import default_root
+from memorization.data.sources import RawData, register_source
+from memorization.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class CifarDataset:
+    name: str
+    tarball: str
+    md5: str
+    folder: str  # the top folder inside the tarball
+    train: tuple[str, ...]  # batch files, in order
+    test: tuple[str, ...]
+    label_key: bytes
+    num_classes: int
+    url: str
+
+
+CIFAR10 = CifarDataset(
+    "cifar10", "cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a",
+    "cifar-10-batches-py", tuple(f"data_batch_{i}" for i in range(1, 6)), ("test_batch",),
+    b"labels", 10, "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz")
+CIFAR100 = CifarDataset(
+    "cifar100", "cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85",
+    "cifar-100-python", ("train",), ("test",), b"fine_labels", 100,
+    "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz")
+
+
+def _md5(path: Path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _unpickle(raw: bytes, where: str) -> dict:
+    try:
+        batch = pickle.loads(raw, encoding="bytes")
+    except Exception as e:  # a damaged file can fail in many ways
+        raise ConfigError(f"{where} is damaged ({type(e).__name__}); delete it and let it be "
+                          "downloaded again") from e
+    if not isinstance(batch, dict) or b"data" not in batch:
+        raise ConfigError(f"{where} is not a CIFAR batch (no b'data')")
+    return batch
+
+
+def _stack(ds: CifarDataset, batches: list[dict], where: str) -> tuple[torch.Tensor, torch.Tensor]:
+    data = np.concatenate([np.asarray(b[b"data"], dtype=np.uint8) for b in batches])
+    labels = np.concatenate([np.asarray(b[ds.label_key], dtype=np.int64) for b in batches])
+    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(data) != len(labels):
+        raise ConfigError(f"{where}: images {data.shape} and labels {labels.shape} do not form "
+                          "CIFAR batches of 3x32x32")
+    # rows are 1024 red, 1024 green, 1024 blue values, each row-major 32x32: (C, H, W) as is
+    x = torch.from_numpy(data.reshape(-1, 3, 32, 32).astype(np.float32) / 255.0)
+    return x, torch.from_numpy(labels)
+
+
+def _read(ds: CifarDataset, root: Path) -> RawData:
+    folder, tarball = root / ds.folder, root / ds.tarball
+    names = (*ds.train, *ds.test)
+    if folder.is_dir():
+        where = str(folder)
+        missing = [n for n in names if not (folder / n).is_file()]
+        if missing:
+            raise ConfigError(f"{folder} lacks {', '.join(missing)}; re-extract {ds.tarball} "
+                              f"into {root}")
+        raw = {n: (folder / n).read_bytes() for n in names}
+    else:
+        where = str(tarball)
+        if _md5(tarball) != ds.md5:
+            raise ConfigError(f"{tarball} fails its checksum (truncated or not the official "
+                              "release); delete it and let it be downloaded again")
+        with tarfile.open(tarball, "r:gz") as tar:
+            raw = {}
+            for n in names:
+                member = tar.extractfile(f"{ds.folder}/{n}") \
+                    if f"{ds.folder}/{n}" in tar.getnames() else None
+                if member is None:
+                    raise ConfigError(f"{tarball} has no {ds.folder}/{n}")
+                raw[n] = member.read()
+    batches = {n: _unpickle(raw[n], f"{where}/{n}") for n in names}
+    train = _stack(ds, [batches[n] for n in ds.train], where)
+    test = _stack(ds, [batches[n] for n in ds.test], where)
+    return RawData(*train, *test, num_classes=ds.num_classes)
+
+
+def _download(ds: CifarDataset, root: Path, timeout: float = 60.0) -> bool:
+    root.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=root, suffix=".part")
+    os.close(fd)
+    try:
+        with urllib.request.urlopen(ds.url, timeout=timeout) as r, open(tmp, "wb") as f:
+            while block := r.read(1 << 20):
+                f.write(block)
+        if _md5(Path(tmp)) != ds.md5:
+            return False
+        os.replace(tmp, root / ds.tarball)
+        return True
+    except OSError:
+        return False
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def load_cifar(ds: CifarDataset, root: str | None = None, download: bool = True) -> RawData:
+    folder = Path(root).expanduser() if root else default_root(ds.name)
+    present = (folder / ds.folder).is_dir() or (folder / ds.tarball).is_file()
+    if not present and not (download and _download(ds, folder)):
+        raise ConfigError(f"{ds.name}: missing {ds.tarball} (or its folder {ds.folder}/); put it "
+                          f"in {folder} (or point data.source_options.root at it), or let "
+                          "data.source_options.download=true fetch it (needs the network)")
+    return _read(ds, folder)
+
+
+@register_source("cifar10")
+def load_cifar10(root: str | None = None, download: bool = True) -> RawData:
+    return load_cifar(CIFAR10, root, download)
+
+
+@register_source("cifar100")
+def load_cifar100(root: str | None = None, download: bool = True) -> RawData:
+    return load_cifar(CIFAR100, root, download)
