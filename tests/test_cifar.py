@@ -93,3 +93,17 @@ def test_download_keeps_only_a_tarball_with_the_right_md5(tmp_path, monkeypatch)
     served["bytes"] = good
     assert cifar.load_cifar(ds, root=str(root), download=True).x_test.shape[0] == 4
     assert (root / ds.tarball).is_file()
+
+
+@pytest.mark.parametrize("preset", ["zhang_cifar10_mlp1x512", "zhang_cifar10_mlp3x512"])
+def test_zhang_presets_run_on_cifar_files(tmp_path, preset):
+    from memorization.run import train
+    from tests.conftest import compose_config
+
+    make(cifar.CIFAR10, tmp_path / "data", as_tar=False)
+    cfg = compose_config([f"experiment={preset}", f"data.source_options.root={tmp_path / 'data'}",
+                          "data.source_options.download=false", "logger=none",
+                          "trainer.enable_progress_bar=false", "trainer.accelerator=cpu",
+                          "+trainer.fast_dev_run=true"], output_dir=tmp_path / "run")
+    summary = train(cfg)
+    assert summary["final"]["test/acc"] is not None

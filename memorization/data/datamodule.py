@@ -16,6 +16,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from memorization.data.preprocess import center_crop, per_image_whitening
 from memorization.data.sources import RawData, load_source
 from memorization.distributed import rank_world
 from memorization.errors import ConfigError
@@ -42,7 +43,9 @@ class DataConfig:
     eval_batch_size: int = 1024
     val_size: float = 0  # a count (>= 1) or a fraction of the training split (< 1)
     val_seed: int = 0
-    normalize: bool = True
+    normalize: bool = True  # per-channel standardization with the clean training statistics
+    center_crop: int | None = None  # Zhang et al.'s CIFAR recipe: 28
+    per_image_whitening: bool = False  # Zhang et al.'s CIFAR recipe (instead of normalize)
     on_device: bool = True
     shuffle_seed: int | None = 0
     eval_train: bool = True  # evaluate the whole training set in eval mode every epoch
@@ -152,6 +155,16 @@ class DataModule(L.LightningDataModule):
     def _load(self) -> RawData:
         cfg = self.cfg
         raw = load_source(cfg.source, **cfg.source_options)
+        if cfg.per_image_whitening and cfg.normalize:
+            raise ConfigError("data.per_image_whitening=true replaces data.normalize: set "
+                              "data.normalize=false")
+        if cfg.center_crop is not None:
+            size = cfg.center_crop
+            if len(raw.shape) != 3 or not 1 <= size <= min(raw.shape[1:]):
+                raise ConfigError(f"data.center_crop={size} does not fit inputs "
+                                  f"{list(raw.shape)}")
+            raw = RawData(center_crop(raw.x_train, size), raw.y_train,
+                          center_crop(raw.x_test, size), raw.y_test, raw.num_classes)
         if raw.shape != cfg.shape or raw.num_classes != cfg.num_classes:
             raise ConfigError(
                 f"data.source={cfg.source} gives inputs {list(raw.shape)} with "
@@ -186,6 +199,11 @@ class DataModule(L.LightningDataModule):
         # statistics of the *clean* training inputs, so the noise level does not shift them
         self.mean, self.std = self._channel_stats(x_tr)
         norm = self._normalize
+        if cfg.per_image_whitening:
+            norm = per_image_whitening
+            # pixel units -> input units (CSR) vary per image here: the clean images' mean std
+            std = x_tr.reshape(len(x_tr), -1).std(dim=1, unbiased=False).mean()
+            self.std = torch.full_like(self.std, float(std))
         device = self._target_device(res.x.numel() + x_test.numel())
         rec = res.record
         self.splits["train"] = TensorDictDataset(
