@@ -32,6 +32,8 @@ class OptimConfig:
     betas: tuple[float, float] = (0.9, 0.999)  # Adam only
     weight_decay: float = 0.0  # off: the papers train without explicit regularization
     lr_decay: float | None = None  # per-epoch exponential factor (Zhang et al.: 0.95)
+    lr_step: int | None = None  # or: multiply by lr_step_gamma every lr_step epochs
+    lr_step_gamma: float = 0.1
 
     def __post_init__(self):
         self.betas = tuple(self.betas)
@@ -47,6 +49,12 @@ class OptimConfig:
             raise ConfigError(f"optim.weight_decay={self.weight_decay} must be >= 0")
         if self.lr_decay is not None and not 0 < self.lr_decay <= 1:
             raise ConfigError(f"optim.lr_decay={self.lr_decay} must be in (0, 1] or null")
+        if self.lr_step is not None and (self.lr_step < 1 or not 0 < self.lr_step_gamma <= 1):
+            raise ConfigError(f"optim.lr_step={self.lr_step} must be >= 1 and "
+                              f"optim.lr_step_gamma={self.lr_step_gamma} in (0, 1]")
+        if self.lr_step is not None and self.lr_decay is not None:
+            raise ConfigError("optim.lr_decay and optim.lr_step are two schedules; set one "
+                              "of them to null")
 
 
 class MeanLoss(Metric):
@@ -184,7 +192,11 @@ class Classifier(L.LightningModule):
         else:
             opt = torch.optim.Adam(self.parameters(), lr=o.lr, betas=o.betas,
                                    weight_decay=o.weight_decay)
-        if o.lr_decay is None or o.lr_decay == 1:
+        if o.lr_step is not None:
+            sched = torch.optim.lr_scheduler.StepLR(opt, step_size=o.lr_step,
+                                                    gamma=o.lr_step_gamma)
+        elif o.lr_decay is None or o.lr_decay == 1:
             return opt
-        sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=o.lr_decay)
+        else:
+            sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=o.lr_decay)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}

@@ -211,3 +211,22 @@ def test_zhang_mlp_parameter_counts(depth, expected):
     # + 512*10 + 10
     net = MLP(in_shape=(3, 28, 28), num_classes=10, depth=depth, width=512)
     assert sum(p.numel() for p in net.parameters()) == expected
+
+
+def test_input_regularizers_act_in_training_only():
+    x = torch.rand(64, 1, 4, 4)
+    net = MLP(in_shape=(1, 4, 4), num_classes=3, depth=1, width=8, input_noise=0.5)
+    net.eval()
+    assert torch.equal(net(x), net(x))  # eval: deterministic, no noise
+    net.train()
+    assert not torch.equal(net(x), net(x))  # training: fresh noise each pass
+    drop = MLP(in_shape=(1, 4, 4), num_classes=3, depth=1, width=8, input_dropout=0.5)
+    drop.train()
+    with capture(drop, inputs=True) as store:
+        drop(x)
+    zeros = (store["in"]["fc1"] == 0).float().mean().item()
+    assert 0.35 < zeros < 0.65  # about half the input values dropped
+    with pytest.raises(ConfigError, match="model.input_dropout=1"):
+        MLP(in_shape=(4,), num_classes=2, input_dropout=1.0)
+    with pytest.raises(ConfigError, match="model.input_noise=-1"):
+        MLP(in_shape=(4,), num_classes=2, input_noise=-1)

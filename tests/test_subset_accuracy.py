@@ -304,3 +304,19 @@ def test_sanity_check_does_not_leak_into_first_epoch():
     logged = {k: float(v) for k, v in trainer.callback_metrics.items()}
     for k, v in evaluate(module, dm).items():
         assert logged[k] == pytest.approx(v, abs=1e-5), k
+
+
+def test_step_schedule_and_its_conflict_with_exponential():
+    from memorization.models import MLP as _MLP
+
+    net = _MLP(in_shape=(4,), num_classes=2, depth=1, width=4)
+    module = Classifier(net, optim={"name": "sgd", "lr": 0.1, "lr_step": 3, "lr_step_gamma": 0.5})
+    sched = module.configure_optimizers()["lr_scheduler"]["scheduler"]
+    assert isinstance(sched, torch.optim.lr_scheduler.StepLR)
+    lrs = []
+    for _ in range(7):
+        lrs.append(sched.optimizer.param_groups[0]["lr"])
+        sched.step()
+    assert lrs == pytest.approx([0.1, 0.1, 0.1, 0.05, 0.05, 0.05, 0.025])
+    with pytest.raises(ConfigError, match="two schedules"):
+        Classifier(net, optim={"lr_step": 3, "lr_decay": 0.9})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 from memorization.errors import ConfigError
@@ -31,6 +32,9 @@ class MLPConfig:
     # layer, the output layer included, and zero biases
     init: str = "default"
     dropout: float = 0.0  # after every hidden activation; off as in the papers
+    # Arpit et al.'s regularizers on the input, training only: dropout, additive N(0, std^2)
+    input_dropout: float = 0.0
+    input_noise: float = 0.0
 
     def __post_init__(self):
         self.in_shape = tuple(self.in_shape)
@@ -49,6 +53,9 @@ class MLPConfig:
              f"{self.depth + 1} booleans (one per linear layer, the output last)"),
             (self.init in INITS, f"model.init={self.init!r} is not one of {', '.join(INITS)}"),
             (0.0 <= self.dropout < 1.0, f"model.dropout={self.dropout} must be in [0, 1)"),
+            (0.0 <= self.input_dropout < 1.0,
+             f"model.input_dropout={self.input_dropout} must be in [0, 1)"),
+            (self.input_noise >= 0.0, f"model.input_noise={self.input_noise} must be >= 0"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -64,7 +71,8 @@ class MLPConfig:
 
 
 class MLP(ProbedModel):
-    """Flatten -> depth x [Linear -> activation (-> dropout)] -> Linear to K logits.
+    """Flatten (-> input noise, input dropout) -> depth x [Linear -> activation (-> dropout)] ->
+    Linear to K logits.
 
     Probe layers: ``input`` (the flattened input), then ``fc1`` ... ``fc{depth}`` with their
     post-activation outputs. The output layer ``out`` is not a probe layer.
@@ -76,6 +84,7 @@ class MLP(ProbedModel):
         self.flatten = nn.Flatten()
         self.fcs, self.acts = nn.ModuleList(), nn.ModuleList()
         self.drop = nn.Dropout(c.dropout) if c.dropout > 0 else nn.Identity()
+        self.input_drop = nn.Dropout(c.input_dropout) if c.input_dropout > 0 else nn.Identity()
         fan_in = math.prod(c.in_shape)
         for i in range(c.depth):
             self.fcs.append(nn.Linear(fan_in, c.width, bias=c.layer_biases()[i]))
@@ -90,6 +99,9 @@ class MLP(ProbedModel):
 
     def forward(self, x):
         h = self.flatten(x)
+        if self.training and self.cfg.input_noise > 0:
+            h = h + self.cfg.input_noise * torch.randn_like(h)
+        h = self.input_drop(h)
         for fc, act in zip(self.fcs, self.acts, strict=False):
             h = self.drop(act(fc(h)))
         return self.out(h)
