@@ -123,12 +123,15 @@ def _validate_model(model: DictConfig, shape: tuple[int, ...], num_classes: int)
     _require(k == num_classes,
              f"model.num_classes={k} but the data has {num_classes} classes; leave "
              "model.num_classes at ${data.num_classes}")
-    if model.get("_target_") == "memorization.models.MLP":
-        from memorization.models import MLPConfig
+    from memorization.models import MLPConfig, SmallAlexNetConfig
 
+    configs = {"memorization.models.MLP": MLPConfig,
+               "memorization.models.SmallAlexNet": SmallAlexNetConfig}
+    kind = configs.get(model.get("_target_"))
+    if kind is not None:
         options = {k: v for k, v in OmegaConf.to_container(model, resolve=True).items()
                    if k != "_target_"}
         try:
-            MLPConfig(**options)
+            kind(**options)
         except TypeError as e:  # an unknown option, or a value of the wrong type
             raise ConfigError(f"model: {e}") from e

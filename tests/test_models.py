@@ -230,3 +230,25 @@ def test_input_regularizers_act_in_training_only():
         MLP(in_shape=(4,), num_classes=2, input_dropout=1.0)
     with pytest.raises(ConfigError, match="model.input_noise=-1"):
         MLP(in_shape=(4,), num_classes=2, input_noise=-1)
+
+
+def test_small_alexnet_parameter_count_and_probes():
+    from memorization.models import SmallAlexNet
+
+    # conv1 3*25*64+64 = 4,864; conv2 64*25*64+64 = 102,464; 28 -> 14 -> 7 after the pools, so
+    # fc1 7*7*64*384+384 = 1,204,608; fc2 384*192+192 = 73,920; out 192*10+10 = 1,930
+    net = SmallAlexNet(in_shape=(3, 28, 28), num_classes=10)
+    assert sum(p.numel() for p in net.parameters()) == 1_387_786
+    x = torch.rand(2, 3, 28, 28)
+    with capture(net, inputs=True) as store:
+        logits = net(x)
+    assert logits.shape == (2, 10)
+    assert [layer.name for layer in net.probe_layers()] == ["input", "conv1", "conv2", "fc1",
+                                                            "fc2"]
+    assert store["out"]["conv1"].shape == (2, 64, 28, 28)
+    assert store["out"]["conv2"].shape == (2, 64, 14, 14)
+    assert store["in"]["fc1"].shape == (2, 7 * 7 * 64)
+    assert all((store["out"][n] >= 0).all() for n in ("conv1", "conv2", "fc1", "fc2"))
+    assert torch.equal(store["out"]["input"], x)
+    with pytest.raises(ConfigError, match="image inputs"):
+        SmallAlexNet(in_shape=(784,), num_classes=10)

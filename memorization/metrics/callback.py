@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 from torch import nn
 
 from memorization.distributed import rank_world
@@ -268,18 +268,20 @@ class LayerMetrics(Callback):
                         if cfg.masc.enabled:
                             if layer.name not in fit:
                                 fit[layer.name] = self._masc_fitter(k, out.shape[1], device)
-                            fit[layer.name].update(out, batch["y"], batch["y_true"])
+                            if fit[layer.name] is not None:
+                                fit[layer.name].update(out, batch["y"], batch["y_true"])
             for (split, name), m in cos.items():
                 res = m.compute()
                 logs[f"cosine/{split}/{name}"] = res["cosine"]
                 logs[f"dead/{split}/{name}"] = res["dead"]
             for name, m in pol.items():
                 logs[f"polarization/train/{name}"] = m.compute()
+            fit = {name: f for name, f in fit.items() if f is not None}
             if fit:
                 logs |= self._masc_scores(dm, net, layers, store, fit, device)
         return logs
 
-    def _masc_fitter(self, num_classes: int, dim: int, device: torch.device) -> _MASCFit:
+    def _masc_fitter(self, num_classes: int, dim: int, device: torch.device) -> _MASCFit | None:
         m = self.cfg.masc
         budget = int(m.max_gram_gb * 1024**3)
         n = len(self.probe["train"])
@@ -287,9 +289,12 @@ class LayerMetrics(Callback):
         if method == "auto":
             few = n / num_classes < dim and 4 * n * dim <= budget
             method = "samples" if few or gram_bytes(num_classes, dim) > budget else "gram"
-        if method == "samples" and 4 * n * dim > budget:
-            raise ConfigError(f"MASC would keep {4 * n * dim / 1024**3:.2f} GiB of {dim}-wide "
-                              "outputs; lower metrics.probe_size or raise metrics.masc.max_gram_gb")
+        need = 4 * n * dim if method == "samples" else gram_bytes(num_classes, dim)
+        if need > budget:  # e.g. a convolution's output: skip the layer, say so once
+            rank_zero_warn(f"MASC skips a {dim}-wide layer: it would need {need / 1024**3:.1f} "
+                           f"GiB (metrics.masc.max_gram_gb={m.max_gram_gb}); lower "
+                           "metrics.probe_size or raise the limit to include it")
+            return None
         return _MASCFit(method, num_classes, dim, m.variance, budget).to(device)
 
     def _masc_scores(self, dm, net, layers, store, fit, device) -> dict[str, torch.Tensor]:
