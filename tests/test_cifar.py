@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import memorization.data.cifar as cifar
+import memorization.data.download as download
 from memorization.errors import ConfigError
 
 
@@ -84,7 +85,7 @@ def test_download_keeps_only_a_tarball_with_the_right_md5(tmp_path, monkeypatch)
     _, ds = make(cifar.CIFAR100, tmp_path / "server", as_tar=True)
     good = (tmp_path / "server" / ds.tarball).read_bytes()
     served = {"bytes": good[:-50]}
-    monkeypatch.setattr(cifar.urllib.request, "urlopen",
+    monkeypatch.setattr(download.urllib.request, "urlopen",
                         lambda url, timeout=None: io.BytesIO(served["bytes"]))
     root = tmp_path / "root"
     with pytest.raises(ConfigError, match="missing"):

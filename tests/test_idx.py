@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+import memorization.data.download as download
 import memorization.data.idx as idx
 from memorization.data import load_source
 from memorization.errors import ConfigError
@@ -99,7 +100,7 @@ def test_download_verifies_before_the_file_gets_its_name(tmp_path, monkeypatch):
     def fake_urlopen(url, timeout=None):
         return io.BytesIO(served[url.rsplit("/", 1)[1]])
 
-    monkeypatch.setattr(idx.urllib.request, "urlopen", fake_urlopen)
+    monkeypatch.setattr(download.urllib.request, "urlopen", fake_urlopen)
     root = tmp_path / "root"
     with pytest.raises(ConfigError, match="missing t10k-labels-idx1-ubyte.gz"):
         idx.load_idx_dataset(TINY, root=str(root), download=True)

@@ -12,18 +12,15 @@ is never used. CIFAR-100 uses the fine labels (100 classes).
 from __future__ import annotations
 
 import hashlib
-import os
 import pickle
 import tarfile
-import tempfile
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from memorization.data.idx import default_root
+from memorization.data.download import default_root, fetch
 from memorization.data.sources import RawData, register_source
 from memorization.errors import ConfigError
 
@@ -99,33 +96,19 @@ def _read(ds: CifarDataset, root: Path) -> RawData:
         with tarfile.open(tarball, "r:gz") as tar:
             raw = {}
             for n in names:
-                member = tar.extractfile(f"{ds.folder}/{n}") \
-                    if f"{ds.folder}/{n}" in tar.getnames() else None
-                if member is None:
-                    raise ConfigError(f"{tarball} has no {ds.folder}/{n}")
-                raw[n] = member.read()
+                try:
+                    raw[n] = tar.extractfile(tar.getmember(f"{ds.folder}/{n}")).read()
+                except KeyError as e:
+                    raise ConfigError(f"{tarball} has no {ds.folder}/{n}") from e
     batches = {n: _unpickle(raw[n], f"{where}/{n}") for n in names}
     train = _stack(ds, [batches[n] for n in ds.train], where)
     test = _stack(ds, [batches[n] for n in ds.test], where)
     return RawData(*train, *test, num_classes=ds.num_classes)
 
 
-def _download(ds: CifarDataset, root: Path, timeout: float = 60.0) -> bool:
-    root.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=root, suffix=".part")
-    os.close(fd)
-    try:
-        with urllib.request.urlopen(ds.url, timeout=timeout) as r, open(tmp, "wb") as f:
-            while block := r.read(1 << 20):
-                f.write(block)
-        if _md5(Path(tmp)) != ds.md5:
-            return False
-        os.replace(tmp, root / ds.tarball)
-        return True
-    except OSError:
-        return False
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+def _download(ds: CifarDataset, root: Path) -> bool:
+    """Fetch the tarball into root; kept only if its MD5 is the published one."""
+    return fetch(ds.url, root / ds.tarball, lambda tmp: _md5(tmp) == ds.md5)
 
 
 def load_cifar(ds: CifarDataset, root: str | None = None, download: bool = True) -> RawData:

@@ -18,9 +18,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import os
-import tempfile
-import urllib.request
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from memorization.data.download import default_root, fetch
 from memorization.data.sources import RawData, register_source
 from memorization.errors import ConfigError
 
@@ -67,11 +65,6 @@ MNIST = IdxDataset("mnist", urls=("https://ossci-datasets.s3.amazonaws.com/mnist
                                   "http://yann.lecun.com/exdb/mnist/"))
 
 
-def default_root(name: str) -> Path:
-    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
-    return Path(base) / "memorization" / name
-
-
 def parse_idx(raw: bytes, source: str = "IDX data") -> np.ndarray:
     """An IDX byte string as an array; one-line ConfigError when the header does not fit."""
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_DTYPES:
@@ -109,23 +102,15 @@ def _find(ds: IdxDataset, filename: str, root: Path) -> Path | None:
     return None
 
 
-def _download(ds: IdxDataset, filename: str, root: Path, timeout: float = 30.0) -> Path | None:
-    """Fetch one file into root, verified before it gets its final name; None if unreachable."""
-    root.mkdir(parents=True, exist_ok=True)
+def _download(ds: IdxDataset, filename: str, root: Path) -> Path | None:
+    """Fetch one file into root, verified (CRC, checksum, header) before it gets its name."""
+    def check(tmp: Path) -> bool:
+        read_idx_file(tmp, ds.sha256.get(filename))  # raises ConfigError when it fails
+        return True
+
     for base in ds.urls:
-        fd, tmp = tempfile.mkstemp(dir=root, suffix=".part.gz")  # never the final name
-        os.close(fd)
-        try:
-            with urllib.request.urlopen(base + filename, timeout=timeout) as r, \
-                    open(tmp, "wb") as f:
-                f.write(r.read())
-            read_idx_file(Path(tmp), ds.sha256.get(filename))  # CRC, checksum, header
-            os.replace(tmp, root / filename)
+        if fetch(base + filename, root / filename, check, timeout=30.0):
             return root / filename
-        except (OSError, ConfigError, EOFError, zlib.error):
-            continue
-        finally:
-            Path(tmp).unlink(missing_ok=True)
     return None
 
 

@@ -1,0 +1,40 @@
+"""Dataset locations, and downloads that never leave a half-written or unverified file under
+the final name."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import urllib.request
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+
+from memorization.errors import ConfigError
+
+
+def default_root(name: str) -> Path:
+    """Where a dataset's files go by default: $XDG_DATA_HOME or ~/.local/share, /memorization/."""
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "memorization" / name
+
+
+def fetch(url: str, dest: Path, check: Callable[[Path], bool], timeout: float = 60.0) -> bool:
+    """Download ``url`` to ``dest``: into a temporary file beside it first, renamed only when
+    ``check(temp_path)`` returns True (it may also raise ConfigError to refuse). Returns False,
+    leaving nothing behind, when the network fails or the check refuses."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, suffix=".part" + dest.suffix)
+    os.close(fd)
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r, open(tmp, "wb") as f:
+            while block := r.read(1 << 20):
+                f.write(block)
+        if not check(Path(tmp)):
+            return False
+        os.replace(tmp, dest)
+        return True
+    except (OSError, EOFError, zlib.error, ConfigError):
+        return False
+    finally:
+        Path(tmp).unlink(missing_ok=True)
