@@ -37,9 +37,11 @@ def _setup(**metrics):
     return dm, net, cb
 
 
-@pytest.mark.parametrize("method", ["gram", "samples"])
-def test_callback_values_equal_the_pure_functions(method):
-    dm, net, cb = _setup(probe_size=70, batch_size=32, masc={"method": method},
+@pytest.mark.parametrize("method,cache_gb", [("gram", 1.0), ("gram", 0.0), ("samples", 1.0)])
+def test_callback_values_equal_the_pure_functions(method, cache_gb):
+    # cache_gb 0: no layer's outputs are kept, MASC scores the training set in a second pass
+    dm, net, cb = _setup(probe_size=70, batch_size=32,
+                         masc={"method": method, "max_cache_gb": cache_gb},
                          csr={"enabled": False})
     logs = cb.compute(dm, net)
     tr = {k: v[cb.probe["train"]] for k, v in dm.splits["train"].tensors.items()}
@@ -78,6 +80,25 @@ def test_callback_values_equal_the_pure_functions(method):
                 n_comp.double().mean().item())
 
 
+def test_input_layer_values_are_computed_once_and_reused(monkeypatch):
+    dm, net, cb = _setup(probe_size=70, batch_size=32, csr={"enabled": False})
+    first = cb.compute(dm, net)
+    with torch.no_grad():  # training moves the weights, never the input
+        for p in net.parameters():
+            p.mul_(1.5).add_(0.1)
+    widths = []
+    fitter = cb._masc_fitter
+    monkeypatch.setattr(cb, "_masc_fitter", lambda k, d, dev: widths.append(d) or fitter(k, d, dev))
+    second = cb.compute(dm, net)
+    assert 16 not in widths and widths  # the 4x4 input was not fitted again, the hidden layers were
+    fresh = _setup(probe_size=70, batch_size=32, csr={"enabled": False})[2].compute(dm, net)
+    assert second.keys() == fresh.keys() == first.keys()
+    for key in fresh:
+        assert torch.equal(second[key], fresh[key]), key
+        if key.endswith("/input"):
+            assert torch.equal(second[key], first[key]), key
+
+
 def test_hooks_removed_and_mode_restored_even_on_error(monkeypatch):
     dm, net, cb = _setup(csr={"enabled": False})
     net.train()
@@ -91,7 +112,7 @@ def test_hooks_removed_and_mode_restored_even_on_error(monkeypatch):
     def boom(*a, **k):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(cb, "_masc_scores", boom)
+    monkeypatch.setattr(cb, "_masc_fit", boom)
     net.train()
     with pytest.raises(RuntimeError, match="boom"):
         cb.compute(dm, net)

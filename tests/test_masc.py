@@ -9,12 +9,14 @@ import pytest
 import torch
 
 from memorization.errors import ConfigError
+from memorization.metrics import masc
 from memorization.metrics.masc import (
     MAX_GRAM_BYTES,
     MASCSubspaces,
     class_grams,
     fit_subspaces,
     fit_subspaces_from_samples,
+    flat_bases,
     gram_bytes,
     masc_accuracy,
     masc_predict,
@@ -194,19 +196,67 @@ def test_streaming_equals_one_shot():
     for xb, yb in zip(x.split(25), y.split(25), strict=True):  # 5 batches of unequal class mixes
         m.update(xb, yb)
     grams = class_grams(x, y, 4)
-    assert torch.allclose(m.gram, grams, rtol=1e-5, atol=1e-4)
-    assert torch.equal(m.count, torch.bincount(y, minlength=4))
+    assert torch.allclose(m.gram[0], grams, rtol=1e-5, atol=1e-4)
+    assert torch.equal(m.count[0], torch.bincount(y, minlength=4))
     bases, n_comp = m.compute()
     ref_bases, ref_n = fit_subspaces(grams, 0.9)
     assert torch.equal(n_comp, ref_n)
     assert torch.allclose(projectors(bases), projectors(ref_bases), atol=1e-4)
 
 
+def test_dead_units_are_left_out_of_eigh_exactly(monkeypatch):
+    x, y = _random_data(d=10)
+    x[:, [1, 4, 5]] = 0  # three dead units: zero rows and columns in every Gram matrix
+    grams = class_grams(x, y, 4)
+    sizes = []
+    real_eigh = masc._eigh
+    monkeypatch.setattr(masc, "_eigh", lambda a: sizes.append(a.shape[-1]) or real_eigh(a))
+    bases, n_comp = fit_subspaces(grams, 0.9)
+    assert sizes == [7]  # the live block only
+    lam, vec = torch.linalg.eigh(grams.double())  # reference: the full matrices
+    lam, vec = lam.flip(-1), vec.flip(-1)
+    frac = lam.cumsum(-1) / lam.sum(-1, keepdim=True)
+    want = (frac < 0.9).sum(-1) + 1
+    assert torch.equal(n_comp, want)
+    ref = torch.stack([vec[k, :, : int(r)].float() @ vec[k, :, : int(r)].T.float()
+                       for k, r in enumerate(want)])
+    assert torch.allclose(projectors(bases), ref, atol=1e-4)
+    assert not bases[:, [1, 4, 5]].any()
+    empty, none = fit_subspaces(torch.zeros(3, 5, 5))  # every unit dead: no subspace at all
+    assert empty.shape == (3, 5, 0) and not none.any()
+
+
+def test_flat_bases_drop_the_padding():
+    x, y = _random_data(d=10)
+    bases, n_comp = fit_subspaces(class_grams(x, y, 4), 0.8)
+    assert len(set(n_comp.tolist())) > 1  # unequal r_k: the narrower classes are padded
+    flat, owner = flat_bases(bases)
+    assert flat.shape == (10, int(n_comp.sum())) and owner.shape == (int(n_comp.sum()), 4)
+    assert torch.equal(owner.sum(0).long(), n_comp)  # each class owns its r_k columns
+    assert torch.equal(masc_predict(x, bases, (flat, owner)), masc_predict(x, bases))
+
+
+def test_two_labellings_share_the_rows_they_agree_on():
+    x, y = _random_data()
+    y_true = y.clone()
+    y_true[::3] = (y[::3] + 1) % 4  # a third of the rows disagree
+    m = MASCSubspaces(4, 10, variance=0.9, labellings=2)
+    for xb, yb, tb in zip(x.split(25), y.split(25), y_true.split(25), strict=True):
+        m.update(xb, torch.stack([yb, tb], dim=1))
+    for j, labels in enumerate((y, y_true)):
+        grams = class_grams(x, labels, 4)
+        assert torch.allclose(m.gram[j], grams, rtol=1e-5, atol=1e-4)
+        assert torch.equal(m.count[j], torch.bincount(labels, minlength=4))
+        assert torch.equal(m.compute(j)[1], fit_subspaces(grams, 0.9)[1])
+    with pytest.raises(ValueError, match="2 labelling"):
+        m.update(x, y)
+
+
 def test_streaming_flattens_and_resets():
     x, y = _random_data(d=12)
     m = MASCSubspaces(4, 12)
     m.update(x.view(-1, 3, 2, 2), y)  # conv-like outputs [N, C, H, W] are flattened
-    assert torch.allclose(m.gram, class_grams(x, y, 4), rtol=1e-5, atol=1e-4)
+    assert torch.allclose(m.gram[0], class_grams(x, y, 4), rtol=1e-5, atol=1e-4)
     m.reset()
     assert not m.gram.any() and not m.count.any()
 
@@ -242,7 +292,7 @@ def test_empty_class_has_no_subspace():
     m = MASCSubspaces(4, 10)
     m.update(x, y)
     bases, n_comp = m.compute()
-    assert m.count[3] == 0 and n_comp[3] == 0 and not bases[3].any()
+    assert m.count[0, 3] == 0 and n_comp[3] == 0 and not bases[3].any()
     scores = masc_scores(x, bases)
     assert torch.equal(scores[:, 3], torch.zeros(len(x)))
     assert (masc_predict(x, bases) != 3).all()

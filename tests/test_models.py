@@ -84,6 +84,10 @@ def test_capture_matches_manual_recomputation(mlp):
     for i, name in enumerate(names[1:]):
         # a layer's input is the previous layer's output
         assert torch.equal(store["in"][name], store["out"][names[i]])
+        # the pre-activation is the weight module's own output, a_{l-1} W^T + b
+        fc = [*mlp.fcs][i]
+        assert torch.allclose(store["pre"][name], store["in"][name] @ fc.weight.T + fc.bias,
+                              atol=1e-6)
     assert store["out"]["input"].shape == (6, 64)
 
 
@@ -112,7 +116,9 @@ def test_capture_refreshes_on_each_forward_and_only_reads(mlp):
 def test_capture_removes_hooks(mlp):
     assert all_hooks(mlp) == 0
     with capture(mlp, inputs=True):
-        assert all_hooks(mlp) == 4 + 3  # forward hooks on 4 outputs, pre-hooks on 3 weights
+        # forward hooks on 4 outputs, pre-hooks (inputs) and forward hooks (pre-activations)
+        # on 3 weight modules
+        assert all_hooks(mlp) == 4 + 3 + 3
     assert all_hooks(mlp) == 0
     with pytest.raises(RuntimeError, match="boom"), capture(mlp, inputs=True):
         mlp(torch.rand(1, 1, 8, 8))

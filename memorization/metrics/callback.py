@@ -7,10 +7,18 @@ error. The probe sets are a fixed random subset of ``probe_size`` training sampl
 ``probe_seed``) and the test set; under DDP every rank takes its share and the metrics' sums are
 all-reduced, so the values equal a single process's. Nothing leaves the device.
 
-Passes: one over the probe sets feeds cosine, polarization and the MASC Gram matrices. MASC needs
-its subspaces before it can score a sample, so when MASC is on a second pass scores the probe sets
-against them (storing every layer's activations instead would cost probe_size x width memory per
-layer). CSR runs its own batched Langevin search with input gradients on ``csr.n`` samples.
+One forward pass over the probe sets, the training one first. Its batches feed cosine (from the
+layer's own pre-activation, no extra product), polarization and the MASC Gram matrices of both
+labellings (the rows where the two agree, the clean samples, multiplied once). MASC needs its
+subspaces before it can score a sample, so the layers' outputs on the training probe set are kept
+on the device (up to ``masc.max_cache_gb`` over all layers), the subspaces are fitted after the
+training set, the kept outputs scored, and the test batches scored as they pass. Layers whose
+outputs were not kept get a second pass over the training probe set.
+
+The input layer (the probe layer without weights) depends only on the data, which is fixed: its
+polarization and MASC values are computed at the first evaluation and reused afterwards.
+
+CSR runs its own batched Langevin search with input gradients on ``csr.n`` samples.
 
 Logged as ``<metric>/<split>/<layer>``: ``cosine/train/fc3``, ``dead/train/fc3``,
 ``polarization/train/fc3``, ``masc/train/fc3`` (MASC fitted on the training labels, accuracy on the
@@ -72,6 +80,9 @@ class MASCConfig:
     # have fewer probed samples than the layer has units and they fit in max_gram_gb, else gram
     method: str = "auto"
     max_gram_gb: float = 2.0  # memory allowed per layer and labelling, either route
+    # the Gram route's layer outputs on the training probe set are kept on the device, up to this
+    # much over all layers, and scored from there; layers beyond it get a second forward pass
+    max_cache_gb: float = 1.0
 
 
 @dataclass
@@ -124,6 +135,8 @@ class MetricsConfig:
              f"metrics.polarization.labels={self.polarization.labels!r} must be train or true"),
             (0 < self.masc.variance <= 1,
              f"metrics.masc.variance={self.masc.variance} must be in (0, 1]"),
+            (min(self.masc.max_gram_gb, self.masc.max_cache_gb) >= 0,
+             "metrics.masc.max_gram_gb and max_cache_gb must be >= 0"),
             (self.masc.method in ("auto", "gram", "samples"),
              f"metrics.masc.method={self.masc.method!r} must be auto, gram or samples"),
             (self.csr.split in ("train", "test"),
@@ -141,30 +154,37 @@ class MetricsConfig:
 
 
 class _MASCFit(nn.Module):
-    """MASC subspaces of one layer under both labellings: training labels (``masc``) and true
-    labels (``masc_true``), by the Gram or the sample route."""
+    """MASC subspaces of one layer under both labellings, training labels (``masc``) and true
+    labels (``masc_true``), by the Gram or the sample route; with ``keep``, also the layer's
+    outputs on this rank's training probe batches, scored later without another forward pass."""
 
-    def __init__(self, method: str, num_classes: int, dim: int, variance: float, budget: int):
+    def __init__(self, method: str, num_classes: int, dim: int, variance: float, budget: int,
+                 keep: bool):
         super().__init__()
         self.method = method
-        if method == "samples":
-            self.samples = MASCSamples(num_classes, variance)
+        if method == "samples":  # holds the outputs anyway
+            self.fitter = MASCSamples(num_classes, variance)
         else:
-            self.grams = nn.ModuleDict({
-                name: MASCSubspaces(num_classes, dim, variance=variance, max_bytes=budget)
-                for name in ("masc", "masc_true")})
+            self.fitter = MASCSubspaces(num_classes, dim, variance=variance, max_bytes=budget,
+                                        labellings=2)
+        self.kept: list[torch.Tensor] | None = [] if keep or method == "samples" else None
+        self.labels: list[torch.Tensor] = []
 
     def update(self, out: torch.Tensor, y: torch.Tensor, y_true: torch.Tensor) -> None:
-        if self.method == "samples":
-            self.samples.update(out, torch.stack([y, y_true], dim=1))
-        else:
-            self.grams["masc"].update(out, y)
-            self.grams["masc_true"].update(out, y_true)
+        labels = torch.stack([y, y_true], dim=1)
+        if self.kept is None or self.method == "samples":
+            self.fitter.update(out, labels)
+        if self.kept is not None:
+            self.kept.append(out)
+            self.labels.append(labels)
 
     def fit(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        if self.method == "samples":
-            return {"masc": self.samples.compute(0), "masc_true": self.samples.compute(1)}
-        return {name: m.compute() for name, m in self.grams.items()}
+        if self.method == "gram" and self.labels:
+            # kept outputs: one Gram update over the whole probe set, whose per-class products
+            # are far larger (and faster per row) than a batch's
+            self.fitter.update(torch.cat(self.kept), torch.cat(self.labels))
+            self.labels = []
+        return {"masc": self.fitter.compute(0), "masc_true": self.fitter.compute(1)}
 
 
 class LayerMetrics(Callback):
@@ -178,6 +198,8 @@ class LayerMetrics(Callback):
         # per-class MASC components of the last evaluation, {"masc/fc1": [r_0, ..., r_K-1]};
         # RunReport puts it into metrics.json
         self.report_extras: dict[str, dict[str, list[int]]] = {"masc_components": {}}
+        self._static: dict[str, torch.Tensor] = {}  # the input layer's values, computed once
+        self._cache_left = 0
 
     # -- set-up ----------------------------------------------------------------------------------
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -193,6 +215,7 @@ class LayerMetrics(Callback):
         train = (torch.arange(n_train) if size is None or size >= n_train
                  else torch.randperm(n_train, generator=g)[:size].sort().values)
         self.probe = {"train": train}
+        self._static = {}
         if self.cfg.test:
             self.probe["test"] = torch.arange(len(dm.splits["test"]))
         c = self.cfg.csr
@@ -207,12 +230,12 @@ class LayerMetrics(Callback):
                                        and epoch >= trainer.max_epochs)
         return epoch % self.cfg.every_n_epochs == 0 or last
 
-    @staticmethod
-    def _batches(dm, split: str, idx: torch.Tensor, batch_size: int, device: torch.device):
+    def _batches(self, dm, split: str, idx: torch.Tensor, device: torch.device,
+                 batch_size: int | None = None):
         """This rank's share of ``idx`` in batches, on ``device`` (a no-op when data is there)."""
         rank, world = rank_world()
         ds = dm.splits[split]
-        for b in idx[rank::world].split(batch_size):
+        for b in idx[rank::world].split(batch_size or self.cfg.batch_size):
             yield {k: v.to(device, non_blocking=True) for k, v in ds[b].items()}
 
     # -- the epoch end ---------------------------------------------------------------------------
@@ -239,47 +262,85 @@ class LayerMetrics(Callback):
         cfg = self.cfg
         layers = net.probe_layers()
         self.layer_names = [layer.name for layer in layers]
+        if not (cfg.cosine.enabled or cfg.polarization.enabled or cfg.masc.enabled):
+            return {}
         device = next(net.parameters()).device
         k = dm.cfg.num_classes
+        # the input layer depends on the data only: its values from the first evaluation stand
+        skip = {layer.name for layer in layers if layer.weight is None} if self._static else set()
         cos: dict[tuple[str, str], MeanCosine] = {}
         pol: dict[str, Polarization] = {}
-        fit: dict[str, _MASCFit] = {}
-        logs: dict[str, torch.Tensor] = {}
-        want_pass1 = cfg.cosine.enabled or cfg.polarization.enabled or cfg.masc.enabled
+        fit: dict[str, _MASCFit | None] = {}
+        labels: list[dict[str, torch.Tensor]] = []  # the training probe batches' labels
+        self._cache_left = int(cfg.masc.max_cache_gb * 1024**3)
         with torch.no_grad(), capture(net, inputs=cfg.cosine.enabled) as store:
-            for split, idx in self.probe.items() if want_pass1 else ():
-                for batch in self._batches(dm, split, idx, cfg.batch_size, device):
-                    net(batch["x"])
-                    for layer in layers:
-                        out = store["out"][layer.name].flatten(1)
-                        key = (split, layer.name)
-                        if cfg.cosine.enabled and isinstance(layer.weight, nn.Linear):
-                            if key not in cos:
-                                cos[key] = MeanCosine(out.shape[1]).to(device)
-                            cos[key].update(layer.weight.weight, store["in"][layer.name], out)
-                        if split != "train":
-                            continue
-                        if cfg.polarization.enabled:
-                            if layer.name not in pol:
-                                pol[layer.name] = Polarization(k, out.shape[1]).to(device)
-                            labels = batch["y"] if cfg.polarization.labels == "train" \
-                                else batch["y_true"]
-                            pol[layer.name].update(out, labels, batch["corrupted"])
-                        if cfg.masc.enabled:
-                            if layer.name not in fit:
-                                fit[layer.name] = self._masc_fitter(k, out.shape[1], device)
-                            if fit[layer.name] is not None:
-                                fit[layer.name].update(out, batch["y"], batch["y_true"])
-            for (split, name), m in cos.items():
-                res = m.compute()
-                logs[f"cosine/{split}/{name}"] = res["cosine"]
-                logs[f"dead/{split}/{name}"] = res["dead"]
-            for name, m in pol.items():
-                logs[f"polarization/train/{name}"] = m.compute()
+            for batch in self._batches(dm, "train", self.probe["train"], device):
+                net(batch["x"])
+                self._update_cosine(cos, "train", layers, store, device)
+                labels.append({key: batch[key] for key in ("y", "y_true", "corrupted")})
+                for layer in layers:
+                    if layer.name in skip:
+                        continue
+                    out = store["out"][layer.name].flatten(1)
+                    if cfg.polarization.enabled:
+                        if layer.name not in pol:
+                            pol[layer.name] = Polarization(k, out.shape[1]).to(device)
+                        y = batch["y"] if cfg.polarization.labels == "train" else batch["y_true"]
+                        pol[layer.name].update(out, y, batch["corrupted"])
+                    if cfg.masc.enabled:
+                        if layer.name not in fit:
+                            fit[layer.name] = self._masc_fitter(k, out.shape[1], device)
+                        if fit[layer.name] is not None:
+                            fit[layer.name].update(out, batch["y"], batch["y_true"])
             fit = {name: f for name, f in fit.items() if f is not None}
-            if fit:
-                logs |= self._masc_scores(dm, net, layers, store, fit, device)
-        return logs
+            logs, bases = self._masc_fit(fit)
+            acc = {key: {s: SubsetAccuracy().to(device) for s in self.probe} for key in bases}
+            for (name, layer), basis in bases.items():  # outputs kept from the pass above
+                for out, y in zip(fit[layer].kept or [], labels if fit[layer].kept else [],
+                                  strict=True):
+                    acc[(name, layer)]["train"].update(masc_predict(out, *basis), **y)
+            if "test" in self.probe:
+                for batch in self._batches(dm, "test", self.probe["test"], device):
+                    net(batch["x"])
+                    self._update_cosine(cos, "test", layers, store, device)
+                    self._score(acc, bases, store, batch, "test")
+            later = {key: b for key, b in bases.items() if fit[key[1]].kept is None}
+            if later:  # layers whose outputs did not fit in max_cache_gb: a second pass
+                for batch in self._batches(dm, "train", self.probe["train"], device):
+                    net(batch["x"])
+                    self._score(acc, later, store, batch, "train")
+        for (split, name), m in cos.items():
+            res = m.compute()
+            logs[f"cosine/{split}/{name}"] = res["cosine"]
+            logs[f"dead/{split}/{name}"] = res["dead"]
+        for name, m in pol.items():
+            logs[f"polarization/train/{name}"] = m.compute()
+        for (name, layer), per_split in acc.items():
+            for split, m in per_split.items():
+                res = m.compute()
+                logs[f"{name}/{split}/{layer}"] = res["acc"]
+                if split == "train":
+                    logs[f"{name}/train_true/{layer}"] = res["acc_true"]
+        if not self._static:
+            inputs = {layer.name for layer in layers if layer.weight is None}
+            self._static = {key: v for key, v in logs.items()
+                            if key.rsplit("/", 1)[-1] in inputs}
+        return {**logs, **self._static}
+
+    def _update_cosine(self, cos, split: str, layers, store, device) -> None:
+        if not self.cfg.cosine.enabled:
+            return
+        for layer in layers:
+            if not isinstance(layer.weight, nn.Linear):
+                continue
+            key = (split, layer.name)
+            out = store["out"][layer.name].flatten(1)
+            if key not in cos:
+                cos[key] = MeanCosine(out.shape[1]).to(device)
+            bias = layer.weight.bias
+            pre = store["pre"][layer.name]  # a_{l-1} W^T + b: the forward pass's own product
+            cos[key].update(layer.weight.weight, store["in"][layer.name], out,
+                            dots=pre if bias is None else pre - bias)
 
     def _masc_fitter(self, num_classes: int, dim: int, device: torch.device) -> _MASCFit | None:
         m = self.cfg.masc
@@ -295,30 +356,29 @@ class LayerMetrics(Callback):
                            f"GiB (metrics.masc.max_gram_gb={m.max_gram_gb}); lower "
                            "metrics.probe_size or raise the limit to include it")
             return None
-        return _MASCFit(method, num_classes, dim, m.variance, budget).to(device)
+        kept = 4 * -(-n // rank_world()[1]) * dim  # this rank's share of the outputs
+        keep = method == "gram" and kept <= self._cache_left
+        if keep:
+            self._cache_left -= kept
+        return _MASCFit(method, num_classes, dim, m.variance, budget, keep).to(device)
 
-    def _masc_scores(self, dm, net, layers, store, fit, device) -> dict[str, torch.Tensor]:
-        bases, logs = {}, {}
+    def _masc_fit(self, fit: dict[str, _MASCFit]):
+        """Fits every layer's subspaces: (logs of the components, {(name, layer): (bases,
+        flat bases)})."""
+        logs, bases = {}, {}
         for layer, m in fit.items():
             for name, (basis, n_comp) in m.fit().items():
                 bases[(name, layer)] = (basis, flat_bases(basis))
                 logs[f"{name}/components/{layer}"] = n_comp.double().mean()
                 self.report_extras["masc_components"][f"{name}/{layer}"] = n_comp.tolist()
-        acc = {key: {s: SubsetAccuracy().to(device) for s in self.probe} for key in bases}
-        for split, idx in self.probe.items():
-            for batch in self._batches(dm, split, idx, self.cfg.batch_size, device):
-                net(batch["x"])
-                for (name, layer), (basis, flat) in bases.items():
-                    pred = masc_predict(store["out"][layer].flatten(1), basis, flat)
-                    acc[(name, layer)][split].update(pred, batch["y"], batch.get("y_true"),
-                                                     batch.get("corrupted"))
-        for (name, layer), per_split in acc.items():
-            for split, m in per_split.items():
-                res = m.compute()
-                logs[f"{name}/{split}/{layer}"] = res["acc"]
-                if split == "train":
-                    logs[f"{name}/train_true/{layer}"] = res["acc_true"]
-        return logs
+        return logs, bases
+
+    @staticmethod
+    def _score(acc, bases, store, batch, split: str) -> None:
+        for (name, layer), basis in bases.items():
+            pred = masc_predict(store["out"][layer].flatten(1), *basis)
+            acc[(name, layer)][split].update(pred, batch["y"], batch.get("y_true"),
+                                             batch.get("corrupted"))
 
     def _csr(self, dm, net: nn.Module) -> torch.Tensor:
         c = self.cfg.csr
@@ -327,7 +387,7 @@ class LayerMetrics(Callback):
         alpha, beta, r = (to_input_units(v / c.pixel_scale, std) for v in (c.alpha, c.beta, c.r))
         gen = torch.Generator(device=device).manual_seed(c.seed)
         metric = CriticalSampleRatio().to(device)
-        for batch in self._batches(dm, c.split, self.csr_idx, c.batch_size, device):
+        for batch in self._batches(dm, c.split, self.csr_idx, device, c.batch_size):
             metric.update(net, batch["x"], alpha, beta, r, c.max_iter, generator=gen)
         return metric.compute()
 

@@ -20,16 +20,19 @@ import torch
 from torchmetrics import Metric
 
 
-def cosine_sums(weight: torch.Tensor, inputs: torch.Tensor,
-                outputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def cosine_sums(weight: torch.Tensor, inputs: torch.Tensor, outputs: torch.Tensor,
+                dots: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Per node: the sum of cos(w_i, a_{l-1}(x)) over its active samples, and their count.
 
     weight [H, D] (rows w_i), inputs [N, D] (a_{l-1}), outputs [N, H] (a_l, post-activation).
+    ``dots`` [N, H]: ``inputs @ weight.T`` when the caller has it already (a Linear layer's
+    pre-activation minus its bias), which saves the layer's matrix product.
     """
     inputs = inputs.reshape(inputs.shape[0], -1)
     outputs = outputs.reshape(outputs.shape[0], -1)
     active = outputs > 0
-    dots = inputs @ weight.t()
+    if dots is None:
+        dots = inputs @ weight.t()
     norms = inputs.norm(dim=1, keepdim=True) * weight.norm(dim=1)
     cos = torch.where(norms > 0, dots / norms.clamp_min(torch.finfo(dots.dtype).tiny), 0.0)
     return (cos * active).sum(dim=0), active.sum(dim=0)
@@ -59,8 +62,9 @@ class MeanCosine(Metric):
                        dist_reduce_fx="sum")
         self.add_state("n_active", torch.zeros(num_nodes, dtype=torch.long), dist_reduce_fx="sum")
 
-    def update(self, weight: torch.Tensor, inputs: torch.Tensor, outputs: torch.Tensor) -> None:
-        s, n = cosine_sums(weight, inputs, outputs)
+    def update(self, weight: torch.Tensor, inputs: torch.Tensor, outputs: torch.Tensor,
+               dots: torch.Tensor | None = None) -> None:
+        s, n = cosine_sums(weight, inputs, outputs, dots)
         self.sum_cos += s.to(self.sum_cos.dtype)
         self.n_active += n
 

@@ -117,6 +117,25 @@ def _add_class_grams(out: torch.Tensor, x: torch.Tensor, labels: torch.Tensor) -
             out[k].addmm_(xk.T, xk)
 
 
+def _add_labelled_grams(out: torch.Tensor, x: torch.Tensor, labels: torch.Tensor) -> None:
+    """out[j, k] += X_jk^T X_jk for each labelling j (columns of ``labels`` [N, L]); the rows on
+    which every labelling agrees (the clean samples, when the labellings are the training and the
+    true labels) are multiplied once and added to every labelling."""
+    if labels.shape[1] == 1:
+        _add_class_grams(out[0], x, labels[:, 0])
+        return
+    agree = (labels == labels[:, :1]).all(dim=1)
+    shared = agree.nonzero().squeeze(1)
+    for k, idx in enumerate(_class_rows(labels[shared, 0], shared.numel(), out.shape[1])):
+        if idx.numel():
+            xk = x.index_select(0, shared[idx]).to(out.dtype)
+            out[:, k] += xk.T @ xk
+    rest = (~agree).nonzero().squeeze(1)
+    if rest.numel():
+        for j in range(labels.shape[1]):
+            _add_class_grams(out[j], x.index_select(0, rest), labels[rest, j])
+
+
 def class_grams(x: torch.Tensor, labels: torch.Tensor, num_classes: int,
                 dtype: torch.dtype | None = None) -> torch.Tensor:
     """G_k = sum_{i: y_i = k} x_i x_i^T for every class, [K, D, D], in ``dtype`` (default: x's
@@ -161,15 +180,22 @@ def fit_subspaces(grams: torch.Tensor, variance: float = 0.99
         raise ValueError(f"grams must be a floating [K, D, D] tensor, got {grams.dtype} "
                          f"{tuple(grams.shape)}")
     k, d, _ = grams.shape
+    # A unit that is 0 on every sample (a dead ReLU; half of a deep layer's units can be) has a
+    # zero row and column in every G_k (|G_ij|^2 <= G_ii G_jj), so no eigenvector with a nonzero
+    # eigenvalue touches it: the eigendecomposition of the live units' block, padded with zero
+    # rows, is exact, and eigh's cost falls with the cube of the live fraction.
+    live = (torch.diagonal(grams, dim1=-2, dim2=-1) > 0).any(0).nonzero().squeeze(1)
+    sub = grams if live.numel() == d else grams[:, live][:, :, live]
     # eigh in the Gram's own dtype: float32 resolves the 99% threshold at half float64's cost;
     # gram_dtype=float64 where a layer's spectrum needs it
-    lam, vec = _eigh(grams)  # ascending; reads the lower triangle
+    lam, vec = _eigh(sub)  # ascending; reads the lower triangle
     lam, vec = lam.flip(-1).double(), vec.flip(-1)
     n_comp = _n_keep(lam, variance, d * torch.finfo(grams.dtype).eps)
     r_max = int(n_comp.max()) if k else 0
     keep = torch.arange(r_max, device=grams.device) < n_comp[:, None]  # [K, R]
-    bases = vec[..., :r_max] * keep[:, None, :]
-    return bases.to(grams.dtype), n_comp
+    bases = grams.new_zeros(k, d, r_max)
+    bases[:, live] = (vec[..., :r_max] * keep[:, None, :]).to(grams.dtype)
+    return bases, n_comp
 
 
 def fit_subspaces_from_samples(x: torch.Tensor, labels: torch.Tensor, num_classes: int,
@@ -205,43 +231,46 @@ def fit_subspaces_from_samples(x: torch.Tensor, labels: torch.Tensor, num_classe
     return bases, n_comp
 
 
-def _scores(x: torch.Tensor, bases: torch.Tensor,
-            flat: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def flat_bases(bases: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """[K, D, R] -> (``flat`` [D, M], ``owner`` [M, K]): the basis vectors of every class side by
+    side without the zero padding (M = sum_k r_k), and the 0/1 matrix that sums a class's
+    squared projections. Compute once per fit and pass to :func:`masc_predict` when scoring
+    many batches (one host sync, to find the padding)."""
+    k, d, r = bases.shape
+    flat = bases.permute(1, 0, 2).reshape(d, k * r)
+    used = flat.abs().amax(0) > 0  # a basis vector has norm 1; padding columns are 0
+    owner = torch.eye(k, dtype=bases.dtype, device=bases.device).repeat_interleave(r, dim=0)
+    cols = used.nonzero().squeeze(1)
+    return flat[:, cols].contiguous(), owner[cols]
+
+
+def _projections(x: torch.Tensor, bases: torch.Tensor, flat=None
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(||U_k^T x||^2 [N, K], ||x||^2 [N, 1], x == 0 [N]) in the promoted float dtype."""
     x = _flat(x)
     if bases.dim() != 3 or bases.shape[1] != x.shape[1]:
         raise ValueError(f"bases must be [K, D={x.shape[1]}, R], got {tuple(bases.shape)}")
     dtype = _float_dtype(x.dtype, bases.dtype)
-    k, d, r = bases.shape
-    if flat is None:
-        flat = flat_bases(bases)
+    flat, owner = flat_bases(bases) if flat is None else flat
     x = x.to(dtype)
-    norm = torch.linalg.vector_norm(x, dim=1, keepdim=True)
-    zero = norm[:, 0] == 0
-    unit = x / torch.where(zero[:, None], torch.ones_like(norm), norm)  # zero rows stay 0
-    proj = unit @ flat.to(dtype)  # U_k^T x / ||x||, all k at once
-    scores = proj.view(x.shape[0], k, r).square().sum(-1).clamp(0, 1)
-    return scores, zero
-
-
-def flat_bases(bases: torch.Tensor) -> torch.Tensor:
-    """[K, D, R] -> [D, K*R], the layout the scores multiply by; compute once per fit and pass
-    to :func:`masc_predict` when scoring many batches (it is a copy)."""
-    k, d, r = bases.shape
-    return bases.permute(1, 0, 2).reshape(d, k * r).contiguous()
+    sq_norm = x.square().sum(dim=1, keepdim=True)
+    proj = (x @ flat.to(dtype)).square() @ owner.to(dtype)  # all classes in two products
+    return proj, sq_norm, sq_norm[:, 0] == 0
 
 
 def masc_scores(x: torch.Tensor, bases: torch.Tensor) -> torch.Tensor:
     """cos^2 of the angle between each x and its projection on each S_k: [N, K], in [0, 1]
     (= ||U_k^T x||^2 / ||x||^2; 0 for a zero x, never NaN)."""
-    return _scores(x, bases)[0]
+    proj, sq_norm, zero = _projections(x, bases)
+    return (proj / torch.where(zero[:, None], torch.ones_like(sq_norm), sq_norm)).clamp(0, 1)
 
 
-def masc_predict(x: torch.Tensor, bases: torch.Tensor,
-                 flat: torch.Tensor | None = None) -> torch.Tensor:
+def masc_predict(x: torch.Tensor, bases: torch.Tensor, flat=None) -> torch.Tensor:
     """Alg. 1: the class of the smallest angle, [N] long; -1 for a zero x (no angle).
-    ``flat``: :func:`flat_bases` of ``bases``, if already computed."""
-    scores, zero = _scores(x, bases, flat)
-    pred = scores.argmax(dim=1)
+    ``flat``: :func:`flat_bases` of ``bases``, if already computed. The argmax is taken over
+    ||U_k^T x||^2, without dividing by the ||x||^2 that every class shares."""
+    proj, _, zero = _projections(x, bases, flat)
+    pred = proj.argmax(dim=1)
     return torch.where(zero, torch.full_like(pred, -1), pred)
 
 
@@ -253,22 +282,26 @@ def masc_accuracy(x: torch.Tensor, labels: torch.Tensor, bases: torch.Tensor) ->
 
 
 class MASCSubspaces(Metric):
-    """Streaming fit of the class subspaces of one layer: the states are the class Gram matrices
-    ``gram`` [K, D, D] and sample counts ``count`` [K], both sums over batches and DDP ranks;
-    ``compute()`` returns ``(bases, n_components)`` from :func:`fit_subspaces` with
-    ``self.variance`` (an attribute: may be changed before ``compute``).
+    """Streaming fit of the class subspaces of one layer under ``labellings`` labellings (e.g. 2:
+    the training and the true labels): the states are the class Gram matrices ``gram``
+    [L, K, D, D] and sample counts ``count`` [L, K], both sums over batches and DDP ranks.
+    ``update(x, labels)`` takes labels [N] (one labelling) or [N, L]; rows whose labels agree in
+    every labelling are multiplied once. ``compute(j)`` returns ``(bases, n_components)`` of
+    labelling ``j`` from :func:`fit_subspaces` with ``self.variance`` (an attribute: may be
+    changed before ``compute``).
 
-    Construction refuses Gram matrices over ``max_bytes`` (before allocating them).
+    Construction refuses Gram matrices over ``max_bytes`` per labelling (before allocating them).
     """
 
     full_state_update = False
 
     def __init__(self, num_classes: int, dim: int, variance: float = 0.99,
                  gram_dtype: torch.dtype = torch.float32, max_bytes: int = MAX_GRAM_BYTES,
-                 **kwargs):
-        if num_classes < 1 or dim < 1:
-            raise ConfigError(f"MASC needs num_classes >= 1 and a layer width >= 1, got "
-                              f"num_classes={num_classes}, width={dim}")
+                 labellings: int = 1, **kwargs):
+        if num_classes < 1 or dim < 1 or labellings < 1:
+            raise ConfigError(f"MASC needs num_classes >= 1, a layer width >= 1 and at least one "
+                              f"labelling, got num_classes={num_classes}, width={dim}, "
+                              f"labellings={labellings}")
         self.variance = _check_variance(variance)
         need = gram_bytes(num_classes, dim, torch.finfo(gram_dtype).bits // 8)
         if need > max_bytes:
@@ -277,22 +310,28 @@ class MASCSubspaces(Metric):
                 f"{need / 1024**3:.2f} GiB (limit {max_bytes / 1024**3:.2f} GiB); raise "
                 "metrics.masc.max_gram_gb, or fit wide layers on fewer samples with a smaller "
                 "metrics.probe_size and the sample-space fallback (fit_subspaces_from_samples)")
-        super().__init__(**kwargs)
-        self.num_classes, self.dim = int(num_classes), int(dim)
-        self.add_state("gram", default=torch.zeros(num_classes, dim, dim, dtype=gram_dtype),
-                       dist_reduce_fx="sum")
-        self.add_state("count", default=torch.zeros(num_classes, dtype=torch.long),
+        # no cached result: compute(0) and compute(1) fit different labellings
+        super().__init__(**{"compute_with_cache": False, **kwargs})
+        self.num_classes, self.dim, self.labellings = int(num_classes), int(dim), int(labellings)
+        grams = torch.zeros(labellings, num_classes, dim, dim, dtype=gram_dtype)
+        self.add_state("gram", default=grams, dist_reduce_fx="sum")
+        self.add_state("count", default=torch.zeros(labellings, num_classes, dtype=torch.long),
                        dist_reduce_fx="sum")
 
     def update(self, x: torch.Tensor, labels: torch.Tensor) -> None:
         x = _flat(x)
         if x.shape[1] != self.dim:
             raise ValueError(f"MASCSubspaces was built for width {self.dim}, got {x.shape[1]}")
-        _add_class_grams(self.gram, x, labels)
-        self.count += torch.bincount(labels, minlength=self.num_classes)
+        labels = labels.reshape(labels.shape[0], -1)
+        if labels.shape[1] != self.labellings:
+            raise ValueError(f"MASCSubspaces was built for {self.labellings} labelling(s), got "
+                             f"labels of shape {tuple(labels.shape)}")
+        _add_labelled_grams(self.gram, x, labels)
+        for j in range(self.labellings):
+            self.count[j] += torch.bincount(labels[:, j], minlength=self.num_classes)
 
-    def compute(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return fit_subspaces(self.gram, self.variance)
+    def compute(self, labelling: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        return fit_subspaces(self.gram[labelling], self.variance)
 
 
 class MASCSamples(Metric):

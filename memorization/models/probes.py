@@ -37,12 +37,14 @@ class ProbedModel(nn.Module):
 
 @contextmanager
 def capture(model: ProbedModel, inputs: bool = False, names: list[str] | None = None):
-    """Record the probe layers' outputs (and their inputs, if asked) during forward passes.
+    """Record the probe layers' outputs during forward passes; with ``inputs``, also each weight
+    module's input (``"in"``, a_{l-1}) and output (``"pre"``, its pre-activation, e.g.
+    a_{l-1} W^T + b for a Linear layer).
 
-    Yields ``{"out": {name: tensor}, "in": {name: tensor}}``, refreshed by each forward pass; the
-    hooks are removed on exit, also when the body raises.
+    Yields ``{"out": {name: tensor}, "in": {...}, "pre": {...}}``, refreshed by each forward
+    pass; the hooks are removed on exit, also when the body raises.
     """
-    store: dict[str, dict[str, torch.Tensor]] = {"out": {}, "in": {}}
+    store: dict[str, dict[str, torch.Tensor]] = {"out": {}, "in": {}, "pre": {}}
     handles = []
     for layer in model.probe_layers():
         if names is not None and layer.name not in names:
@@ -56,7 +58,11 @@ def capture(model: ProbedModel, inputs: bool = False, names: list[str] | None = 
             def on_input(_m, args, name=layer.name):
                 store["in"][name] = args[0]
 
+            def on_weight_output(_m, _args, out, name=layer.name):
+                store["pre"][name] = out
+
             handles.append(layer.weight.register_forward_pre_hook(on_input))
+            handles.append(layer.weight.register_forward_hook(on_weight_output))
     try:
         yield store
     finally:
