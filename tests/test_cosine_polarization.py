@@ -4,9 +4,18 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
+import torch.nn.functional as F
+from torch import nn
 
-from memorization.metrics.cosine import MeanCosine, cosine_sums, mean_cosine
+from memorization.metrics.cosine import (
+    ConvGeometry,
+    MeanCosine,
+    cosine_sums,
+    layer_cosine_sums,
+    mean_cosine,
+)
 from memorization.metrics.polarization import Polarization, polarization
 
 
@@ -64,6 +73,41 @@ def test_cosine_streaming_equals_one_shot():
     got = m.compute()
     assert torch.allclose(got["cosine"], one["cosine"].double(), atol=1e-6)
     assert got["dead"] == one["dead"]
+
+
+def test_conv_cosine_hand_worked():
+    # one 1x3 image x = (3, 4, 0); 1x2 filters w0 = (1, 0), w1 = (0, -1); stride 1, no padding
+    x = torch.tensor([[[[3.0, 4.0, 0.0]]]])
+    w = torch.tensor([[[[1.0, 0.0]]], [[[0.0, -1.0]]]])
+    out = torch.relu(F.conv2d(x, w))  # [1, 2, 1, 2]
+    # w0: patches (3, 4), (4, 0): dots 3, 4, both active; cos 3/5 and 4/4 -> mean 0.8
+    # w1: dots -4, 0: never active -> dead
+    s, n = cosine_sums(w, x, out)
+    assert n.tolist() == [2, 0]
+    assert torch.allclose(s, torch.tensor([1.6, 0.0]))
+    res = mean_cosine(w, x, out)
+    assert math.isclose(res["cosine"].item(), 0.8, rel_tol=1e-6) and res["dead"].item() == 0.5
+
+
+def test_conv_cosine_equals_the_unfolded_patches():
+    g = torch.Generator().manual_seed(3)
+    conv = nn.Conv2d(3, 5, 3, stride=2, padding=1)
+    x = torch.randn(4, 3, 9, 9, generator=g)
+    with torch.no_grad():
+        pre = conv(x)
+        out = torch.relu(pre)
+        s, n = layer_cosine_sums(conv, x, out, pre)
+    # reference: every patch as a row (unfold), a plain linear layer over (image, position)
+    patches = F.unfold(x, 3, padding=1, stride=2).transpose(1, 2).reshape(-1, 27)
+    rows = out.permute(0, 2, 3, 1).reshape(-1, 5)
+    ref_s, ref_n = cosine_sums(conv.weight.detach().flatten(1), patches, rows)
+    assert torch.equal(n, ref_n)
+    assert torch.allclose(s, ref_s, atol=1e-4)
+    # without the pre-activation the products are recomputed, with the same result
+    s2, _ = cosine_sums(conv.weight.detach(), x, out, conv=ConvGeometry.of(conv))
+    assert torch.allclose(s2, ref_s, atol=1e-4)
+    with pytest.raises(ValueError, match="groups=1"):
+        ConvGeometry.of(nn.Conv2d(4, 4, 3, groups=2))
 
 
 def test_polarization_hand_worked():

@@ -190,15 +190,16 @@ def test_fit_logs_every_metric_key(tmp_path):
 
 
 def test_metrics_on_a_convolutional_network(tmp_path):
-    """Cosine is for linear layers only; polarization and MASC treat a conv output as a vector;
-    a layer too wide for MASC's memory limit is skipped, not fatal."""
+    """Cosine per filter over patches for conv layers; polarization and MASC treat a conv output
+    as a vector; a layer too wide for MASC's memory limit is skipped, not fatal."""
     cfg = compose_config(["data=synthetic", "data.shape=[3,8,8]", "model=small_alexnet",
                           "logger=none", "trainer.enable_progress_bar=false",
                           "trainer.accelerator=cpu", "trainer.max_epochs=1",
                           "stop_at_train_acc=null", "metrics.csr.n=8",
                           "metrics.masc.max_gram_gb=0.0005"], output_dir=tmp_path)
     final = train(cfg)["final"]
-    assert "cosine/train/fc1" in final and "cosine/train/conv1" not in final
+    assert "cosine/train/fc1" in final and "cosine/train/conv1" in final
+    assert -1 <= final["cosine/test/conv2"] <= 1
     assert "polarization/train/conv1" in final and "polarization/train/conv2" in final
     # conv1's output is 64*8*8 = 4096 wide: 96 samples x 4096 x 4 bytes = 1.5 MiB > 0.5 MB
     assert "masc/test/conv1" not in final and "masc/test/fc2" in final

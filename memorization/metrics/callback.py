@@ -39,7 +39,7 @@ from torch import nn
 
 from memorization.distributed import rank_world
 from memorization.errors import ConfigError
-from memorization.metrics.cosine import MeanCosine
+from memorization.metrics.cosine import MeanCosine, has_cosine, layer_cosine_sums
 from memorization.metrics.csr import (
     PAPER_ALPHA,
     PAPER_BETA,
@@ -331,16 +331,15 @@ class LayerMetrics(Callback):
         if not self.cfg.cosine.enabled:
             return
         for layer in layers:
-            if not isinstance(layer.weight, nn.Linear):
+            if not has_cosine(layer.weight):
                 continue
             key = (split, layer.name)
-            out = store["out"][layer.name].flatten(1)
             if key not in cos:
-                cos[key] = MeanCosine(out.shape[1]).to(device)
-            bias = layer.weight.bias
-            pre = store["pre"][layer.name]  # a_{l-1} W^T + b: the forward pass's own product
-            cos[key].update(layer.weight.weight, store["in"][layer.name], out,
-                            dots=pre if bias is None else pre - bias)
+                cos[key] = MeanCosine(layer.weight.weight.shape[0]).to(device)
+            # the pre-activation (a_{l-1} W^T + b) is the forward pass's own product
+            cos[key].update(sums=layer_cosine_sums(layer.weight, store["in"][layer.name],
+                                                   store["out"][layer.name],
+                                                   store["pre"][layer.name]))
 
     def _masc_fitter(self, num_classes: int, dim: int, device: torch.device) -> _MASCFit | None:
         m = self.cfg.masc

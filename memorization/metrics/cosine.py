@@ -10,32 +10,95 @@ the angle of their eq. (3). For a ReLU layer without bias this *is* eq. (4) (a_i
 when active); with a bias b_i, eq. (4) literally adds b_i / (||w_i|| ||a_{l-1}||), which is not
 an angle, so the bias is left out. Dead nodes (active on no sample) are omitted from the mean
 over nodes, as the paper does, and their fraction is reported as ``dead``. An input vector of
-norm 0 (or a weight row of norm 0) has no angle and contributes a cosine of 0. Linear layers
-only (a node is a row of the weight matrix).
+norm 0 (or a weight row of norm 0) has no angle and contributes a cosine of 0.
+
+Linear layers: a node is a row of the weight matrix. Convolutional layers (the extension the
+issue allows; the paper has none): a node is a filter w_i (C x kh x kw), and its "samples" are
+every (image, output position) pair, the input being the patch the filter sees there (zero
+padding included), active where the filter's post-activation is > 0. So mu_cosine of a conv
+layer is the mean over live filters of the mean cosine between the filter and the patches it
+fires on. Patch norms come from one single-channel convolution of the squared input with a
+ones kernel, and w . patch from the layer's own pre-activation when the caller passes it, so
+the cost is about one extra 1-output-channel convolution. Grouped convolutions and padding
+modes other than zeros are not covered.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
+import torch.nn.functional as F
+from torch import nn
 from torchmetrics import Metric
 
 
+@dataclass(frozen=True)
+class ConvGeometry:
+    """How a 2-D convolution slides over its input (the arguments of ``F.conv2d``)."""
+
+    stride: int | tuple[int, int] = 1
+    padding: int | tuple[int, int] | str = 0
+    dilation: int | tuple[int, int] = 1
+
+    @classmethod
+    def of(cls, conv: nn.Conv2d) -> ConvGeometry:
+        if conv.groups != 1 or conv.padding_mode != "zeros":
+            raise ValueError(f"cosine covers convolutions with groups=1 and zero padding, got "
+                             f"groups={conv.groups}, padding_mode={conv.padding_mode!r}")
+        return cls(conv.stride, conv.padding, conv.dilation)
+
+
 def cosine_sums(weight: torch.Tensor, inputs: torch.Tensor, outputs: torch.Tensor,
-                dots: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                dots: torch.Tensor | None = None, conv: ConvGeometry | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per node: the sum of cos(w_i, a_{l-1}(x)) over its active samples, and their count.
 
-    weight [H, D] (rows w_i), inputs [N, D] (a_{l-1}), outputs [N, H] (a_l, post-activation).
-    ``dots`` [N, H]: ``inputs @ weight.T`` when the caller has it already (a Linear layer's
-    pre-activation minus its bias), which saves the layer's matrix product.
+    Linear: weight [H, D] (rows w_i), inputs [N, D] (a_{l-1}), outputs [N, H] (a_l,
+    post-activation). Convolution: weight [H, C, kh, kw], inputs [N, C, Hin, Win], outputs
+    [N, H, Ho, Wo], ``conv`` its geometry (default stride 1, no padding); samples are (image,
+    position) pairs. ``dots``: the products w_i . a_{l-1} ([N, H] or [N, H, Ho, Wo]) when the
+    caller has them already (the layer's pre-activation minus its bias), which saves the layer's
+    product.
     """
-    inputs = inputs.reshape(inputs.shape[0], -1)
-    outputs = outputs.reshape(outputs.shape[0], -1)
-    active = outputs > 0
-    if dots is None:
-        dots = inputs @ weight.t()
-    norms = inputs.norm(dim=1, keepdim=True) * weight.norm(dim=1)
+    n = inputs.shape[0]
+    if weight.dim() == 4:
+        g = conv or ConvGeometry()
+        if dots is None:
+            dots = F.conv2d(inputs, weight, None, g.stride, g.padding, g.dilation)
+        ones = weight.new_ones(1, *weight.shape[1:])
+        patch_sq = F.conv2d(inputs.square(), ones, None, g.stride, g.padding, g.dilation)
+        in_norm = patch_sq.clamp_min(0).sqrt().reshape(n, 1, -1)  # [N, 1, positions]
+    else:
+        inputs = inputs.reshape(n, -1)
+        if dots is None:
+            dots = inputs @ weight.t()
+        in_norm = inputs.norm(dim=1).reshape(n, 1, 1)
+    h = weight.shape[0]
+    dots = dots.reshape(n, h, -1)
+    active = outputs.reshape(n, h, -1) > 0
+    norms = in_norm * weight.flatten(1).norm(dim=1)[:, None]
     cos = torch.where(norms > 0, dots / norms.clamp_min(torch.finfo(dots.dtype).tiny), 0.0)
-    return (cos * active).sum(dim=0), active.sum(dim=0)
+    cos = cos.clamp(-1, 1)  # rounding (e.g. a fast convolution's) must not leave [-1, 1]
+    return (cos * active).sum(dim=(0, 2)), active.sum(dim=(0, 2))
+
+
+def layer_cosine_sums(module: nn.Module, inputs: torch.Tensor, outputs: torch.Tensor,
+                      pre: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`cosine_sums` of an ``nn.Linear`` or ``nn.Conv2d`` layer; ``pre`` is its own output
+    (the pre-activation), from which the products are taken without recomputing them."""
+    bias = module.bias
+    dots = None
+    if pre is not None:
+        dots = pre if bias is None else pre - bias.reshape(-1, *[1] * (pre.dim() - 2))
+    conv = ConvGeometry.of(module) if isinstance(module, nn.Conv2d) else None
+    return cosine_sums(module.weight, inputs, outputs, dots, conv)
+
+
+def has_cosine(module: nn.Module | None) -> bool:
+    """Whether :func:`layer_cosine_sums` covers this weight module."""
+    return isinstance(module, nn.Linear) or (
+        isinstance(module, nn.Conv2d) and module.groups == 1 and module.padding_mode == "zeros")
 
 
 def _reduce(sum_cos: torch.Tensor, n_active: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -45,14 +108,15 @@ def _reduce(sum_cos: torch.Tensor, n_active: torch.Tensor) -> dict[str, torch.Te
             "dead": 1.0 - alive.double().mean()}
 
 
-def mean_cosine(weight: torch.Tensor, inputs: torch.Tensor,
-                outputs: torch.Tensor) -> dict[str, torch.Tensor]:
+def mean_cosine(weight: torch.Tensor, inputs: torch.Tensor, outputs: torch.Tensor,
+                conv: ConvGeometry | None = None) -> dict[str, torch.Tensor]:
     """One-shot eq. (4): ``{"cosine": mu_cosine(l), "dead": fraction of dead nodes}``."""
-    return _reduce(*cosine_sums(weight, inputs, outputs))
+    return _reduce(*cosine_sums(weight, inputs, outputs, conv=conv))
 
 
 class MeanCosine(Metric):
-    """Streaming :func:`mean_cosine`: per-node sums of cosines and of active counts."""
+    """Streaming :func:`mean_cosine`: per-node sums of cosines and of active counts. ``update``
+    takes the arguments of :func:`cosine_sums`, or ``sums=`` a result of it."""
 
     full_state_update = False
 
@@ -62,9 +126,9 @@ class MeanCosine(Metric):
                        dist_reduce_fx="sum")
         self.add_state("n_active", torch.zeros(num_nodes, dtype=torch.long), dist_reduce_fx="sum")
 
-    def update(self, weight: torch.Tensor, inputs: torch.Tensor, outputs: torch.Tensor,
-               dots: torch.Tensor | None = None) -> None:
-        s, n = cosine_sums(weight, inputs, outputs, dots)
+    def update(self, *args, sums: tuple[torch.Tensor, torch.Tensor] | None = None,
+               **kwargs) -> None:
+        s, n = sums if sums is not None else cosine_sums(*args, **kwargs)
         self.sum_cos += s.to(self.sum_cos.dtype)
         self.n_active += n
 
