@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 import torch.distributed as dist
 
 
@@ -10,3 +11,13 @@ def rank_world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+def all_reduce_sum(tensor: torch.Tensor, group=None) -> list[torch.Tensor]:
+    """A torchmetrics ``dist_sync_fn`` for metrics whose states are all sums: one all-reduce
+    instead of torchmetrics' default all-gather, which holds world-size copies of every state
+    (for MASC's Gram matrices, world x K x D^2 floats). Returns a one-element list, which
+    torchmetrics stacks and sums: the reduced state. Works on a copy: the local state is kept."""
+    out = tensor.clone()
+    dist.all_reduce(out, op=dist.ReduceOp.SUM, group=group)
+    return [out]

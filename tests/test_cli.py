@@ -47,10 +47,12 @@ def test_multirun_writes_one_folder_per_job_with_distinct_wandb_runs(tmp_path):
     assert m0["corruption"]["n_corrupted"] == 0 < m1["corruption"]["n_corrupted"]
 
 
-def test_ddp_two_cpu_processes_give_exact_metrics(tmp_path):
+@pytest.mark.parametrize("masc", ["auto", "gram"])  # auto picks the sample route here
+def test_ddp_two_cpu_processes_give_exact_metrics(tmp_path, masc):
     """A 2-process DDP run logs the same accuracies as one process evaluating its weights."""
     out = tmp_path / "ddp"
     res = run_cli(["trainer=ddp_cpu", *QUICK, "logger=none", "data.source_options.n_train=101",
+                   f"metrics.masc.method={masc}", "metrics.every_n_epochs=1",
                    "data.eval_batch_size=16", "metrics.batch_size=16", "metrics.csr.beta=0",
                    "metrics.csr.batch_size=7", f"hydra.run.dir={out}"], cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]

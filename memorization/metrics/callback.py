@@ -184,7 +184,9 @@ class _MASCFit(nn.Module):
             # are far larger (and faster per row) than a batch's
             self.fitter.update(torch.cat(self.kept), torch.cat(self.labels))
             self.labels = []
-        return {"masc": self.fitter.compute(0), "masc_true": self.fitter.compute(1)}
+        f = self.fitter
+        with f.sync_context(dist_sync_fn=f.dist_sync_fn):  # one DDP sync for both labellings
+            return {"masc": f.fit(0), "masc_true": f.fit(1)}
 
 
 class LayerMetrics(Callback):

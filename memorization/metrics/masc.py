@@ -57,6 +57,7 @@ import torch
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
+from memorization.distributed import all_reduce_sum
 from memorization.errors import ConfigError
 
 MAX_GRAM_BYTES = 2 * 1024**3
@@ -310,8 +311,10 @@ class MASCSubspaces(Metric):
                 f"{need / 1024**3:.2f} GiB (limit {max_bytes / 1024**3:.2f} GiB); raise "
                 "metrics.masc.max_gram_gb, or fit wide layers on fewer samples with a smaller "
                 "metrics.probe_size and the sample-space fallback (fit_subspaces_from_samples)")
-        # no cached result: compute(0) and compute(1) fit different labellings
-        super().__init__(**{"compute_with_cache": False, **kwargs})
+        # no cached result: compute(0) and compute(1) fit different labellings; every state is a
+        # sum, so ranks all-reduce instead of gathering world-size copies of the Grams
+        super().__init__(**{"compute_with_cache": False, "dist_sync_fn": all_reduce_sum,
+                            **kwargs})
         self.num_classes, self.dim, self.labellings = int(num_classes), int(dim), int(labellings)
         grams = torch.zeros(labellings, num_classes, dim, dim, dtype=gram_dtype)
         self.add_state("gram", default=grams, dist_reduce_fx="sum")
@@ -330,8 +333,12 @@ class MASCSubspaces(Metric):
         for j in range(self.labellings):
             self.count[j] += torch.bincount(labels[:, j], minlength=self.num_classes)
 
-    def compute(self, labelling: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    def fit(self, labelling: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """The subspaces from the states as they are (no DDP sync: :meth:`compute` syncs)."""
         return fit_subspaces(self.gram[labelling], self.variance)
+
+    def compute(self, labelling: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.fit(labelling)
 
 
 class MASCSamples(Metric):
@@ -357,6 +364,10 @@ class MASCSamples(Metric):
         self.labels.append(labels.reshape(labels.shape[0], -1))
 
     def compute(self, labelling: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.fit(labelling)
+
+    def fit(self, labelling: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """The subspaces from the states as they are (no DDP sync: :meth:`compute` syncs)."""
         x = dim_zero_cat(self.x)
         labels = dim_zero_cat(self.labels)[:, labelling]
         return fit_subspaces_from_samples(x, labels, self.num_classes, self.variance)
