@@ -15,7 +15,7 @@ on the device (up to ``masc.max_cache_gb`` over all layers), the subspaces are f
 training set, the kept outputs scored, and the test batches scored as they pass. Layers whose
 outputs were not kept get a second pass over the training probe set.
 
-The input layer (the probe layer without weights) depends only on the data, which is fixed: its
+The input layer (probe layer 0, which has no weights) depends only on the data, which is fixed: its
 polarization and MASC values are computed at the first evaluation and reused afterwards.
 
 CSR runs its own batched Langevin search with input gradients on ``csr.n`` samples.
@@ -269,7 +269,8 @@ class LayerMetrics(Callback):
         device = next(net.parameters()).device
         k = dm.cfg.num_classes
         # the input layer depends on the data only: its values from the first evaluation stand
-        skip = {layer.name for layer in layers if layer.weight is None} if self._static else set()
+        inputs = {layers[0].name} if layers and layers[0].weight is None else set()
+        skip = inputs if self._static else set()
         cos: dict[tuple[str, str], MeanCosine] = {}
         pol: dict[str, Polarization] = {}
         fit: dict[str, _MASCFit | None] = {}
@@ -324,7 +325,6 @@ class LayerMetrics(Callback):
                 if split == "train":
                     logs[f"{name}/train_true/{layer}"] = res["acc_true"]
         if not self._static:
-            inputs = {layer.name for layer in layers if layer.weight is None}
             self._static = {key: v for key, v in logs.items()
                             if key.rsplit("/", 1)[-1] in inputs}
         return {**logs, **self._static}

@@ -7,6 +7,10 @@ A model lists its probe layers in order, the input first as layer 0. For each la
 - ``output``: the module whose forward-hook *output* is the layer's post-activation output a_l
   (for the input layer: the input as the network sees it, flattened for an MLP).
 
+Layer 0, the input, must depend on the data only (in eval mode): the metrics compute its values
+once per run and reuse them. Other layers without weights (e.g. a pooling or flatten layer) may
+have ``weight=None`` too; cosine skips them.
+
 Hooks only read: a metric never changes what the network computes. Metrics probe in eval mode;
 in train mode with dropout, a layer's recorded output is taken before the dropout its successor
 sees.
