@@ -13,9 +13,11 @@ import os
 from dataclasses import dataclass, field
 
 import lightning as L
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from memorization.data.augment import AugmentConfig, augment
 from memorization.data.preprocess import center_crop, per_image_whitening
 from memorization.data.sources import RawData, load_source
 from memorization.distributed import rank_world
@@ -49,6 +51,7 @@ class DataConfig:
     on_device: bool = True
     shuffle_seed: int | None = 0
     eval_train: bool = True  # evaluate the whole training set in eval mode every epoch
+    augment: dict = field(default_factory=dict)  # AugmentConfig: training batches, on the device
 
 
 class TensorDictDataset(Dataset):
@@ -131,7 +134,13 @@ class DataModule(L.LightningDataModule):
         if "shape" in data:
             data["shape"] = tuple(data["shape"])
         data["source_options"] = dict(data.get("source_options") or {})
+        data["augment"] = dict(data.get("augment") or {})
         self.cfg = DataConfig(**data)
+        self.augment = AugmentConfig(**self.cfg.augment)
+        if self.augment.enabled and len(self.cfg.shape) != 3:
+            raise ConfigError(f"data.augment transforms images (C, H, W), but data.shape="
+                              f"{list(self.cfg.shape)}; turn data.augment off for this data")
+        self._aug_gen: tuple[tuple, torch.Generator] | None = None
         self.noise = noise if isinstance(noise, NoiseConfig) else NoiseConfig(**(noise or {}))
         self.record: CorruptionRecord | None = None
         self._raw: RawData | None = None  # loaded by prepare_data, consumed by setup
@@ -271,6 +280,27 @@ class DataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", train=False)
+
+    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        trainer = getattr(self, "trainer", None)
+        if not (self.augment.enabled and trainer is not None and trainer.training):
+            return batch
+        x = batch["x"]
+        # black (raw pixel 0) in input units; per-image whitening has no single such value
+        fill = (torch.zeros_like(self.std) if self.cfg.per_image_whitening
+                else -self.mean / self.std).to(x.device, x.dtype)
+        gen = self._augment_generator(x.device, trainer.current_epoch)
+        return {**batch, "x": augment(x, self.augment, fill, gen)}
+
+    def _augment_generator(self, device: torch.device, epoch: int) -> torch.Generator:
+        """One generator per epoch, seeded with (seed, epoch, rank): reproducible, and the same
+        after a resume at an epoch boundary."""
+        key = (device, epoch)
+        if self._aug_gen is None or self._aug_gen[0] != key:
+            seed = np.random.SeedSequence([self.augment.seed, epoch, rank_world()[0]])
+            gen = torch.Generator(device=device).manual_seed(int(seed.generate_state(1)[0]))
+            self._aug_gen = (key, gen)
+        return self._aug_gen[1]
 
     # -- checkpoint --------------------------------------------------------------------------------
     def state_dict(self) -> dict:
