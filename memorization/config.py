@@ -123,10 +123,19 @@ def _validate_model(model: DictConfig, shape: tuple[int, ...], num_classes: int)
     _require(k == num_classes,
              f"model.num_classes={k} but the data has {num_classes} classes; leave "
              "model.num_classes at ${data.num_classes}")
-    from memorization.models import MLPConfig, SmallAlexNetConfig
+    from memorization.models import (
+        AlexNetConfig,
+        CNNConfig,
+        MLPConfig,
+        SmallAlexNetConfig,
+        SmallInceptionConfig,
+    )
 
     configs = {"memorization.models.MLP": MLPConfig,
-               "memorization.models.SmallAlexNet": SmallAlexNetConfig}
+               "memorization.models.SmallAlexNet": SmallAlexNetConfig,
+               "memorization.models.SmallInception": SmallInceptionConfig,
+               "memorization.models.CNN": CNNConfig,
+               "memorization.models.AlexNet": AlexNetConfig}
     kind = configs.get(model.get("_target_"))
     if kind is not None:
         options = {k: v for k, v in OmegaConf.to_container(model, resolve=True).items()

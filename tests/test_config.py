@@ -20,9 +20,13 @@ def _options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
 
 
+# options that need other inputs than the default 8x8 digits: composed with data that fits
+NEEDS = {"model=alexnet": ["data=synthetic", "data.shape=[3,32,32]"]}
+
+
 @pytest.mark.parametrize("override", [f"{g}={o}" for g in GROUPS for o in _options(g)])
 def test_every_option_composes_and_validates(make_cfg, override):
-    cfg = make_cfg(override, fast=False)
+    cfg = make_cfg(*NEEDS.get(override, []), override, fast=False)
     for key in cfg:  # every interpolation resolves (hydra's own node is read-only)
         if key != "hydra" and OmegaConf.is_config(cfg[key]):
             OmegaConf.to_container(cfg[key], resolve=True)
@@ -31,6 +35,11 @@ def test_every_option_composes_and_validates(make_cfg, override):
             validate(cfg)
         return
     validate(cfg)
+
+
+def test_a_model_that_does_not_fit_the_data_fails_in_one_line(make_cfg):
+    with pytest.raises(ConfigError, match="alexnet with stem=auto takes 32x32"):
+        validate(make_cfg("model=alexnet", fast=False))  # 8x8 digits
 
 
 def test_every_group_has_options():

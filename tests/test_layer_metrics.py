@@ -99,6 +99,18 @@ def test_input_layer_values_are_computed_once_and_reused(monkeypatch):
             assert torch.equal(second[key], first[key]), key
 
 
+def test_masc_on_chosen_layers_only():
+    dm, net, cb = _setup(probe_size=40, masc={"layers": ["input", "fc*"]}, csr={"enabled": False})
+    logs = cb.compute(dm, net)
+    assert {k.split("/")[-1] for k in logs if k.startswith("masc/test/")} == {"input", "fc1", "fc2"}
+    _, _, cb = _setup(masc={"layers": ["fc2"]}, csr={"enabled": False})
+    logs = cb.compute(dm, net)
+    assert {k.split("/")[-1] for k in logs if k.startswith("masc/")} == {"fc2"}
+    assert "polarization/train/fc1" in logs  # the other metrics keep every layer
+    with pytest.raises(ConfigError, match="'conv\\*' matches no probe layer.*input, fc1, fc2"):
+        _setup(masc={"layers": ["conv*"]})
+
+
 def test_hooks_removed_and_mode_restored_even_on_error(monkeypatch):
     dm, net, cb = _setup(csr={"enabled": False})
     net.train()

@@ -258,3 +258,18 @@ def test_small_alexnet_parameter_count_and_probes():
     assert torch.equal(store["out"]["input"], x)
     with pytest.raises(ConfigError, match="image inputs"):
         SmallAlexNet(in_shape=(784,), num_classes=10)
+
+
+def test_mlp_with_one_width_per_layer():
+    # the MASC preset's widths on MNIST: 784 -> 1024 -> 512 -> 2048 -> 10, biases on
+    m = MLP(in_shape=(1, 28, 28), num_classes=10, depth=3, width=[1024, 512, 2048])
+    assert [fc.out_features for fc in m.fcs] == [1024, 512, 2048]
+    want = (784 * 1024 + 1024) + (1024 * 512 + 512) + (512 * 2048 + 2048) + (2048 * 10 + 10)
+    assert sum(p.numel() for p in m.parameters()) == want
+    with capture(m) as store:
+        m(torch.rand(2, 1, 28, 28))
+    assert store["out"]["fc2"].shape == (2, 512) and store["out"]["fc3"].shape == (2, 2048)
+    with pytest.raises(ConfigError, match="one width per hidden layer"):
+        MLP(in_shape=(1, 4, 4), num_classes=3, depth=2, width=[8, 8, 8])
+    with pytest.raises(ConfigError, match="must be >= 1"):
+        MLP(in_shape=(1, 4, 4), num_classes=3, depth=2, width=[8, 0])

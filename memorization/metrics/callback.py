@@ -29,6 +29,7 @@ training labels), ``masc/train_true/fc3`` (same subspaces, accuracy on the true 
 
 from __future__ import annotations
 
+import fnmatch
 from dataclasses import dataclass, field
 
 import lightning as L
@@ -83,6 +84,9 @@ class MASCConfig:
     # the Gram route's layer outputs on the training probe set are kept on the device, up to this
     # much over all layers, and scored from there; layers beyond it get a second forward pass
     max_cache_gb: float = 1.0
+    # probe layers to fit, by name or glob pattern (e.g. [input, flatten, "fc*"], the layers the
+    # MASC paper probes in its CNNs); null: every probe layer
+    layers: list[str] | None = None
 
 
 @dataclass
@@ -218,6 +222,11 @@ class LayerMetrics(Callback):
                  else torch.randperm(n_train, generator=g)[:size].sort().values)
         self.probe = {"train": train}
         self._static = {}
+        names = [layer.name for layer in pl_module.net.probe_layers()]
+        for pattern in self.cfg.masc.layers or []:
+            if not fnmatch.filter(names, pattern):
+                raise ConfigError(f"metrics.masc.layers: {pattern!r} matches no probe layer of "
+                                  f"this model; its layers are {', '.join(names)}")
         if self.cfg.test:
             self.probe["test"] = torch.arange(len(dm.splits["test"]))
         c = self.cfg.csr
@@ -290,7 +299,7 @@ class LayerMetrics(Callback):
                             pol[layer.name] = Polarization(k, out.shape[1]).to(device)
                         y = batch["y"] if cfg.polarization.labels == "train" else batch["y_true"]
                         pol[layer.name].update(out, y, batch["corrupted"])
-                    if cfg.masc.enabled:
+                    if cfg.masc.enabled and self._masc_on(layer.name):
                         if layer.name not in fit:
                             fit[layer.name] = self._masc_fitter(k, out.shape[1], device)
                         if fit[layer.name] is not None:
@@ -342,6 +351,10 @@ class LayerMetrics(Callback):
             cos[key].update(sums=layer_cosine_sums(layer.weight, store["in"][layer.name],
                                                    store["out"][layer.name],
                                                    store["pre"][layer.name]))
+
+    def _masc_on(self, name: str) -> bool:
+        patterns = self.cfg.masc.layers
+        return patterns is None or any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
     def _masc_fitter(self, num_classes: int, dim: int, device: torch.device) -> _MASCFit | None:
         m = self.cfg.masc

@@ -1,4 +1,5 @@
-"""Fully connected networks: Zhang's 1x512 and 3x512, Theunissen's 10x512, Arpit's 2x4096."""
+"""Fully connected networks: Zhang's 1x512 and 3x512, Theunissen's 10x512, Arpit's 2x4096, the
+MASC paper's MLP (hidden widths listed per layer)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ class MLPConfig:
     in_shape: tuple[int, ...] = (1, 8, 8)
     num_classes: int = 10
     depth: int = 3  # hidden layers
-    width: int = 512
+    width: int | list[int] = 512  # every hidden layer's, or one per hidden layer (depth of them)
     activation: str = "relu"
     # "all": every linear layer has a bias; "first": only the first hidden layer (Theunissen:
     # "a single bias node at the first layer", so the output layer has none either); "none";
@@ -38,12 +39,17 @@ class MLPConfig:
 
     def __post_init__(self):
         self.in_shape = tuple(self.in_shape)
+        if isinstance(self.width, (list, tuple)):
+            self.width = [int(w) for w in self.width]
+            if len(self.width) != self.depth:
+                raise ConfigError(f"model.width lists {len(self.width)} widths but model.depth="
+                                  f"{self.depth}; give one width per hidden layer")
         checks = [
             (self.num_classes >= 1, f"model.num_classes={self.num_classes} must be >= 1"),
             (len(self.in_shape) >= 1 and all(d >= 1 for d in self.in_shape),
              f"model.in_shape={list(self.in_shape)} must be positive sizes"),
             (self.depth >= 1, f"model.depth={self.depth} must be >= 1"),
-            (self.width >= 1, f"model.width={self.width} must be >= 1"),
+            (min(self.widths(), default=1) >= 1, f"model.width={self.width} must be >= 1"),
             (self.activation in ACTIVATIONS, f"model.activation={self.activation!r} is not one "
                                              f"of {', '.join(ACTIVATIONS)}"),
             (self.bias in BIAS_MODES if isinstance(self.bias, str) else
@@ -60,6 +66,10 @@ class MLPConfig:
         for ok, msg in checks:
             if not ok:
                 raise ConfigError(msg)
+
+    def widths(self) -> list[int]:
+        """The width of each hidden layer."""
+        return list(self.width) if isinstance(self.width, list) else [self.width] * self.depth
 
     def layer_biases(self) -> list[bool]:
         """Whether each linear layer has a bias: the depth hidden layers, then the output."""
@@ -86,10 +96,10 @@ class MLP(ProbedModel):
         self.drop = nn.Dropout(c.dropout) if c.dropout > 0 else nn.Identity()
         self.input_drop = nn.Dropout(c.input_dropout) if c.input_dropout > 0 else nn.Identity()
         fan_in = math.prod(c.in_shape)
-        for i in range(c.depth):
-            self.fcs.append(nn.Linear(fan_in, c.width, bias=c.layer_biases()[i]))
+        for i, width in enumerate(c.widths()):
+            self.fcs.append(nn.Linear(fan_in, width, bias=c.layer_biases()[i]))
             self.acts.append(ACTIVATIONS[c.activation]())
-            fan_in = c.width
+            fan_in = width
         self.out = nn.Linear(fan_in, c.num_classes, bias=c.layer_biases()[-1])
         if c.init == "he":
             for lin in [*self.fcs, self.out]:
