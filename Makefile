@@ -13,7 +13,7 @@ help:  ## list the targets
 install:  ## create .venv and install the package with its dev and launcher extras
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PIP_INSTALL) -e '.[dev,launchers]'
+	$(PIP_INSTALL) -e '.[dev,launchers,mnist1d]'
 
 test:  ## run the test suite (W&B offline, CPU)
 	WANDB_MODE=offline WANDB_SILENT=true $(PY) -m pytest -q
