@@ -10,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from memorization.data import SOURCES
 from memorization.errors import ConfigError
-from memorization.module import LOSSES, OptimConfig
+from memorization.module import LOSSES, AdversarialConfig, OptimConfig
 from memorization.noise import CORRUPTIONS, get_corruption
 
 
@@ -76,6 +76,11 @@ def validate(cfg: DictConfig) -> None:
         OptimConfig(**OmegaConf.to_container(cfg.optim, resolve=True))
     except TypeError as e:  # an unknown option, or a value of the wrong type
         raise ConfigError(f"optim: {e}") from e
+    try:
+        AdversarialConfig(**OmegaConf.to_container(cfg.module.get("adversarial") or {},
+                                                   resolve=True))
+    except TypeError as e:
+        raise ConfigError(f"module.adversarial: {e}") from e
 
     _number(trainer.get("max_epochs"), "trainer.max_epochs", integer=True, lo=1)
     _require(trainer.get("use_distributed_sampler") is False,

@@ -11,8 +11,18 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics import Metric
 
+from memorization.distributed import rank_world
 from memorization.errors import ConfigError
 from memorization.metrics import SubsetAccuracy
+from memorization.metrics.csr import (
+    DEFAULT_MAX_ITER,
+    PAPER_ALPHA,
+    PAPER_BETA,
+    PAPER_PIXEL_SCALE,
+    PAPER_R,
+    lass_search,
+    to_input_units,
+)
 
 # Lightning suggests sync_dist=True for epoch-level logs under DDP; ours are already reduced over
 # ranks by the metrics' all-reduced sums, so a second reduction would only cost a collective.
@@ -57,6 +67,38 @@ class OptimConfig:
                               "of them to null")
 
 
+@dataclass
+class AdversarialConfig:
+    """Arpit et al.'s adversarial training (Sec. 5, footnote 7: "using critical samples found by
+    LASS algorithm with default parameters"; Fig. 10 pairs it with dropout, "weighting factor in
+    range 0.2-0.7"). Each training step runs LASS (metrics/csr.py) from the batch, with the
+    network in eval mode, and the loss becomes
+
+        (1 - weight) * L(f(x), y) + weight * L(f(x^), y)
+
+    with y the training label and x^ the search's point: the adversarial example for a critical
+    sample, the last iterate (inside the box, same prediction) for the others. Our reading: the
+    paper does not say what the non-critical samples contribute. alpha, beta, r are in units of
+    1/pixel_scale of a [0, 1] pixel, as for the CSR metric. The noise comes from a generator
+    seeded with (seed, rank) at the start of fitting. weight 0: off."""
+
+    weight: float = 0.0
+    alpha: float = PAPER_ALPHA
+    beta: float = PAPER_BETA
+    r: float = PAPER_R
+    pixel_scale: float = PAPER_PIXEL_SCALE
+    max_iter: int = DEFAULT_MAX_ITER
+    seed: int = 0
+
+    def __post_init__(self):
+        if not 0.0 <= self.weight <= 1.0:
+            raise ConfigError(f"module.adversarial.weight={self.weight} must be in [0, 1] "
+                              "(0: off; Arpit et al. use 0.2-0.7)")
+        if min(self.alpha, self.beta, self.r) < 0 or self.pixel_scale <= 0 or self.max_iter < 1:
+            raise ConfigError("module.adversarial: alpha, beta, r must be >= 0, pixel_scale > 0 "
+                              "and max_iter >= 1")
+
+
 class MeanLoss(Metric):
     """Sample-weighted mean loss: sum of loss x n and of n, summed over batches and ranks.
     (torchmetrics' MeanMetric checks for NaNs on every update, a device sync per step.)"""
@@ -88,7 +130,7 @@ class Classifier(L.LightningModule):
     """
 
     def __init__(self, net: nn.Module, loss: str = "ce", optim: dict | OptimConfig | None = None,
-                 num_classes: int | None = None):
+                 num_classes: int | None = None, adversarial: dict | None = None):
         super().__init__()
         if loss not in LOSSES:
             raise ConfigError(f"module.loss={loss!r} is not one of {', '.join(LOSSES)}")
@@ -96,6 +138,8 @@ class Classifier(L.LightningModule):
         self.loss_name = loss
         self.optim = optim if isinstance(optim, OptimConfig) else OptimConfig(**(optim or {}))
         self.num_classes = num_classes or net.cfg.num_classes
+        self.adversarial = AdversarialConfig(**(adversarial or {}))
+        self._adv_generator: torch.Generator | None = None
         self.save_hyperparameters(ignore=["net"])
         splits = ("fit", "train", "val", "test")
         # keyed "<split>_" because ModuleDict keys may not shadow nn.Module attributes ("train")
@@ -128,11 +172,34 @@ class Classifier(L.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         logits = self.net(batch["x"])
         loss = self.loss_fn(logits, batch["y"])
+        w = self.adversarial.weight
+        if w > 0:
+            x_adv = self._adversarial_points(batch["x"])
+            loss = (1 - w) * loss + w * self.loss_fn(self.net(x_adv), batch["y"])
         self.losses["fit_"].update(loss.detach(), weight=batch["y"].numel())
         if not self._eval_train():
             self.accs["fit_"].update(logits.detach(), batch["y"], batch.get("y_true"),
                                    batch.get("corrupted"))
         return loss
+
+    def _adversarial_points(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.adversarial
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer else None
+        std = getattr(dm, "std", None)
+        std = torch.ones(1, device=x.device) if std is None else std.to(x.device)
+        alpha, beta, r = (to_input_units(v / a.pixel_scale, std, x.dim() - 1)
+                          for v in (a.alpha, a.beta, a.r))
+        if self._adv_generator is None or self._adv_generator.device != x.device:
+            self._adv_generator = torch.Generator(device=x.device).manual_seed(
+                a.seed * 1009 + rank_world()[0])
+        was_training = self.net.training
+        self.net.eval()  # a deterministic search that leaves batch-norm statistics alone
+        try:
+            _, found = lass_search(self.net, x, alpha, beta, r, a.max_iter,
+                                   generator=self._adv_generator)
+        finally:
+            self.net.train(was_training)
+        return found.detach()
 
     # -- evaluation ----------------------------------------------------------------------------
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:

@@ -14,6 +14,7 @@ from memorization.metrics.csr import (
     PAPER_R,
     CriticalSampleRatio,
     lass_critical,
+    lass_search,
     to_input_units,
 )
 
@@ -239,3 +240,17 @@ def test_to_input_units():
     flat = to_input_units(PAPER_R / PAPER_PIXEL_SCALE, torch.tensor([0.5]))
     assert flat.shape == () and float(flat) == pytest.approx(0.3 / 255 / 0.5)
     assert (torch.ones(64) * flat).shape == (64,)
+
+
+def test_lass_search_returns_the_adversarial_points():
+    model = linear_model()
+    x = points(NEAR + FAR)
+    critical, found = lass_search(model, x, alpha=R, beta=0.0, r=R, max_iter=5)
+    assert critical.tolist() == [True, True, False, False]
+    # one signed step of size r lands on the box corner that crosses the boundary (see above)
+    assert torch.allclose(found[0], points([-0.1, 0.25])) and torch.allclose(
+        found[1], points([-0.125, -0.1]))
+    pred_x, pred_found = model(x).argmax(1), model(found).argmax(1)
+    assert (pred_found != pred_x).tolist() == critical.tolist()
+    assert ((found - x).abs() <= R + 1e-12).all()  # every point stays in its box
+    assert torch.equal(lass_critical(model, x, alpha=R, beta=0.0, r=R, max_iter=5), critical)

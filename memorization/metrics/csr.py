@@ -116,7 +116,17 @@ def _margin(logits: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
 def lass_critical(model: nn.Module, x: torch.Tensor, alpha, beta, r, max_iter: int,
                   generator: torch.Generator | None = None) -> torch.Tensor:
     """Which samples of the batch ``x`` ([N, ...], in the model's input units) are critical: bool
-    [N], by batched LASS (see the module docstring for the reading of Algorithm 1).
+    [N], by batched LASS (see the module docstring for the reading of Algorithm 1). The
+    arguments are :func:`lass_search`'s."""
+    return lass_search(model, x, alpha, beta, r, max_iter, generator)[0]
+
+
+def lass_search(model: nn.Module, x: torch.Tensor, alpha, beta, r, max_iter: int,
+                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Batched LASS on ``x`` ([N, ...], in the model's input units): ``(critical, found)``, with
+    ``critical`` bool [N] and ``found`` [N, ...] the search's points: for a critical sample the
+    first iterate whose predicted label differs from x's (an adversarial example), for the others
+    the last iterate (in the box, same label). Arpit et al.'s adversarial training uses them.
 
     ``alpha``, ``beta``, ``r``: numbers or tensors broadcastable to ``x[0]`` (per channel, say).
     ``max_iter``: LASS steps at most; a sample stops moving once critical, and the search ends
@@ -132,10 +142,11 @@ def lass_critical(model: nn.Module, x: torch.Tensor, alpha, beta, r, max_iter: i
     device = x.device
     with torch.inference_mode(False), torch.enable_grad():
         critical = torch.zeros(n, dtype=torch.bool, device=device)
-        if n == 0:
-            return critical
-        noisy = bool((beta != 0).any())
         x0 = x.detach().clone()  # a normal tensor, even if x was made under inference mode
+        found = x0.clone()
+        if n == 0:
+            return critical, found
+        noisy = bool((beta != 0).any())
         lo, hi = x0 - r, x0 + r
         rows = torch.arange(n, device=device)  # the samples still searched, as indices into x
         point = x0.clone().requires_grad_(True)  # the current iterate; its rows `sel` are `rows`
@@ -152,6 +163,7 @@ def lass_critical(model: nn.Module, x: torch.Tensor, alpha, beta, r, max_iter: i
                                       dtype=x0.dtype)
                     delta = delta + beta * eta[rows]
                 new = torch.clamp(point.detach()[sel] + delta, min=lo[rows], max=hi[rows])
+                found[rows] = new  # a critical sample leaves `rows` at its flip: kept there
             point = new.requires_grad_(not last)
             with torch.set_grad_enabled(not last):
                 logits = _logits(model, point)
@@ -161,7 +173,7 @@ def lass_critical(model: nn.Module, x: torch.Tensor, alpha, beta, r, max_iter: i
             if last or not bool(sel.any()):
                 break
             rows = rows[sel]
-    return critical
+    return critical, found
 
 
 class CriticalSampleRatio(Metric):
