@@ -48,7 +48,8 @@ def test_off_by_default_and_bad_values_fail_in_one_line(tmp_path):
 
 
 def test_a_run_with_adversarial_training(tmp_path):
-    cfg = compose_config(["module.adversarial.weight=0.5", "logger=none", "metrics=none",
+    cfg = compose_config(["module.adversarial.weight=0.5", "module.adversarial.max_iter=5",
+                          "logger=none", "metrics=none",
                           "trainer.enable_progress_bar=false", "trainer.accelerator=cpu",
                           "trainer.max_epochs=2", "stop_at_train_acc=null"],
                          output_dir=tmp_path)
