@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import os
 import pickle
 import tarfile
 from pathlib import Path
@@ -108,3 +109,31 @@ def test_zhang_presets_run_on_cifar_files(tmp_path, preset):
                           "+trainer.fast_dev_run=true"], output_dir=tmp_path / "run")
     summary = train(cfg)
     assert summary["final"]["test/acc"] is not None
+
+
+@pytest.mark.parametrize("as_tar", [True, False])
+def test_parsed_arrays_are_cached_until_the_files_change(tmp_path, monkeypatch, as_tar):
+    _, ds = make(cifar.CIFAR10, tmp_path, as_tar)
+    first = cifar.load_cifar(ds, root=str(tmp_path), download=False)
+    assert (tmp_path / "cifar10.parsed.npz").is_file()
+
+    def fail(*args):
+        raise AssertionError("parsed although the cache is valid")
+
+    monkeypatch.setattr(cifar, "_read", fail)
+    monkeypatch.setattr(cifar, "_md5", fail)  # a cache hit does not re-hash the tarball
+    again = cifar.load_cifar(ds, root=str(tmp_path), download=False)
+    assert torch.equal(first.x_train, again.x_train) and torch.equal(first.y_test, again.y_test)
+    # a changed source (here only touched) is parsed again
+    source = tmp_path / ds.tarball if as_tar else tmp_path / ds.folder / "test_batch"
+    st = source.stat()
+    os.utime(source, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    with pytest.raises(AssertionError, match="parsed although"):
+        cifar.load_cifar(ds, root=str(tmp_path), download=False)
+    monkeypatch.undo()
+    assert torch.equal(cifar.load_cifar(ds, root=str(tmp_path), download=False).x_test,
+                       first.x_test)
+    # cache=false neither writes nor reads it
+    (tmp_path / "cifar10.parsed.npz").unlink()
+    cifar.load_cifar(ds, root=str(tmp_path), download=False, cache=False)
+    assert not (tmp_path / "cifar10.parsed.npz").exists()

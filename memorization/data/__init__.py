@@ -1,7 +1,7 @@
 """Data: sources (one small file each) and the one DataModule that serves them as tensors."""
 
 # Importing the sources fills the registry.
-from memorization.data import cifar, digits, idx, mnist1d, synthetic  # noqa: E402,F401,I001
+from memorization.data import cifar, digits, idx, mnist1d, synthetic, tiny_imagenet  # noqa: E402,F401,I001
 from memorization.data.datamodule import DataConfig, DataModule, EpochBatchSampler, NoiseConfig
 from memorization.data.sources import SOURCES, RawData, load_source, register_source
 

@@ -7,6 +7,12 @@ Accepted forms, looked for in ``root`` (``data.source_options.root``, default
 official source when ``download`` is on and the network answers, and kept only if its MD5 matches
 the published one; a tarball whose MD5 differs is refused with one line, so a truncated download
 is never used. CIFAR-100 uses the fine labels (100 classes).
+
+The parsed arrays are cached as ``<name>.parsed.npz`` (180 MB of uint8 pixels) in ``root`` and
+reused while the tarball or the batch files keep their sizes and mtimes
+(:mod:`memorization.data.cache`; ``cache=false`` turns it off): reading the tarball takes several
+seconds (its MD5, then its gzip stream inflated twice: once to list the members, once to read
+them), the cache under one.
 """
 
 from __future__ import annotations
@@ -18,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
+from memorization.data import cache as cache_mod
 from memorization.data.download import default_root, fetch
 from memorization.data.sources import RawData, register_source
 from memorization.errors import ConfigError
@@ -67,18 +73,17 @@ def _unpickle(raw: bytes, where: str) -> dict:
     return batch
 
 
-def _stack(ds: CifarDataset, batches: list[dict], where: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _stack(ds: CifarDataset, batches: list[dict], where: str) -> tuple[np.ndarray, np.ndarray]:
     data = np.concatenate([np.asarray(b[b"data"], dtype=np.uint8) for b in batches])
     labels = np.concatenate([np.asarray(b[ds.label_key], dtype=np.int64) for b in batches])
     if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(data) != len(labels):
         raise ConfigError(f"{where}: images {data.shape} and labels {labels.shape} do not form "
                           "CIFAR batches of 3x32x32")
     # rows are 1024 red, 1024 green, 1024 blue values, each row-major 32x32: (C, H, W) as is
-    x = torch.from_numpy(data.reshape(-1, 3, 32, 32).astype(np.float32) / 255.0)
-    return x, torch.from_numpy(labels)
+    return data.reshape(-1, 3, 32, 32), labels
 
 
-def _read(ds: CifarDataset, root: Path) -> RawData:
+def _read(ds: CifarDataset, root: Path) -> cache_mod.Arrays:
     folder, tarball = root / ds.folder, root / ds.tarball
     names = (*ds.train, *ds.test)
     if folder.is_dir():
@@ -103,7 +108,7 @@ def _read(ds: CifarDataset, root: Path) -> RawData:
     batches = {n: _unpickle(raw[n], f"{where}/{n}") for n in names}
     train = _stack(ds, [batches[n] for n in ds.train], where)
     test = _stack(ds, [batches[n] for n in ds.test], where)
-    return RawData(*train, *test, num_classes=ds.num_classes)
+    return cache_mod.Arrays(*train, *test, num_classes=ds.num_classes)
 
 
 def _download(ds: CifarDataset, root: Path) -> bool:
@@ -111,21 +116,35 @@ def _download(ds: CifarDataset, root: Path) -> bool:
     return fetch(ds.url, root / ds.tarball, lambda tmp: _md5(tmp) == ds.md5)
 
 
-def load_cifar(ds: CifarDataset, root: str | None = None, download: bool = True) -> RawData:
+def _key(ds: CifarDataset, root: Path) -> str:
+    """What the cache is valid for: the tarball or the batch files, as _read would pick them."""
+    if (root / ds.folder).is_dir():
+        names = [f"{ds.folder}/{n}" for n in (*ds.train, *ds.test)]
+        return f"{ds.name} folder {cache_mod.stat_key(root, names)}"
+    return f"{ds.name} tarball md5={ds.md5} {cache_mod.stat_key(root, [ds.tarball])}"
+
+
+def load_cifar(ds: CifarDataset, root: str | None = None, download: bool = True,
+               cache: bool = True) -> RawData:
     folder = Path(root).expanduser() if root else default_root(ds.name)
     present = (folder / ds.folder).is_dir() or (folder / ds.tarball).is_file()
     if not present and not (download and _download(ds, folder)):
         raise ConfigError(f"{ds.name}: missing {ds.tarball} (or its folder {ds.folder}/); put it "
                           f"in {folder} (or point data.source_options.root at it), or let "
                           "data.source_options.download=true fetch it (needs the network)")
-    return _read(ds, folder)
+    # a cache hit skips the tarball's MD5 check: the key pins the file that passed it
+    arrays = cache_mod.load_or_parse(cache_mod.cache_path(folder, ds.name),
+                                     _key(ds, folder) if cache else "",
+                                     lambda: _read(ds, folder), cache)
+    return arrays.to_raw()
 
 
 @register_source("cifar10")
-def load_cifar10(root: str | None = None, download: bool = True) -> RawData:
-    return load_cifar(CIFAR10, root, download)
+def load_cifar10(root: str | None = None, download: bool = True, cache: bool = True) -> RawData:
+    return load_cifar(CIFAR10, root, download, cache)
 
 
 @register_source("cifar100")
-def load_cifar100(root: str | None = None, download: bool = True) -> RawData:
-    return load_cifar(CIFAR100, root, download)
+def load_cifar100(root: str | None = None, download: bool = True, cache: bool = True
+                   ) -> RawData:
+    return load_cifar(CIFAR100, root, download, cache)
