@@ -71,6 +71,21 @@ def test_checksum_failure_is_one_clear_line(tmp_path):
     assert len(idx.load_idx_dataset(right, root=str(tmp_path), download=False).y_train) == 5
 
 
+def test_mnist_archives_are_checked_by_their_published_md5(tmp_path):
+    make_files(tmp_path)
+    # our fabricated archives are not the official ones: MNIST's pinned MD5s refuse them
+    with pytest.raises(ConfigError, match="fails its checksum .MD5"):
+        idx.load_idx_dataset(idx.MNIST, root=str(tmp_path), download=False)
+    packed = (tmp_path / "train-images-idx3-ubyte.gz").read_bytes()
+    md5 = {f: hashlib.md5((tmp_path / f).read_bytes()).hexdigest() for f in idx.FILES.values()}
+    ours = idx.IdxDataset("tiny", urls=(), md5_gz=md5)
+    assert len(idx.load_idx_dataset(ours, root=str(tmp_path), download=False).y_train) == 5
+    # an uncompressed copy has no archive to check: the header check remains
+    (tmp_path / "train-images-idx3-ubyte.gz").unlink()
+    (tmp_path / "train-images-idx3-ubyte").write_bytes(gzip.decompress(packed))
+    assert len(idx.load_idx_dataset(ours, root=str(tmp_path), download=False).y_train) == 5
+
+
 def test_truncated_and_malformed_files_are_refused(tmp_path):
     make_files(tmp_path)
     path = tmp_path / "train-images-idx3-ubyte.gz"

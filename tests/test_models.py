@@ -273,3 +273,29 @@ def test_mlp_with_one_width_per_layer():
         MLP(in_shape=(1, 4, 4), num_classes=3, depth=2, width=[8, 8, 8])
     with pytest.raises(ConfigError, match="must be >= 1"):
         MLP(in_shape=(1, 4, 4), num_classes=3, depth=2, width=[8, 0])
+
+
+@pytest.mark.parametrize("name,shape", [("SmallAlexNet", (3, 28, 28)), ("CNN", (1, 28, 28)),
+                                        ("AlexNet", (3, 32, 32)), ("SmallInception", (3, 28, 28)),
+                                        ("MLP", (1, 8, 8))])
+def test_input_regularizers_act_in_training_only_and_after_the_input_probe(name, shape):
+    import memorization.models as models
+
+    torch.manual_seed(0)
+    net = getattr(models, name)(in_shape=shape, num_classes=10, input_dropout=0.5,
+                                input_noise=0.3)
+    x = torch.rand(2, *shape)
+    first = net.probe_layers()[1]  # the first weight layer sees the regularized input
+    with capture(net, inputs=True, names=["input", first.name]) as store:
+        net.train()
+        net(x)
+        seen_train = store["in"][first.name].clone()
+        assert torch.equal(store["out"]["input"].reshape(2, -1), x.reshape(2, -1))
+        net.eval()
+        net(x)
+        seen_eval = store["in"][first.name]
+    assert torch.equal(seen_eval.reshape(2, -1), x.reshape(2, -1))  # eval: the clean input
+    assert not torch.equal(seen_train.reshape(2, -1), x.reshape(2, -1))
+    assert (seen_train == 0).float().mean() > 0.3  # about half dropped
+    with pytest.raises(ConfigError, match="model.input_dropout=1.0"):
+        getattr(models, name)(in_shape=shape, num_classes=10, input_dropout=1.0)

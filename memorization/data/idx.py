@@ -10,8 +10,10 @@ before training with one line naming the files and the folder to put them in.
 Every file is checked before use: gzip's CRC (a truncated or damaged download fails it), the IDX
 header against the payload size, and, where pinned below, the SHA-256 of the decompressed content
 (so a re-compressed copy, like Debian's, still matches). A file that fails is never used; a failed
-download is deleted. Fashion-MNIST's content hashes were computed from Debian's package; MNIST's
-are not pinned here (no copy was at hand), so MNIST relies on the CRC and header checks.
+download is deleted. Fashion-MNIST's content hashes were computed from Debian's package. For
+MNIST, no copy was at hand to hash the content, so its ``.gz`` files are checked against the
+published MD5s of the official archives (the list torchvision and others use); an uncompressed
+MNIST copy relies on the header check.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ class IdxDataset:
     name: str
     urls: tuple[str, ...]  # base URLs, tried in order
     sha256: dict[str, str] = field(default_factory=dict)  # of the decompressed files
+    md5_gz: dict[str, str] = field(default_factory=dict)  # of the official .gz archives
     system_dirs: tuple[str, ...] = ()
 
 
@@ -61,8 +64,16 @@ FASHION_MNIST = IdxDataset(
     },
     system_dirs=("/usr/share/datasets/fashion-mnist",),
 )
-MNIST = IdxDataset("mnist", urls=("https://ossci-datasets.s3.amazonaws.com/mnist/",
-                                  "http://yann.lecun.com/exdb/mnist/"))
+MNIST = IdxDataset(
+    "mnist",
+    urls=("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"),
+    md5_gz={
+        "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+        "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+        "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+        "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+    },
+)
 
 
 def parse_idx(raw: bytes, source: str = "IDX data") -> np.ndarray:
@@ -81,13 +92,18 @@ def parse_idx(raw: bytes, source: str = "IDX data") -> np.ndarray:
     return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)
 
 
-def read_idx_file(path: Path, sha256: str | None = None) -> np.ndarray:
-    """Decompress (if .gz), verify, parse."""
+def read_idx_file(path: Path, sha256: str | None = None,
+                  md5_gz: str | None = None) -> np.ndarray:
+    """Decompress (if .gz), verify, parse. ``md5_gz`` applies to a .gz file only."""
     try:
-        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+        packed = path.read_bytes()
+        raw = gzip.decompress(packed) if path.suffix == ".gz" else packed
     except (OSError, EOFError, zlib.error) as e:
         raise ConfigError(f"{path} is damaged ({e}); delete it and let it be downloaded "
                           "again") from e
+    if md5_gz is not None and path.suffix == ".gz" and hashlib.md5(packed).hexdigest() != md5_gz:
+        raise ConfigError(f"{path} fails its checksum (MD5 differs from the official archive's); "
+                          "delete it and let it be downloaded again")
     if sha256 is not None and hashlib.sha256(raw).hexdigest() != sha256:
         raise ConfigError(f"{path} fails its checksum (content differs from the official "
                           "release); delete it and let it be downloaded again")
@@ -105,7 +121,8 @@ def _find(ds: IdxDataset, filename: str, root: Path) -> Path | None:
 def _download(ds: IdxDataset, filename: str, root: Path) -> Path | None:
     """Fetch one file into root, verified (CRC, checksum, header) before it gets its name."""
     def check(tmp: Path) -> bool:
-        read_idx_file(tmp, ds.sha256.get(filename))  # raises ConfigError when it fails
+        # the temporary name ends in .gz too, so the archive's MD5 applies
+        read_idx_file(tmp, ds.sha256.get(filename), ds.md5_gz.get(filename))  # raises if bad
         return True
 
     for base in ds.urls:
@@ -127,7 +144,8 @@ def load_idx_dataset(ds: IdxDataset, root: str | None = None, download: bool = T
                               "(or point data.source_options.root at them), or let "
                               "data.source_options.download=true fetch them (needs the network)")
         paths[key] = path
-    arrays = {k: read_idx_file(p, ds.sha256.get(FILES[k])) for k, p in paths.items()}
+    arrays = {k: read_idx_file(p, ds.sha256.get(FILES[k]), ds.md5_gz.get(FILES[k]))
+              for k, p in paths.items()}
     for split in ("train", "test"):
         x, y = arrays[f"{split}_images"], arrays[f"{split}_labels"]
         if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):

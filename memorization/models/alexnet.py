@@ -30,6 +30,7 @@ from torch import nn
 
 from memorization.errors import ConfigError
 from memorization.models.probes import ProbedModel, ProbeLayer
+from memorization.models.regularizers import InputNoise, check_input_regularizers
 
 CHANNELS = (64, 192, 384, 256, 256)
 POOL_AFTER = (0, 1, 4)  # conv indices followed by a max-pool
@@ -56,8 +57,12 @@ class AlexNetConfig:
     stem: str = "auto"  # auto (from in_shape), 3x3 or 11x11
     fc: tuple[int, int] = (4096, 4096)
     dropout: float = 0.0  # on the inputs of fc1 and fc2; off as in the paper
+    # Arpit et al.'s input regularizers, training only (models/regularizers.py); off by default
+    input_dropout: float = 0.0
+    input_noise: float = 0.0
 
     def __post_init__(self):
+        check_input_regularizers(self.input_dropout, self.input_noise)
         self.in_shape, self.fc = tuple(self.in_shape), tuple(self.fc)
         shape = list(self.in_shape)
         if len(self.in_shape) != 3 or min(self.in_shape) < 1:
@@ -96,6 +101,7 @@ class AlexNet(ProbedModel):
         super().__init__()
         self.cfg = c = AlexNetConfig(**cfg)
         self.inp = nn.Identity()
+        self.input_reg = InputNoise(c.input_dropout, c.input_noise)
         self.convs, self.conv_acts = nn.ModuleList(), nn.ModuleList()
         geometry = [*STEMS[c.variant()], *[(3, 1, 1)] * 3]
         ch = c.in_shape[0]
@@ -113,7 +119,7 @@ class AlexNet(ProbedModel):
         self.out = nn.Linear(c.fc[1], c.num_classes)
 
     def forward(self, x):
-        h = self.inp(x)
+        h = self.input_reg(self.inp(x))
         for i, (conv, act) in enumerate(zip(self.convs, self.conv_acts, strict=True)):
             h = act(conv(h))
             if i in POOL_AFTER:

@@ -25,6 +25,7 @@ from torch import nn
 
 from memorization.errors import ConfigError
 from memorization.models.probes import ProbedModel, ProbeLayer
+from memorization.models.regularizers import InputNoise, check_input_regularizers
 
 CHANNELS = (16, 16, 32, 32, 64, 64)  # a max-pool follows every second convolution
 FC_LAYERS = 3
@@ -36,8 +37,12 @@ class CNNConfig:
     num_classes: int = 10
     width: int = 250  # each of the three hidden fully connected layers
     batchnorm: bool = False  # off as in the paper
+    # Arpit et al.'s input regularizers, training only (models/regularizers.py); off by default
+    input_dropout: float = 0.0
+    input_noise: float = 0.0
 
     def __post_init__(self):
+        check_input_regularizers(self.input_dropout, self.input_noise)
         self.in_shape = tuple(self.in_shape)
         checks = [
             (len(self.in_shape) == 3 and all(d >= 1 for d in self.in_shape),
@@ -64,6 +69,7 @@ class CNN(ProbedModel):
         super().__init__()
         self.cfg = c = CNNConfig(**cfg)
         self.inp = nn.Identity()
+        self.input_reg = InputNoise(c.input_dropout, c.input_noise)
         self.convs, self.norms, self.conv_acts = nn.ModuleList(), nn.ModuleList(), nn.ModuleList()
         ch = c.in_shape[0]
         for out_ch in CHANNELS:
@@ -82,7 +88,7 @@ class CNN(ProbedModel):
         self.out = nn.Linear(fan_in, c.num_classes, bias=False)
 
     def forward(self, x):
-        h = self.inp(x)
+        h = self.input_reg(self.inp(x))
         for i, (conv, norm, act) in enumerate(zip(self.convs, self.norms, self.conv_acts,
                                                   strict=True)):
             h = act(norm(conv(h)))

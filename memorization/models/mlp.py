@@ -6,11 +6,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import torch
 from torch import nn
 
 from memorization.errors import ConfigError
 from memorization.models.probes import ProbedModel, ProbeLayer
+from memorization.models.regularizers import InputNoise, check_input_regularizers
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "gelu": nn.GELU,
                "leaky_relu": nn.LeakyReLU}
@@ -59,13 +59,11 @@ class MLPConfig:
              f"{self.depth + 1} booleans (one per linear layer, the output last)"),
             (self.init in INITS, f"model.init={self.init!r} is not one of {', '.join(INITS)}"),
             (0.0 <= self.dropout < 1.0, f"model.dropout={self.dropout} must be in [0, 1)"),
-            (0.0 <= self.input_dropout < 1.0,
-             f"model.input_dropout={self.input_dropout} must be in [0, 1)"),
-            (self.input_noise >= 0.0, f"model.input_noise={self.input_noise} must be >= 0"),
         ]
         for ok, msg in checks:
             if not ok:
                 raise ConfigError(msg)
+        check_input_regularizers(self.input_dropout, self.input_noise)
 
     def widths(self) -> list[int]:
         """The width of each hidden layer."""
@@ -94,7 +92,7 @@ class MLP(ProbedModel):
         self.flatten = nn.Flatten()
         self.fcs, self.acts = nn.ModuleList(), nn.ModuleList()
         self.drop = nn.Dropout(c.dropout) if c.dropout > 0 else nn.Identity()
-        self.input_drop = nn.Dropout(c.input_dropout) if c.input_dropout > 0 else nn.Identity()
+        self.input_reg = InputNoise(c.input_dropout, c.input_noise)
         fan_in = math.prod(c.in_shape)
         for i, width in enumerate(c.widths()):
             self.fcs.append(nn.Linear(fan_in, width, bias=c.layer_biases()[i]))
@@ -108,10 +106,7 @@ class MLP(ProbedModel):
                     nn.init.zeros_(lin.bias)
 
     def forward(self, x):
-        h = self.flatten(x)
-        if self.training and self.cfg.input_noise > 0:
-            h = h + self.cfg.input_noise * torch.randn_like(h)
-        h = self.input_drop(h)
+        h = self.input_reg(self.flatten(x))
         for fc, act in zip(self.fcs, self.acts, strict=False):
             h = self.drop(act(fc(h)))
         return self.out(h)

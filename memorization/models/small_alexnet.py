@@ -18,6 +18,7 @@ from torch import nn
 
 from memorization.errors import ConfigError
 from memorization.models.probes import ProbedModel, ProbeLayer
+from memorization.models.regularizers import InputNoise, check_input_regularizers
 
 
 @dataclass
@@ -27,8 +28,12 @@ class SmallAlexNetConfig:
     channels: int = 64
     fc: tuple[int, int] = (384, 192)
     dropout: float = 0.0  # after each fully connected ReLU; off as in the papers
+    # Arpit et al.'s input regularizers, training only (models/regularizers.py); off by default
+    input_dropout: float = 0.0
+    input_noise: float = 0.0
 
     def __post_init__(self):
+        check_input_regularizers(self.input_dropout, self.input_noise)
         self.in_shape, self.fc = tuple(self.in_shape), tuple(self.fc)
         if len(self.in_shape) != 3:
             raise ConfigError(f"small_alexnet needs image inputs (C, H, W), got "
@@ -50,6 +55,7 @@ class SmallAlexNet(ProbedModel):
         self.cfg = c = SmallAlexNetConfig(**cfg)
         ch, h, w = c.in_shape
         self.inp = nn.Identity()
+        self.input_reg = InputNoise(c.input_dropout, c.input_noise)
         self.conv1 = nn.Conv2d(ch, c.channels, 5, padding=2)
         self.act1 = nn.ReLU()
         self.conv2 = nn.Conv2d(c.channels, c.channels, 5, padding=2)
@@ -65,7 +71,7 @@ class SmallAlexNet(ProbedModel):
         self.out = nn.Linear(c.fc[1], c.num_classes)
 
     def forward(self, x):
-        h = self.lrn(self.pool(self.act1(self.conv1(self.inp(x)))))
+        h = self.lrn(self.pool(self.act1(self.conv1(self.input_reg(self.inp(x))))))
         h = self.lrn(self.pool(self.act2(self.conv2(h))))
         h = self.drop(self.act3(self.fc1(h.flatten(1))))
         h = self.drop(self.act4(self.fc2(h)))

@@ -26,6 +26,7 @@ from torch import nn
 
 from memorization.errors import ConfigError
 from memorization.models.probes import ProbedModel, ProbeLayer
+from memorization.models.regularizers import InputNoise, check_input_regularizers
 
 # ("inc", 1x1 channels, 3x3 channels) or ("down", conv channels), after the stem (Fig. 3)
 BLOCKS = (("inc", 32, 32), ("inc", 32, 48), ("down", 80),
@@ -39,8 +40,12 @@ class SmallInceptionConfig:
     num_classes: int = 10
     batchnorm: bool = True  # False: Zhang's "Inception w/o BatchNorm" (the convs keep a bias)
     stem: int = 96  # channels of the first 3x3 conv
+    # Arpit et al.'s input regularizers, training only (models/regularizers.py); off by default
+    input_dropout: float = 0.0
+    input_noise: float = 0.0
 
     def __post_init__(self):
+        check_input_regularizers(self.input_dropout, self.input_noise)
         self.in_shape = tuple(self.in_shape)
         checks = [
             (len(self.in_shape) == 3 and all(d >= 1 for d in self.in_shape),
@@ -100,6 +105,7 @@ class SmallInception(ProbedModel):
         super().__init__()
         self.cfg = c = SmallInceptionConfig(**cfg)
         self.inp = nn.Identity()
+        self.input_reg = InputNoise(c.input_dropout, c.input_noise)
         self.conv1 = ConvUnit(c.in_shape[0], c.stem, 3, 1, c.batchnorm)
         blocks, names, ch, counts = [], [], c.stem, {"inc": 0, "down": 0}
         for kind, *widths in BLOCKS:
@@ -118,7 +124,7 @@ class SmallInception(ProbedModel):
         self.out = nn.Linear(ch, c.num_classes)
 
     def forward(self, x):
-        h = self.conv1(self.inp(x))
+        h = self.conv1(self.input_reg(self.inp(x)))
         for block in self.blocks:
             h = block(h)
         return self.out(self.flatten(self.gap(h)))
