@@ -17,7 +17,7 @@ def all_reduce_sum(tensor: torch.Tensor, group=None) -> list[torch.Tensor]:
     """A torchmetrics ``dist_sync_fn`` for metrics whose states are all sums: one all-reduce
     instead of torchmetrics' default all-gather, which holds world-size copies of every state
     (for MASC's Gram matrices, world x K x D^2 floats). Returns a one-element list, which
-    torchmetrics stacks and sums: the reduced state. Works on a copy: the local state is kept."""
-    out = tensor.clone()
-    dist.all_reduce(out, op=dist.ReduceOp.SUM, group=group)
-    return [out]
+    torchmetrics stacks and sums: the reduced state. Reduces in place: torchmetrics copies every
+    state before a sync and restores the copy on unsync, so the local sums come back."""
+    dist.all_reduce(tensor, op=dist.ReduceOp.SUM, group=group)
+    return [tensor]

@@ -6,6 +6,7 @@ import warnings
 from dataclasses import dataclass
 
 import lightning as L
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -80,7 +81,8 @@ class AdversarialConfig:
     sample, the last iterate (inside the box, same prediction) for the others. Our reading: the
     paper does not say what the non-critical samples contribute. alpha, beta, r are in units of
     1/pixel_scale of a [0, 1] pixel, as for the CSR metric. The noise comes from a generator
-    seeded with (seed, rank) at the start of fitting. weight 0: off."""
+    seeded with (seed, epoch, rank) at each epoch's first step, so a run resumed at an epoch
+    boundary draws what an uninterrupted one would. weight 0: off."""
 
     weight: float = 0.0
     alpha: float = PAPER_ALPHA
@@ -139,7 +141,7 @@ class Classifier(L.LightningModule):
         self.optim = optim if isinstance(optim, OptimConfig) else OptimConfig(**(optim or {}))
         self.num_classes = num_classes or net.cfg.num_classes
         self.adversarial = AdversarialConfig(**(adversarial or {}))
-        self._adv_generator: torch.Generator | None = None
+        self._adv_generator: tuple[tuple, torch.Generator] | None = None
         self.save_hyperparameters(ignore=["net"])
         splits = ("fit", "train", "val", "test")
         # keyed "<split>_" because ModuleDict keys may not shadow nn.Module attributes ("train")
@@ -189,14 +191,16 @@ class Classifier(L.LightningModule):
         std = torch.ones(1, device=x.device) if std is None else std.to(x.device)
         alpha, beta, r = (to_input_units(v / a.pixel_scale, std, x.dim() - 1)
                           for v in (a.alpha, a.beta, a.r))
-        if self._adv_generator is None or self._adv_generator.device != x.device:
-            self._adv_generator = torch.Generator(device=x.device).manual_seed(
-                a.seed * 1009 + rank_world()[0])
+        key = (x.device, self.current_epoch if self._trainer else 0)
+        if self._adv_generator is None or self._adv_generator[0] != key:
+            seed = np.random.SeedSequence([a.seed, key[1], rank_world()[0]])
+            gen = torch.Generator(device=x.device).manual_seed(int(seed.generate_state(1)[0]))
+            self._adv_generator = (key, gen)
         was_training = self.net.training
         self.net.eval()  # a deterministic search that leaves batch-norm statistics alone
         try:
             _, found = lass_search(self.net, x, alpha, beta, r, a.max_iter,
-                                   generator=self._adv_generator)
+                                   generator=self._adv_generator[1])
         finally:
             self.net.train(was_training)
         return found.detach()

@@ -29,14 +29,14 @@ def test_loss_is_the_weighted_mix_of_clean_and_adversarial(monkeypatch):
         return torch.zeros(len(xb), dtype=torch.bool), xb + shift
 
     monkeypatch.setattr(module, "lass_search", fake_search)
+    net.train()
+    clf.training_step({"x": x, "y": y}, 0)
+    assert seen["eval"] and net.training  # searched in eval mode, training mode back after
+    assert seen["r"] == pytest.approx(0.3 / 255)  # no datamodule: std 1
     net.eval()  # no dropout: the two forward passes below are comparable
     got = clf.training_step({"x": x, "y": y}, 0)
     want = 0.75 * F.cross_entropy(net(x), y) + 0.25 * F.cross_entropy(net(x + shift), y)
     assert torch.allclose(got, want)
-    assert seen["eval"] and seen["r"] == pytest.approx(0.3 / 255)  # no datamodule: std 1
-    net.train()
-    clf.training_step({"x": x, "y": y}, 0)
-    assert net.training  # the training mode is back after the search
 
 
 def test_off_by_default_and_bad_values_fail_in_one_line(tmp_path):

@@ -110,6 +110,19 @@ def test_conv_cosine_equals_the_unfolded_patches():
         ConvGeometry.of(nn.Conv2d(4, 4, 3, groups=2))
 
 
+def test_conv_cosine_counts_near_zero_patches_as_zero():
+    # 1x1 filter w = 1 with bias 1: every position active. Patches 5, 1e-4 and 0: the second is
+    # below 1e-3 of the image's largest patch norm, so it has no angle (cos 0) like the zero one
+    conv = nn.Conv2d(1, 1, 1)
+    with torch.no_grad():
+        conv.weight.fill_(1.0)
+        conv.bias.fill_(1.0)
+        x = torch.tensor([[[[5.0, 1e-4, 0.0]]]])
+        pre = conv(x)
+        s, n = layer_cosine_sums(conv, x, torch.relu(pre), pre)
+    assert n.tolist() == [3] and torch.allclose(s, torch.tensor([1.0]))
+
+
 def test_polarization_hand_worked():
     # 4 samples, 2 nodes, 2 classes
     labels = torch.tensor([0, 0, 0, 1])

@@ -111,6 +111,24 @@ def test_masc_on_chosen_layers_only():
         _setup(masc={"layers": ["conv*"]})
 
 
+def test_a_rank_without_probe_samples_still_runs_every_metric(monkeypatch):
+    # under DDP a probe set smaller than the world leaves some ranks an empty share: they must
+    # still create and sync every metric (else the other ranks wait forever), so every metric
+    # takes an empty batch; simulated here as rank 3 of 4 with 2 probe samples
+    import memorization.metrics.callback as callback
+
+    for method in ("gram", "samples"):
+        dm, net, cb = _setup(probe_size=2, masc={"method": method}, csr={"n": 2})
+        monkeypatch.setattr(callback, "rank_world", lambda: (3, 4))
+        logs = cb.compute(dm, net)
+        monkeypatch.undo()
+        assert math.isnan(float(logs["masc/train/fc1"])) and logs["masc/components/fc1"] == 0
+        assert math.isnan(float(logs["cosine/train/fc1"])) and logs["dead/train/fc1"] == 1
+        assert math.isnan(float(logs["polarization/train/fc1"]))
+        assert math.isnan(float(logs["csr/test"]))
+        assert 0 <= float(logs["masc/test/fc1"]) <= 1  # its share of the 45 test samples
+
+
 def test_hooks_removed_and_mode_restored_even_on_error(monkeypatch):
     dm, net, cb = _setup(csr={"enabled": False})
     net.train()

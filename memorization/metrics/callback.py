@@ -331,8 +331,9 @@ class LayerMetrics(Callback):
             for split, m in per_split.items():
                 res = m.compute()
                 logs[f"{name}/{split}/{layer}"] = res["acc"]
-                if split == "train":
-                    logs[f"{name}/train_true/{layer}"] = res["acc_true"]
+                if split == "train":  # no sample at all (an empty probe share): NaN
+                    logs[f"{name}/train_true/{layer}"] = res.get(
+                        "acc_true", torch.full_like(res["acc"], float("nan")))
         if not self._static:
             self._static = {key: v for key, v in logs.items()
                             if key.rsplit("/", 1)[-1] in inputs}

@@ -19,8 +19,10 @@ padding included), active where the filter's post-activation is > 0. So mu_cosin
 layer is the mean over live filters of the mean cosine between the filter and the patches it
 fires on. Patch norms come from one single-channel convolution of the squared input with a
 ones kernel, and w . patch from the layer's own pre-activation when the caller passes it, so
-the cost is about one extra 1-output-channel convolution. Grouped convolutions and padding
-modes other than zeros are not covered.
+the cost is about one extra 1-output-channel convolution. A patch whose norm is below 1e-3 of
+the largest patch norm in its image counts as zero (no angle, cosine 0): on GPUs, fast
+convolution algorithms leave rounding noise where a patch is exactly zero. Grouped convolutions
+and padding modes other than zeros are not covered.
 """
 
 from __future__ import annotations
@@ -68,15 +70,22 @@ def cosine_sums(weight: torch.Tensor, inputs: torch.Tensor, outputs: torch.Tenso
             dots = F.conv2d(inputs, weight, None, g.stride, g.padding, g.dilation)
         ones = weight.new_ones(1, *weight.shape[1:])
         patch_sq = F.conv2d(inputs.square(), ones, None, g.stride, g.padding, g.dilation)
-        in_norm = patch_sq.clamp_min(0).sqrt().reshape(n, 1, -1)  # [N, 1, positions]
+        # a patch that is exactly zero has no angle; fast GPU convolutions (TF32, Winograd) can
+        # leave rounding noise there, so norms below 1e-3 of the image's largest patch norm
+        # count as zero
+        floor = patch_sq.flatten(1).amax(1).reshape(-1, 1, 1, 1) * 1e-6
+        patch_sq = torch.where(patch_sq > floor, patch_sq, torch.zeros_like(patch_sq))
+        in_norm = patch_sq.clamp_min(0).sqrt().flatten(2)  # [N, 1, positions]
     else:
-        inputs = inputs.reshape(n, -1)
+        inputs = inputs.flatten(1)
         if dots is None:
             dots = inputs @ weight.t()
         in_norm = inputs.norm(dim=1).reshape(n, 1, 1)
     h = weight.shape[0]
-    dots = dots.reshape(n, h, -1)
-    active = outputs.reshape(n, h, -1) > 0
+    # [N, H, positions] (positions 1 for a linear layer); flatten, not reshape(n, h, -1), so an
+    # empty batch (a DDP rank with no share of a small probe set) passes too
+    dots = dots.reshape(n, h, 1) if dots.dim() == 2 else dots.flatten(2)
+    active = (outputs.reshape(n, h, 1) if outputs.dim() == 2 else outputs.flatten(2)) > 0
     norms = in_norm * weight.flatten(1).norm(dim=1)[:, None]
     cos = torch.where(norms > 0, dots / norms.clamp_min(torch.finfo(dots.dtype).tiny), 0.0)
     cos = cos.clamp(-1, 1)  # rounding (e.g. a fast convolution's) must not leave [-1, 1]

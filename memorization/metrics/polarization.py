@@ -24,7 +24,7 @@ from torchmetrics import Metric
 def polarization_counts(outputs: torch.Tensor, labels: torch.Tensor, corrupted: torch.Tensor,
                         num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
     """|A_ci| and |A~_ci| as [K, H] integer counts, from one batch of outputs [N, H]."""
-    active = (outputs.reshape(outputs.shape[0], -1) > 0).to(torch.float32)
+    active = (outputs.flatten(1) > 0).to(torch.float32)  # flatten: an empty batch passes too
     onehot = torch.nn.functional.one_hot(labels, num_classes).to(torch.float32)  # [N, K]
     # per-batch counts are below 2**24, so float32 matmuls count exactly
     n_active = (onehot.t() @ active).round().long()
