@@ -375,7 +375,9 @@ class LayerMetrics(Callback):
         keep = method == "gram" and kept <= self._cache_left
         if keep:
             self._cache_left -= kept
-        return _MASCFit(method, num_classes, dim, m.variance, budget, keep).to(device)
+        with torch.device(device):  # the Gram states straight on the device, not via the host
+            fit = _MASCFit(method, num_classes, dim, m.variance, budget, keep)
+        return fit.to(device)  # a no-op for the tensors; tells torchmetrics where they are
 
     def _masc_fit(self, fit: dict[str, _MASCFit]):
         """Fits every layer's subspaces: (logs of the components, {(name, layer): (bases,
