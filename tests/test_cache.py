@@ -51,7 +51,7 @@ def test_second_load_reads_the_cache(tmp_path, monkeypatch, parses, as_zip):
         raise AssertionError("parsed although the cache is valid")
 
     monkeypatch.setattr(ti, "_parse", fail)
-    monkeypatch.setattr(ti, "_md5", fail)  # a cache hit does not re-hash the zip either
+    monkeypatch.setattr(ti, "file_md5", fail)  # a cache hit does not re-hash the zip either
     second = load(tmp_path)
     assert same(first, second) and second.x_train.dtype == torch.float32
 

@@ -121,7 +121,7 @@ def test_parsed_arrays_are_cached_until_the_files_change(tmp_path, monkeypatch, 
         raise AssertionError("parsed although the cache is valid")
 
     monkeypatch.setattr(cifar, "_read", fail)
-    monkeypatch.setattr(cifar, "_md5", fail)  # a cache hit does not re-hash the tarball
+    monkeypatch.setattr(cifar, "file_md5", fail)  # a cache hit does not re-hash the tarball
     again = cifar.load_cifar(ds, root=str(tmp_path), download=False)
     assert torch.equal(first.x_train, again.x_train) and torch.equal(first.y_test, again.y_test)
     # a changed source (here only touched) is parsed again

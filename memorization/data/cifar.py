@@ -17,7 +17,6 @@ them), the cache under one.
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 import tarfile
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from memorization.data import cache as cache_mod
-from memorization.data.download import default_root, fetch
+from memorization.data.download import default_root, fetch, file_md5
 from memorization.data.sources import RawData, register_source
 from memorization.errors import ConfigError
 
@@ -52,14 +51,6 @@ CIFAR100 = CifarDataset(
     "cifar100", "cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85",
     "cifar-100-python", ("train",), ("test",), b"fine_labels", 100,
     "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz")
-
-
-def _md5(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _unpickle(raw: bytes, where: str) -> dict:
@@ -95,7 +86,7 @@ def _read(ds: CifarDataset, root: Path) -> cache_mod.Arrays:
         raw = {n: (folder / n).read_bytes() for n in names}
     else:
         where = str(tarball)
-        if _md5(tarball) != ds.md5:
+        if file_md5(tarball) != ds.md5:
             raise ConfigError(f"{tarball} fails its checksum (truncated or not the official "
                               "release); delete it and let it be downloaded again")
         with tarfile.open(tarball, "r:gz") as tar:
@@ -113,7 +104,7 @@ def _read(ds: CifarDataset, root: Path) -> cache_mod.Arrays:
 
 def _download(ds: CifarDataset, root: Path) -> bool:
     """Fetch the tarball into root; kept only if its MD5 is the published one."""
-    return fetch(ds.url, root / ds.tarball, lambda tmp: _md5(tmp) == ds.md5)
+    return fetch(ds.url, root / ds.tarball, lambda tmp: file_md5(tmp) == ds.md5)
 
 
 def _key(ds: CifarDataset, root: Path) -> str:

@@ -3,6 +3,7 @@ the final name."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 import urllib.request
@@ -38,3 +39,12 @@ def fetch(url: str, dest: Path, check: Callable[[Path], bool], timeout: float = 
         return False
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+def file_md5(path: Path) -> str:
+    """MD5 of a file, read in 1 MiB blocks (the published checksums of dataset archives)."""
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

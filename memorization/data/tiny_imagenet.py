@@ -24,7 +24,6 @@ zip or the folder's files keep their sizes and mtimes (see :mod:`memorization.da
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import re
@@ -35,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from memorization.data import cache as cache_mod
-from memorization.data.download import default_root, fetch
+from memorization.data.download import default_root, fetch, file_md5
 from memorization.data.sources import RawData, register_source
 from memorization.errors import ConfigError
 
@@ -51,14 +50,6 @@ IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
 PARSER_VERSION = 1  # part of the cache key: bump when the parse below changes its output
 _RETRY = (f"the copy is damaged: delete {ZIP} and let it be downloaded again, or re-extract "
           "the folder")
-
-
-def _md5(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _natural(name: str) -> list:
@@ -192,7 +183,7 @@ def _parse(src) -> cache_mod.Arrays:
 
 
 def _verify(zip_path: Path) -> None:
-    if _md5(zip_path) != MD5:
+    if file_md5(zip_path) != MD5:
         raise ConfigError(f"{zip_path} fails its checksum (truncated or not the official "
                           "release); delete it and let it be downloaded again")
 
@@ -200,7 +191,7 @@ def _verify(zip_path: Path) -> None:
 def _download(root: Path) -> bool:
     """Fetch the zip into root; kept only if its MD5 is the published one."""
     log.info("downloading %s (248 MB) into %s", URL, root)
-    return fetch(URL, root / ZIP, lambda tmp: _md5(tmp) == MD5)
+    return fetch(URL, root / ZIP, lambda tmp: file_md5(tmp) == MD5)
 
 
 @register_source(NAME)

@@ -39,7 +39,7 @@ from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 from torch import nn
 
 from memorization.distributed import rank_world
-from memorization.errors import ConfigError
+from memorization.errors import ConfigError, check_all
 from memorization.metrics.cosine import MeanCosine, has_cosine, layer_cosine_sums
 from memorization.metrics.csr import (
     PAPER_ALPHA,
@@ -152,9 +152,7 @@ class MetricsConfig:
             (self.csr.pixel_scale > 0,
              f"metrics.csr.pixel_scale={self.csr.pixel_scale} must be > 0"),
         ]
-        for ok, msg in checks:
-            if not ok:
-                raise ConfigError(msg)
+        check_all(checks)
 
 
 class _MASCFit(nn.Module):

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from memorization.errors import ConfigError
+from memorization.errors import check_all
 from memorization.models.probes import ProbedModel, ProbeLayer
 from memorization.models.regularizers import InputNoise, check_input_regularizers
 
@@ -55,9 +55,7 @@ class CNNConfig:
             (isinstance(self.batchnorm, bool),
              f"model.batchnorm={self.batchnorm!r} must be true or false"),
         ]
-        for ok, msg in checks:
-            if not ok:
-                raise ConfigError(msg)
+        check_all(checks)
 
     def flat_size(self) -> int:
         _, h, w = self.in_shape

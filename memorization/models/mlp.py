@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from memorization.errors import ConfigError
+from memorization.errors import ConfigError, check_all
 from memorization.models.probes import ProbedModel, ProbeLayer
 from memorization.models.regularizers import InputNoise, check_input_regularizers
 
@@ -60,9 +60,7 @@ class MLPConfig:
             (self.init in INITS, f"model.init={self.init!r} is not one of {', '.join(INITS)}"),
             (0.0 <= self.dropout < 1.0, f"model.dropout={self.dropout} must be in [0, 1)"),
         ]
-        for ok, msg in checks:
-            if not ok:
-                raise ConfigError(msg)
+        check_all(checks)
         check_input_regularizers(self.input_dropout, self.input_noise)
 
     def widths(self) -> list[int]:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from memorization.errors import ConfigError
+from memorization.errors import check_all
 from memorization.models.probes import ProbedModel, ProbeLayer
 from memorization.models.regularizers import InputNoise, check_input_regularizers
 
@@ -56,9 +56,7 @@ class SmallInceptionConfig:
             (isinstance(self.batchnorm, bool),
              f"model.batchnorm={self.batchnorm!r} must be true or false"),
         ]
-        for ok, msg in checks:
-            if not ok:
-                raise ConfigError(msg)
+        check_all(checks)
 
 
 class ConvUnit(nn.Module):
