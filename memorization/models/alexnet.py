@@ -28,9 +28,10 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from memorization.errors import ConfigError
+from memorization.errors import ConfigError, check_all
+from memorization.models.checks import image_model_checks
 from memorization.models.probes import ProbedModel, ProbeLayer
-from memorization.models.regularizers import InputNoise, check_input_regularizers
+from memorization.models.regularizers import InputNoise
 
 CHANNELS = (64, 192, 384, 256, 256)
 POOL_AFTER = (0, 1, 4)  # conv indices followed by a max-pool
@@ -62,11 +63,10 @@ class AlexNetConfig:
     input_noise: float = 0.0
 
     def __post_init__(self):
-        check_input_regularizers(self.input_dropout, self.input_noise)
         self.in_shape, self.fc = tuple(self.in_shape), tuple(self.fc)
         shape = list(self.in_shape)
-        if len(self.in_shape) != 3 or min(self.in_shape) < 1:
-            raise ConfigError(f"model.in_shape={shape} must be an image shape (C, H, W)")
+        check_all(image_model_checks("alexnet", self.in_shape, self.num_classes,
+                                     self.input_dropout, self.input_noise))
         if self.stem != "auto" and self.stem not in STEMS:
             raise ConfigError(f"model.stem={self.stem!r} is not one of auto, {', '.join(STEMS)}")
         _, h, w = self.in_shape
@@ -77,8 +77,6 @@ class AlexNetConfig:
         if min(self.feature_size()) < 1:
             raise ConfigError(f"model.in_shape={shape} is too small for alexnet's "
                               f"{self.variant()} stem")
-        if self.num_classes < 1:
-            raise ConfigError(f"model.num_classes={self.num_classes} must be >= 1")
         if len(self.fc) != 2 or min(self.fc) < 1:
             raise ConfigError(f"model.fc={list(self.fc)} must be two positive widths")
         if not 0.0 <= self.dropout < 1.0:

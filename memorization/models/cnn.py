@@ -24,8 +24,9 @@ from dataclasses import dataclass
 from torch import nn
 
 from memorization.errors import check_all
+from memorization.models.checks import bool_check, image_model_checks
 from memorization.models.probes import ProbedModel, ProbeLayer
-from memorization.models.regularizers import InputNoise, check_input_regularizers
+from memorization.models.regularizers import InputNoise
 
 CHANNELS = (16, 16, 32, 32, 64, 64)  # a max-pool follows every second convolution
 FC_LAYERS = 3
@@ -42,20 +43,16 @@ class CNNConfig:
     input_noise: float = 0.0
 
     def __post_init__(self):
-        check_input_regularizers(self.input_dropout, self.input_noise)
         self.in_shape = tuple(self.in_shape)
-        checks = [
-            (len(self.in_shape) == 3 and all(d >= 1 for d in self.in_shape),
-             f"model.in_shape={list(self.in_shape)} must be an image shape (C, H, W)"),
+        check_all([
+            *image_model_checks("cnn", self.in_shape, self.num_classes, self.input_dropout,
+                                self.input_noise),
             # three floor-halving pools must leave at least one pixel
             (len(self.in_shape) != 3 or min(self.in_shape[1:]) >= 8,
              f"model.in_shape={list(self.in_shape)}: the cnn needs images of at least 8x8"),
-            (self.num_classes >= 1, f"model.num_classes={self.num_classes} must be >= 1"),
             (self.width >= 1, f"model.width={self.width} must be >= 1"),
-            (isinstance(self.batchnorm, bool),
-             f"model.batchnorm={self.batchnorm!r} must be true or false"),
-        ]
-        check_all(checks)
+            bool_check("batchnorm", self.batchnorm),
+        ])
 
     def flat_size(self) -> int:
         _, h, w = self.in_shape

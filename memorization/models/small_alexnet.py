@@ -16,9 +16,10 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from memorization.errors import ConfigError
+from memorization.errors import ConfigError, check_all
+from memorization.models.checks import image_model_checks
 from memorization.models.probes import ProbedModel, ProbeLayer
-from memorization.models.regularizers import InputNoise, check_input_regularizers
+from memorization.models.regularizers import InputNoise
 
 
 @dataclass
@@ -33,14 +34,11 @@ class SmallAlexNetConfig:
     input_noise: float = 0.0
 
     def __post_init__(self):
-        check_input_regularizers(self.input_dropout, self.input_noise)
         self.in_shape, self.fc = tuple(self.in_shape), tuple(self.fc)
-        if len(self.in_shape) != 3:
-            raise ConfigError(f"small_alexnet needs image inputs (C, H, W), got "
-                              f"{list(self.in_shape)}")
-        if self.num_classes < 1 or self.channels < 1 or len(self.fc) != 2 or min(self.fc) < 1:
-            raise ConfigError("small_alexnet: num_classes, channels and the two fc widths must "
-                              "be positive")
+        check_all(image_model_checks("small_alexnet", self.in_shape, self.num_classes,
+                                     self.input_dropout, self.input_noise))
+        if self.channels < 1 or len(self.fc) != 2 or min(self.fc) < 1:
+            raise ConfigError("small_alexnet: channels and the two fc widths must be positive")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"model.dropout={self.dropout} must be in [0, 1)")
 

@@ -25,8 +25,9 @@ import torch
 from torch import nn
 
 from memorization.errors import check_all
+from memorization.models.checks import bool_check, image_model_checks
 from memorization.models.probes import ProbedModel, ProbeLayer
-from memorization.models.regularizers import InputNoise, check_input_regularizers
+from memorization.models.regularizers import InputNoise
 
 # ("inc", 1x1 channels, 3x3 channels) or ("down", conv channels), after the stem (Fig. 3)
 BLOCKS = (("inc", 32, 32), ("inc", 32, 48), ("down", 80),
@@ -45,18 +46,13 @@ class SmallInceptionConfig:
     input_noise: float = 0.0
 
     def __post_init__(self):
-        check_input_regularizers(self.input_dropout, self.input_noise)
         self.in_shape = tuple(self.in_shape)
-        checks = [
-            (len(self.in_shape) == 3 and all(d >= 1 for d in self.in_shape),
-             f"model.in_shape={list(self.in_shape)} must be an image shape (C, H, W) with "
-             f"positive sizes for small_inception"),
-            (self.num_classes >= 1, f"model.num_classes={self.num_classes} must be >= 1"),
+        check_all([
+            *image_model_checks("small_inception", self.in_shape, self.num_classes,
+                                self.input_dropout, self.input_noise),
             (self.stem >= 1, f"model.stem={self.stem} must be >= 1"),
-            (isinstance(self.batchnorm, bool),
-             f"model.batchnorm={self.batchnorm!r} must be true or false"),
-        ]
-        check_all(checks)
+            bool_check("batchnorm", self.batchnorm),
+        ])
 
 
 class ConvUnit(nn.Module):
