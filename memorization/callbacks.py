@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, TQDMProgressBar
+from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_only
 
 from memorization.errors import ConfigError
+from memorization.io import say, write_json_atomic, write_text_atomic
 
 
 class StopAtTrainAccuracy(Callback):
@@ -47,6 +47,33 @@ class StopAtTrainAccuracy(Callback):
         self.epochs_to_fit = state_dict.get("epochs_to_fit")
 
 
+class ProgressBar(TQDMProgressBar):
+    """The training bar, one line a run: ``epoch 12/500`` with the training loss and the train
+    and test accuracy of the last evaluation, and the stop rule (``fit at train acc 100%``);
+    the per-epoch evaluation passes (fast, full-batch) get no bar of their own."""
+
+    def init_validation_tqdm(self) -> Tqdm:
+        return Tqdm(disable=True)
+
+    def on_train_epoch_start(self, trainer: L.Trainer, *args) -> None:
+        super().on_train_epoch_start(trainer, *args)
+        total = f"/{trainer.max_epochs}" if trainer.max_epochs and trainer.max_epochs > 0 else ""
+        self.train_progress_bar.set_description(f"epoch {trainer.current_epoch + 1}{total}")
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict:
+        m = trainer.callback_metrics
+        shown = {"loss": "train/loss", "train": "train/acc", "test": "test/acc", "val": "val/acc"}
+        out: dict[str, str] = {}
+        for name, key in shown.items():
+            if key in m:
+                v = float(m[key])
+                out[name] = f"{v:.3f}" if name == "loss" else f"{100 * v:.1f}%"
+        stop = next((c for c in trainer.callbacks if isinstance(c, StopAtTrainAccuracy)), None)
+        if stop is not None and stop.threshold is not None:
+            out["stop at train"] = f"{100 * stop.threshold:g}%"
+        return out
+
+
 def _clean(v):
     """JSON-safe: tensors to floats, NaN/inf to null."""
     if isinstance(v, torch.Tensor):
@@ -54,12 +81,6 @@ def _clean(v):
     if isinstance(v, float) and not math.isfinite(v):
         return None
     return v
-
-
-def write_json_atomic(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
 
 
 class LogConfig(Callback):
@@ -79,7 +100,9 @@ class LogConfig(Callback):
         out.mkdir(parents=True, exist_ok=True)
         import yaml
 
-        (out / "config_resolved.yaml").write_text(yaml.safe_dump(self.config, sort_keys=False))
+        text = yaml.safe_dump(self.config, sort_keys=False)
+        write_text_atomic(out / "config_resolved.yaml", text)
+        say(format_settings(self.config, trainer, pl_module))
 
 
 class RunReport(Callback):
@@ -129,9 +152,16 @@ class RunReport(Callback):
         }
         for cb in trainer.callbacks:  # e.g. the per-class MASC components of LayerMetrics
             self.summary |= getattr(cb, "report_extras", None) or {}
+        ends = {"epochs": self.summary["epochs"]}
         if stop is not None and stop.epochs_to_fit is not None:
-            for logger in trainer.loggers:
-                logger.log_metrics({"epochs_to_fit": stop.epochs_to_fit})
+            ends["epochs_to_fit"] = stop.epochs_to_fit
+        if record is not None:
+            ends["n_corrupted"] = record.n_corrupted
+        for logger in trainer.loggers:  # W&B: the run summary; others: a last logged row
+            if hasattr(logger, "log_summary"):
+                logger.log_summary(ends)
+            elif "epochs_to_fit" in ends:
+                logger.log_metrics({"epochs_to_fit": ends["epochs_to_fit"]})
         self._write(trainer)
 
     @rank_zero_only
@@ -140,7 +170,30 @@ class RunReport(Callback):
         out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out / "metrics.json", self.summary)
         if self.print_summary:
-            print(format_summary(self.summary, out))
+            say(format_summary(self.summary, out))
+
+
+def format_settings(config: dict, trainer: L.Trainer, pl_module: L.LightningModule) -> str:
+    """The run's settings in three lines, printed before training."""
+    data, noise, model, optim = (config.get(k) or {} for k in ("data", "noise", "model", "optim"))
+    splits = getattr(trainer.datamodule, "splits", {}) or {}
+    sizes = ", ".join(f"{len(v)} {k}" for k, v in splits.items())
+    record = getattr(trainer.datamodule, "record", None)
+    corrupted = f" ({record.n_corrupted} corrupted)" if record is not None else ""
+    n_params = sum(p.numel() for p in pl_module.parameters())
+    net = str(model.get("_target_", "?")).rsplit(".", 1)[-1]
+    shape = (f" {model['depth']}x{model['width']}" if isinstance(model.get("width"), int)
+             and "depth" in model else "")
+    stop = config.get("stop_at_train_acc")
+    until = (f"until train acc {stop:g} or {trainer.max_epochs} epochs" if stop is not None
+             else f"{trainer.max_epochs} epochs")
+    return "\n".join([
+        f"data {data.get('source')} ({sizes}; {data.get('num_classes')} classes) · noise "
+        f"{noise.get('name')} p={noise.get('p')} seed={noise.get('seed')}{corrupted}",
+        f"model {net}{shape} ({n_params:,} parameters) · {optim.get('name')} "
+        f"lr={optim.get('lr')} · batch {data.get('batch_size')} · seed={config.get('seed')} · "
+        f"{until}",
+    ])
 
 
 def _pct(v) -> str:

@@ -142,7 +142,8 @@ class Classifier(L.LightningModule):
         self.num_classes = num_classes or net.cfg.num_classes
         self.adversarial = AdversarialConfig(**(adversarial or {}))
         self._adv_generator: tuple[tuple, torch.Generator] | None = None
-        self.save_hyperparameters(ignore=["net"])
+        # kept in checkpoints; not logged: the entry point logs the resolved config once
+        self.save_hyperparameters(ignore=["net"], logger=False)
         splits = ("fit", "train", "val", "test")
         # keyed "<split>_" because ModuleDict keys may not shadow nn.Module attributes ("train")
         self.accs = nn.ModuleDict({f"{s}_": SubsetAccuracy() for s in splits})

@@ -21,6 +21,7 @@ import hydra  # noqa: E402
 import lightning as L  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.types import RunMode  # noqa: E402
+from lightning.pytorch.callbacks import ProgressBar as ProgressBarBase  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from memorization.callbacks import LogConfig  # noqa: E402
@@ -46,8 +47,18 @@ def _sweep_group() -> str | None:
 
 
 def _job_name() -> str:
-    """W&B name of a job: its overrides (e.g. noise.p=0.2), or "default"."""
+    """W&B name of a job: in a sweep, its values of the swept keys (``noise.p=0.4,seed=2``);
+    else its overrides (``noise.p=0.2``), or "default"."""
     hc = HydraConfig.get()
+    if hc.mode == RunMode.MULTIRUN:
+        from memorization.report.data import override_items, sweep_overrides
+
+        swept = set(sweep_overrides(Path(str(hc.sweep.dir))))
+        task = [str(t) for t in hc.overrides.task]
+        mine = [t for t, (key, _, _) in zip(task, override_items(task), strict=True)
+                if key in swept]
+        if mine:
+            return ",".join(mine)
     return OmegaConf.select(hc, "job.override_dirname", default=None, throw_on_missing=False) \
         or "default"
 
@@ -64,7 +75,7 @@ def train(cfg: DictConfig) -> dict | None:
     """Fit one job; returns the run summary (what metrics.json holds)."""
     validate(cfg)
     if cfg.get("seed") is not None:  # `if cfg.get("seed")` would skip seed 0
-        L.seed_everything(cfg.seed, workers=True)
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
 
     datamodule = hydra.utils.instantiate(cfg.data, noise=cfg.noise, _convert_="all")
     net = hydra.utils.instantiate(cfg.model, _convert_="all")
@@ -73,7 +84,11 @@ def train(cfg: DictConfig) -> dict | None:
                 for k, v in cfg.items() if k != "hydra"}  # hydra's node: in tests only
     # logged once the data is set up, so a data error fails before any logger starts a run
     callbacks = [*_instantiate_all(cfg.get("callbacks")), LogConfig(resolved)]
+    if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a bar it cannot show
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBarBase)]
     loggers = _instantiate_all(cfg.get("logger"))
+    if cfg.get("history") is not None:
+        loggers.append(hydra.utils.instantiate(cfg.history))
     trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))

@@ -40,6 +40,7 @@ from torch import nn
 
 from memorization.distributed import rank_world
 from memorization.errors import ConfigError, check_all
+from memorization.io import say
 from memorization.metrics.cosine import MeanCosine, has_cosine, layer_cosine_sums
 from memorization.metrics.csr import (
     PAPER_ALPHA,
@@ -221,6 +222,9 @@ class LayerMetrics(Callback):
         self.probe = {"train": train}
         self._static = {}
         names = [layer.name for layer in pl_module.net.probe_layers()]
+        for logger in getattr(trainer, "loggers", []):  # loggers charting against depth
+            if hasattr(logger, "set_layers"):
+                logger.set_layers(names)
         for pattern in self.cfg.masc.layers or []:
             if not fnmatch.filter(names, pattern):
                 raise ConfigError(f"metrics.masc.layers: {pattern!r} matches no probe layer of "
@@ -413,7 +417,7 @@ class LayerMetrics(Callback):
 
     @rank_zero_only
     def _print_table(self) -> None:
-        print(format_layer_table(self.last, self.layer_names))
+        say(format_layer_table(self.last, self.layer_names))
 
 
 def format_layer_table(values: dict[str, float], layers: list[str] | None = None) -> str:

@@ -1,0 +1,43 @@
+"""Outputs: files written atomically (a reader, or a crash, never sees a half-written file under
+its final name), and text for the researcher, shown on the terminal and kept in the job's log."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yields a temporary path beside ``path``; renamed over ``path`` when the block ends
+    without an error, removed otherwise."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json_atomic(path: str | os.PathLike, obj) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+_FILE_LOG = logging.getLogger("memorization.file")  # run.log only (conf/hydra/job_logging)
+
+
+def say(text: str) -> None:
+    """Print ``text`` and copy it into the job's run.log (when Hydra set up logging)."""
+    print(text, flush=True)
+    _FILE_LOG.info(text)

@@ -1,0 +1,131 @@
+"""The sweep report: ``python -m memorization.report SWEEP_DIR [SWEEP_DIR …]``.
+
+Reads every job folder of the sweep(s) (:mod:`memorization.report.data`) and writes into
+``SWEEP_DIR/report/`` (the first folder's, or ``--out``):
+
+- ``history.csv``: every value of every job, one a row (job, status, swept parameters, epoch,
+  split, layer, depth, metric, value);
+- ``final.csv``: one row per job, its status, swept parameters and final values;
+- ``summary.md``: the Markdown table of the finished jobs (also printed);
+- the figures (:mod:`memorization.report.figures`), each a PNG, seeds aggregated as mean with
+  a min–max band; a figure the sweep has no data for is skipped with one line.
+
+Jobs still running (or crashed) count as unfinished: their history so far is in
+``history.csv``, but the summary table, ``final.csv``'s final values and the figures hold the
+finished jobs only, so a report of a running sweep shows what has finished. Every file is
+written atomically. When the jobs logged to W&B, the figures and tables are also logged to one
+run named ``report`` in the sweep's W&B group (same project and mode), unless ``wandb=False``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from memorization.io import atomic_path, write_text_atomic
+from memorization.report.data import Sweep, load_sweep
+from memorization.report.tables import finals, markdown, summary_rows, tidy
+
+__all__ = ["Report", "load_sweep", "write_report"]
+
+
+@dataclass
+class Report:
+    sweep: Sweep
+    out: Path
+    table: str  # the Markdown summary, as printed
+    files: list[Path] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+def _csv(df, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False)
+    return path
+
+
+def write_report(dirs: list[str | Path], out: str | Path | None = None, figures: bool = True,
+                 wandb: bool = True) -> Report:
+    """Write the report of the sweep folder(s) ``dirs``; returns what was written."""
+    sweep = load_sweep(dirs)
+    out = Path(out) if out is not None else sweep.dirs[0] / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    table = markdown(sweep)
+    report = Report(sweep, out, table)
+    report.files += [_csv(tidy(sweep), out / "history.csv"), _csv(finals(sweep), out / "final.csv")]
+    write_text_atomic(out / "summary.md", f"# {sweep.title}\n\n{table}")
+    report.files.append(out / "summary.md")
+    if figures:
+        from memorization.report.figures import write_figures
+
+        done = sweep.finished
+        history = sweep.history[sweep.history["job"].isin(done["job"])]
+        pngs, report.skipped = write_figures(done, history, sweep.swept, sweep.title, out)
+        report.files += pngs
+    if wandb:
+        _log_to_wandb(report)
+    return report
+
+
+def _wandb_settings(sweep: Sweep) -> dict | None:
+    """project, group and mode of the jobs' W&B runs; None when they did not log to W&B."""
+    for job in sweep.job_list:
+        w = ((job.config.get("logger") or {}).get("wandb")) or {}
+        if w:
+            mode = os.environ.get("WANDB_MODE") or w.get("mode") or "offline"
+            if mode == "disabled":
+                return None
+            return {"project": w.get("project"), "group": w.get("group"), "mode": mode}
+    return None
+
+
+def _log_to_wandb(report: Report) -> None:
+    settings = _wandb_settings(report.sweep)
+    if settings is None:
+        return
+    import wandb
+
+    run = wandb.init(**settings, name="report", job_type="report", dir=str(report.out),
+                     reinit="finish_previous")
+    try:
+        rows = summary_rows(report.sweep)
+        logs = {f"report/{p.stem}": wandb.Image(str(p)) for p in report.files
+                if p.suffix == ".png"}
+        if rows:
+            cols = list(rows[0])
+            logs["report/summary"] = wandb.Table(columns=cols,
+                                                 data=[[r[c] for c in cols] for r in rows])
+        run.log(logs)
+    finally:
+        run.finish()
+
+
+def format_report(report: Report) -> str:
+    """What the command prints: skipped figures, where the files are, then the table."""
+    lines = [*report.skipped, f"report: {len(report.files)} files in {report.out}", "",
+             report.table]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m memorization.report",
+        description="Tables and figures of one or more sweep folders (multirun/DATE/TIME).")
+    parser.add_argument("dirs", nargs="+", metavar="SWEEP_DIR")
+    parser.add_argument("--out", help="where to write (default: SWEEP_DIR/report, the first)")
+    parser.add_argument("--no-figures", action="store_true", help="tables only")
+    parser.add_argument("--no-wandb", action="store_true",
+                        help="do not log the report to W&B even when the jobs did")
+    args = parser.parse_args(argv)
+    try:
+        report = write_report(args.dirs, out=args.out, figures=not args.no_figures,
+                              wandb=not args.no_wandb)
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(format_report(report))
+    return 0

@@ -1,0 +1,235 @@
+"""Reading a sweep: every job folder's resolved config, overrides, ``metrics.json`` and history.
+
+A job folder is any folder holding ``config_resolved.yaml`` or ``.hydra/config.yaml`` (a
+multirun's ``N/``, or a single run's folder given directly). A job is
+
+- ``finished`` when its ``metrics.json`` exists (written only when training ends),
+- ``interrupted`` when that file says the run was interrupted (Ctrl-C),
+- ``unfinished`` otherwise: running, or crashed; its history so far is still read.
+
+The swept parameters are the keys of the multirun's sweep overrides (``noise.p=0,0.2,0.4`` in
+``multirun.yaml``) and every override key whose value differs between jobs (so folders of several
+sweeps combine). A swept key's value per job is its config group choice (``noise=gaussian``), else
+the resolved config's value (``noise.p``), else the override's text.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from memorization.loggers.history import COLUMNS, read_history
+
+STATUSES = ("finished", "interrupted", "unfinished")
+# columns of the jobs table besides the swept parameters and the final values
+FIXED = ("noise", "noise.p", "seed", "noise.seed")
+
+
+@dataclass
+class Job:
+    folder: Path
+    id: str
+    overrides: list[str]
+    config: dict
+    choices: dict
+    metrics: dict | None
+    status: str
+
+
+@dataclass
+class Sweep:
+    """A sweep (or several) read back: ``jobs`` one row per job (``job``, ``status``, the swept
+    parameters, :data:`FIXED`, ``experiment``, ``epochs``, ``epochs_to_fit``, the corruption
+    counts, and one column per final logged value such as ``test/acc``), ``history`` every job's
+    history.csv rows with a ``job`` column, ``swept`` the swept keys in command-line order."""
+
+    dirs: list[Path]
+    jobs: pd.DataFrame
+    history: pd.DataFrame
+    swept: list[str]
+    title: str
+    job_list: list[Job] = field(default_factory=list)
+
+    @property
+    def finished(self) -> pd.DataFrame:
+        return self.jobs[self.jobs["status"] == "finished"]
+
+
+def _yaml(path: Path):
+    return yaml.safe_load(path.read_text()) if path.is_file() else None
+
+
+def is_job(folder: Path) -> bool:
+    return (folder / "config_resolved.yaml").is_file() or (folder / ".hydra/config.yaml").is_file()
+
+
+def find_jobs(sweep_dir: Path) -> list[Path]:
+    """The job folders of a sweep folder (or the folder itself, for a single run), in job-number
+    order; ``report/`` and hidden folders are not jobs."""
+    if is_job(sweep_dir):
+        return [sweep_dir]
+    found = []
+    for root, dirs, _ in os.walk(sweep_dir):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in ("report", "wandb",
+                                                                              "checkpoints"))
+        here = Path(root)
+        if here != sweep_dir and is_job(here):
+            found.append(here)
+            dirs[:] = []
+    return sorted(found, key=lambda p: [int(s) if s.isdigit() else s
+                                        for s in p.relative_to(sweep_dir).parts])
+
+
+def override_items(overrides: list[str]) -> list[tuple[str, str, bool]]:
+    """(key, value text, is a sweep) of Hydra override strings, e.g. ``noise.p=0,0.2``."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    items = []
+    for text in overrides:
+        try:
+            o = parser.parse_override(text)
+        except Exception:  # an override Hydra would not parse today: keep its text
+            key, _, value = text.partition("=")
+            items.append((key.lstrip("+~"), value, "," in value))
+            continue
+        items.append((o.key_or_group, o.get_value_element_as_str()
+                      if not o.is_sweep_override() else text.partition("=")[2],
+                      o.is_sweep_override()))
+    return items
+
+
+def _read_job(folder: Path, job_id: str) -> Job:
+    config = _yaml(folder / "config_resolved.yaml") or _yaml(folder / ".hydra/config.yaml") or {}
+    hydra_cfg = _yaml(folder / ".hydra/hydra.yaml") or {}
+    choices = ((hydra_cfg.get("hydra") or {}).get("runtime") or {}).get("choices") or {}
+    overrides = _yaml(folder / ".hydra/overrides.yaml") or []
+    metrics = None
+    if (folder / "metrics.json").is_file():
+        try:
+            metrics = json.loads((folder / "metrics.json").read_text())
+        except json.JSONDecodeError:  # written atomically, so only damage leads here
+            metrics = None
+    status = ("unfinished" if metrics is None
+              else "interrupted" if metrics.get("interrupted") else "finished")
+    return Job(folder, job_id, [str(o) for o in overrides], config, choices, metrics, status)
+
+
+def _select(config: dict, key: str):
+    node = config
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _value(job: Job, key: str, text: str | None = None):
+    """A swept key's value in a job: its group choice, its config value, or the override."""
+    if key in job.choices and not isinstance(_select(job.config, key), (int, float, str)):
+        return job.choices[key]
+    value = _select(job.config, key)
+    if isinstance(value, (int, float, str, bool)) or value is None and text is None:
+        return value
+    return text if text is not None else str(value)
+
+
+def sweep_overrides(sweep_dir: Path) -> list[str]:
+    """The keys a multirun swept, from the ``multirun.yaml`` Hydra writes in its folder
+    (e.g. ``noise.p`` for ``-m noise.p=0,0.2``); [] without one."""
+    multirun = _yaml(sweep_dir / "multirun.yaml") or {}
+    task = (((multirun.get("hydra") or {}).get("overrides") or {}).get("task")) or []
+    return [k for k, _, sweep in override_items([str(t) for t in task]) if sweep]
+
+
+def swept_keys(dirs: list[Path], jobs: list[Job]) -> list[str]:
+    keys: list[str] = [k for d in dirs for k in sweep_overrides(d)]
+    per_job = [{k: v for k, v, _ in override_items(j.overrides)} for j in jobs]
+    for d in per_job:
+        # a key whose text differs between jobs, or that only some jobs set, was swept
+        keys += [k for k in d if len({p.get(k) for p in per_job}) > 1]
+    out = []
+    for k in keys:  # first occurrence, without Hydra's own keys
+        if k not in out and not k.startswith("hydra"):
+            out.append(k)
+    return out
+
+
+def _job_row(job: Job, swept: list[str]) -> dict:
+    texts = {k: v for k, v, _ in override_items(job.overrides)}
+    row: dict = {"job": job.id, "status": job.status}
+    for key in swept:
+        row[key] = _value(job, key, texts.get(key))
+    noise = job.config.get("noise") or {}
+    row.setdefault("noise", noise.get("name"))
+    row.setdefault("noise.p", noise.get("p"))
+    row.setdefault("seed", job.config.get("seed"))
+    row.setdefault("noise.seed", noise.get("seed"))
+    row["experiment"] = job.choices.get("experiment")
+    m = job.metrics or {}
+    corruption = m.get("corruption") or {}
+    row["epochs"] = m.get("epochs")
+    row["epochs_to_fit"] = m.get("epochs_to_fit")
+    for k in ("n_corrupted", "n_train", "fraction_corrupted"):
+        row[k] = corruption.get(k)
+    for k, v in (m.get("final") or {}).items():
+        row[k] = v
+    return row
+
+
+def _history(job: Job) -> pd.DataFrame:
+    path = job.folder / "history.csv"
+    df = read_history(path) if path.is_file() else pd.DataFrame({c: [] for c in COLUMNS})
+    df.insert(0, "job", job.id)
+    return df
+
+
+def _title(jobs: pd.DataFrame, job_list: list[Job], swept: list[str]) -> str:
+    experiments = {j.choices.get("experiment") for j in job_list}
+    if len(experiments) == 1 and None not in experiments:
+        head = str(experiments.pop())
+    else:
+        first = job_list[0].choices if job_list else {}
+        head = " · ".join(f"{g}={first[g]}" for g in ("data", "model", "noise")
+                          if g in first and g not in swept)
+    parts = []
+    for key in swept:
+        vals = sorted({v for v in jobs[key] if v is not None and v == v}, key=_sort_key)
+        parts.append(f"{key}={','.join(_fmt(v) for v in vals)}")
+    return head + (": " + " · ".join(parts) if parts else "")
+
+
+def _sort_key(v):
+    return (0, v, "") if isinstance(v, (int, float)) else (1, 0, str(v))
+
+
+def _fmt(v) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def load_sweep(dirs: list[str | Path]) -> Sweep:
+    """Read every job under ``dirs`` (sweep folders or single run folders)."""
+    paths = [Path(d) for d in dirs]
+    for p in paths:
+        if not p.is_dir():
+            raise FileNotFoundError(f"{p} is not a folder; give a sweep folder such as "
+                                    "multirun/DATE/TIME")
+    folders = [(p, f) for p in paths for f in find_jobs(p)]
+    if not folders:
+        raise FileNotFoundError(f"no job folders (with config_resolved.yaml) under "
+                                f"{', '.join(map(str, paths))}")
+    base = Path(os.path.commonpath([str(p.resolve()) for p in paths]))
+    job_list = []
+    for sweep_dir, folder in folders:
+        rel = folder.resolve().relative_to(base if len(paths) > 1 else sweep_dir.resolve())
+        job_list.append(_read_job(folder, str(rel) if str(rel) != "." else folder.name))
+    swept = swept_keys(paths, job_list)
+    jobs = pd.DataFrame([_job_row(j, swept) for j in job_list])
+    histories = [_history(j) for j in job_list]
+    history = pd.concat(histories, ignore_index=True)
+    return Sweep(paths, jobs, history, swept, _title(jobs, job_list, swept), job_list)

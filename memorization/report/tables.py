@@ -1,0 +1,111 @@
+"""The report's tables: every value of every job (tidy), final values per job, and the Markdown
+summary (one row per job) that ``-m`` prints last."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from memorization.report.data import Sweep
+
+
+def tidy(sweep: Sweep) -> pd.DataFrame:
+    """All jobs × epochs × splits × layers × metrics, one value a row, with the job's status and
+    swept parameters as columns (``job, status, <swept…>, epoch, split, layer, depth, metric,
+    value``)."""
+    cols = ["job", "status", *sweep.swept]
+    return sweep.history.merge(sweep.jobs[cols], on="job", how="left")[
+        cols + [c for c in sweep.history.columns if c != "job"]]
+
+
+def finals(sweep: Sweep) -> pd.DataFrame:
+    """One row per job: status, swept parameters, noise, seeds, epochs, corruption counts, and
+    every final logged value (empty for jobs that have not finished)."""
+    return sweep.jobs
+
+
+def _pct(v) -> str:
+    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.1f}%"
+
+
+def _num(v) -> float | None:
+    if v is None:
+        return None
+    v = float(v)
+    return None if math.isnan(v) else v
+
+
+def _test_acc_at_fit(sweep: Sweep, job: str, epochs_to_fit) -> float | None:
+    h = sweep.history
+    rows = h[(h["job"] == job) & (h["metric"] == "acc") & (h["split"] == "test")
+             & (h["layer"] == "") & (h["epoch"] == epochs_to_fit)]
+    return _num(rows["value"].iloc[-1]) if len(rows) else None
+
+
+def best_masc_layer(row: pd.Series, prefix: str = "masc/test/") -> tuple[float, str] | None:
+    """The highest final MASC test accuracy over the layers, with the layer's name."""
+    vals = {k[len(prefix):]: _num(v) for k, v in row.items()
+            if isinstance(k, str) and k.startswith(prefix) and _num(v) is not None}
+    if not vals:
+        return None
+    layer = max(vals, key=vals.get)
+    return vals[layer], layer
+
+
+def summary_rows(sweep: Sweep) -> list[dict[str, str]]:
+    """The Markdown table's rows for the finished jobs, as display strings."""
+    rows = []
+    for _, r in sweep.finished.iterrows():
+        fit = _num(r.get("epochs_to_fit"))
+        n, n_train = _num(r.get("n_corrupted")), _num(r.get("n_train"))
+        corrupted = (f"{int(n)} ({100 * n / n_train:.1f}%)" if n is not None and n_train
+                     else "–")
+        at_fit = _test_acc_at_fit(sweep, r["job"], fit) if fit is not None else None
+        best = best_masc_layer(r)
+        row = {"job": str(r["job"])}
+        row |= {k: _cell(r.get(k)) for k in sweep.swept}
+        row |= {
+            "labels corrupted": corrupted,
+            "epochs to fit": (str(int(fit)) if fit is not None
+                              else f"not fit ({_cell(r['epochs'])})"),
+            "train acc (training labels)": _pct(_num(r.get("train/acc"))),
+            "train acc (true labels)": _pct(_num(r.get("train/acc_true"))),
+            "test acc at fit": _pct(at_fit) if fit is not None
+            else f"{_pct(_num(r.get('test/acc')))} (end)",
+            "best test acc": _pct(_num(r.get("test/acc_best"))),
+            "best-layer MASC test acc": f"{_pct(best[0])} ({best[1]})" if best else "–",
+        }
+        rows.append(row)
+    return rows
+
+
+def _cell(v) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    if isinstance(v, float):
+        return f"{v:g}"
+    return str(v)
+
+
+def markdown(sweep: Sweep) -> str:
+    """The summary table in Markdown, with a line on unfinished jobs below it."""
+    rows = summary_rows(sweep)
+    lines = []
+    if rows:
+        cols = list(rows[0])
+        lines.append("| " + " | ".join(cols) + " |")
+        lines.append("| " + " | ".join("---" for _ in cols) + " |")
+        lines += ["| " + " | ".join(r[c] for c in cols) + " |" for r in rows]
+    else:
+        lines.append("(no finished job yet)")
+    counts = sweep.jobs["status"].value_counts()
+    others = sweep.jobs[sweep.jobs["status"] != "finished"]
+    if len(others):
+        lines.append("")
+        lines.append(f"not in the table: {len(others)} job(s) not finished: " + ", ".join(
+            f"{j} ({s})" for j, s in zip(others["job"], others["status"], strict=True)))
+    head = (f"{sweep.title}\n{len(sweep.jobs)} job(s): "
+            + ", ".join(f"{counts[s]} {s}" for s in ("finished", "interrupted", "unfinished")
+                        if s in counts))
+    return head + "\n\n" + "\n".join(lines) + "\n"
