@@ -147,6 +147,11 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
+    if {"--help", "-h"} & set(sys.argv[1:]):  # ours lists every group and the top-level keys
+        from memorization.help import format_help
+
+        print(format_help(Path(_conf_dir()), sys.argv[1:]))
+        return
     err = _unknown_option(sys.argv[1:])
     if err:
         print(f"error: {err}", file=sys.stderr)

@@ -11,6 +11,8 @@ import zlib
 from collections.abc import Callable
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 from memorization.errors import ConfigError
 
 
@@ -28,9 +30,14 @@ def fetch(url: str, dest: Path, check: Callable[[Path], bool], timeout: float = 
     fd, tmp = tempfile.mkstemp(dir=dest.parent, suffix=".part" + dest.suffix)
     os.close(fd)
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as r, open(tmp, "wb") as f:
+        with urllib.request.urlopen(url, timeout=timeout) as r, open(tmp, "wb") as f, \
+                tqdm(total=int(getattr(r, "headers", {}).get("Content-Length") or 0) or None,
+                     unit="B",
+                     unit_scale=True, unit_divisor=1024, desc=f"downloading {dest.name}",
+                     leave=False, disable=None) as bar:  # disable=None: no bar off a terminal
             while block := r.read(1 << 20):
                 f.write(block)
+                bar.update(len(block))
         if not check(Path(tmp)):
             return False
         os.replace(tmp, dest)

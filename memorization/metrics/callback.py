@@ -30,11 +30,13 @@ training labels), ``masc/train_true/fc3`` (same subspaces, accuracy on the true 
 from __future__ import annotations
 
 import fnmatch
+import sys
 from dataclasses import dataclass, field
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 from torch import nn
 
@@ -205,6 +207,7 @@ class LayerMetrics(Callback):
         self.report_extras: dict[str, dict[str, list[int]]] = {"masc_components": {}}
         self._static: dict[str, torch.Tensor] = {}  # the input layer's values, computed once
         self._cache_left = 0
+        self._bar: Tqdm | None = None  # progress of an evaluation, when the trainer shows one
 
     # -- set-up ----------------------------------------------------------------------------------
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -248,14 +251,31 @@ class LayerMetrics(Callback):
         """This rank's share of ``idx`` in batches, on ``device`` (a no-op when data is there)."""
         rank, world = rank_world()
         ds = dm.splits[split]
-        for b in idx[rank::world].split(batch_size or self.cfg.batch_size):
+        chunks = idx[rank::world].split(batch_size or self.cfg.batch_size)
+        if self._bar is not None:
+            self._bar.total += len(chunks)
+            self._bar.refresh()
+        for b in chunks:
             yield {k: v.to(device, non_blocking=True) for k, v in ds[b].items()}
+            if self._bar is not None:
+                self._bar.update(1)
 
     # -- the epoch end ---------------------------------------------------------------------------
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self.cfg.enabled or trainer.sanity_checking or not self._due(trainer):
             return
-        logs = self.compute(trainer.datamodule, pl_module.net)
+        bar = trainer.progress_bar_callback
+        if trainer.is_global_zero and bar is not None and bar.is_enabled:
+            # the training bar stands still meanwhile: tens of seconds on a big probe set
+            self._bar = Tqdm(total=0, desc=f"layer metrics, epoch {trainer.current_epoch + 1}",
+                             unit="batch", position=1, leave=False, dynamic_ncols=True,
+                             file=sys.stdout)
+        try:
+            logs = self.compute(trainer.datamodule, pl_module.net)
+        finally:
+            if self._bar is not None:
+                self._bar.close()
+                self._bar = None
         self.last = {k: float(v) for k, v in logs.items()}
         pl_module.log_dict({k: v.float() for k, v in logs.items()}, sync_dist=False)
 

@@ -38,6 +38,7 @@ class Report:
     table: str  # the Markdown summary, as printed
     files: list[Path] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    wandb_dir: Path | None = None  # the offline W&B run holding the report, if any
 
 
 def _csv(df, path: Path) -> Path:
@@ -87,8 +88,11 @@ def _log_to_wandb(report: Report) -> None:
         return
     import wandb
 
+    quiet = {} if {"WANDB_SILENT", "WANDB_QUIET"} & set(os.environ) else {
+        "settings": wandb.Settings(silent=True)}
     run = wandb.init(**settings, name="report", job_type="report", dir=str(report.out),
-                     reinit="finish_previous")
+                     reinit="finish_previous", **quiet)
+    report.wandb_dir = Path(run.settings.sync_dir) if run.settings.mode == "offline" else None
     try:
         rows = summary_rows(report.sweep)
         logs = {f"report/{p.stem}": wandb.Image(str(p)) for p in report.files
@@ -104,8 +108,10 @@ def _log_to_wandb(report: Report) -> None:
 
 def format_report(report: Report) -> str:
     """What the command prints: skipped figures, where the files are, then the table."""
-    lines = [*report.skipped, f"report: {len(report.files)} files in {report.out}", "",
-             report.table]
+    lines = [*report.skipped, f"report: {len(report.files)} files in {report.out}"]
+    if report.wandb_dir is not None:
+        lines.append(f"W&B: the report in {report.wandb_dir} (wandb sync to upload)")
+    lines += ["", report.table]
     return "\n".join(lines)
 
 
