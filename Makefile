@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 # torch pinned by constraints.txt: without it pip would pull a multi-GB CUDA build here.
 PIP_INSTALL := $(PY) -m pip install -c constraints.txt
 
-.PHONY: help install test test-all lint run sweep clean
+.PHONY: help install test test-all lint run sweep report clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -24,8 +24,15 @@ lint:  ## ruff
 run:  ## train the default job (MLP on the bundled digits, 20% label noise)
 	$(PY) -m memorization.run
 
-sweep:  ## the default job at three noise levels, one folder each under multirun/
+sweep:  ## the default job at three noise levels, one folder each under multirun/, then its report
 	$(PY) -m memorization.run -m noise.p=0,0.2,0.4
+
+# the newest sweep folder unless SWEEP=... is given
+SWEEP ?= $(lastword $(sort $(wildcard multirun/*/*/)))
+
+report:  ## tables and figures of a sweep: make report SWEEP=multirun/DATE/TIME (default: newest)
+	@test -n "$(SWEEP)" || { echo "error: no sweep under multirun/; make report SWEEP=<folder>"; exit 2; }
+	$(PY) -m memorization.report $(SWEEP)
 
 clean:  ## remove outputs of local runs (not multirun/README.md)
 	rm -rf outputs lightning_logs .pytest_cache

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,10 @@ from omegaconf import DictConfig, open_dict
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.pop("WANDB_API_KEY", None)
+# W&B stages every logged table as an artifact in its data folder: keep that out of $HOME
+_WANDB_HOME = Path(tempfile.mkdtemp(prefix="wandb-home-"))
+for _var in ("WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR"):
+    os.environ.setdefault(_var, str(_WANDB_HOME / _var.lower()))
 
 from memorization.run import _conf_dir  # noqa: E402
 

@@ -16,35 +16,66 @@ from memorization.metrics import subset_accuracy
 from memorization.metrics.callback import LayerMetrics
 from memorization.models import MLP
 from tests.conftest import ROOT, run_cli
+from tests.wandb_offline import read_offline_run, read_table
 
 QUICK = ["data=synthetic", "trainer.max_epochs=2", "stop_at_train_acc=null",
          "trainer.accelerator=cpu", "trainer.enable_progress_bar=false"]
 
 
-def test_multirun_writes_one_folder_per_job_with_distinct_wandb_runs(tmp_path):
+def test_multirun_on_digits_ends_with_its_report(tmp_path):
+    """A real 2-job sweep on the digits: a folder per job, a W&B run per job named after its
+    swept value, holding one row per epoch and the per-layer table, and the sweep report
+    (tables, figures) whose summary table is the last thing printed."""
     sweep = tmp_path / "sweep"
-    res = run_cli(["-m", "noise.p=0,0.5", *QUICK, f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
+    res = run_cli(["-m", "noise.p=0,0.5", "trainer.max_epochs=2", "stop_at_train_acc=null",
+                   "trainer.accelerator=cpu", "trainer.enable_progress_bar=false",
+                   "metrics.every_n_epochs=1", "metrics.probe_size=300", "metrics.csr.n=20",
+                   f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     run_ids = []
     for job, p, override in (("0", 0.0, "noise.p=0"), ("1", 0.5, "noise.p=0.5")):
         d = sweep / job
         cfg = yaml.safe_load((d / ".hydra" / "config.yaml").read_text())
         assert cfg["noise"]["p"] == p
-        assert (d / "corruption.npz").is_file()
+        assert (d / "corruption.npz").is_file() and (d / "history.csv").is_file()
         metrics = json.loads((d / "metrics.json").read_text())
         assert metrics["corruption"]["p"] == p and metrics["epochs"] == 2
         runs = list((d / "wandb").glob("offline-run-*"))
         assert len(runs) == 1, runs
         run_ids.append(runs[0].name.rsplit("-", 1)[-1])
-        # the run is named after the job's swept values only, and grouped by the sweep folder
-        (run_file,) = runs[0].glob("run-*.wandb")
-        data = run_file.read_bytes()
-        assert override.encode() in data and str(sweep).encode() in data
+        run = read_offline_run(d)
+        # named after the swept value only (not data=..., trainer...), grouped by the sweep
+        assert run["name"] == override and run["group"] == str(sweep)
+        assert [row["epoch"] for row in run["history"]] == [1, 2]
+        cols, rows = read_table(run, run["history"][-1]["layers/table"])
+        assert cols == ["layer", "depth", "metric", "split", "value"]
+        cosine = {r[0]: r[4] for r in rows if r[2] == "cosine" and r[3] == "train"}
+        assert cosine == pytest.approx(
+            {k.split("/")[-1]: v for k, v in metrics["final"].items()
+             if k.startswith("cosine/train/")})
+        assert run["summary"]["epochs"] == 2
+        # the resolved config is logged once, not again under the module's hyperparameters
+        assert "optim" in run["config"] and "net" not in run["config"]
     assert run_ids[0] != run_ids[1]
-    # noise 0 corrupts nothing, noise 0.5 about half
     m0 = json.loads((sweep / "0" / "metrics.json").read_text())
     m1 = json.loads((sweep / "1" / "metrics.json").read_text())
     assert m0["corruption"]["n_corrupted"] == 0 < m1["corruption"]["n_corrupted"]
+    report = sweep / "report"
+    for name in ("summary.md", "history.csv", "final.csv", "memorization_curve.png",
+                 "masc_per_layer.png", "test_acc_vs_noise.png"):
+        assert (report / name).stat().st_size > 0, name
+    rep = read_offline_run(report)  # the report's own W&B run, in the sweep's group
+    assert rep["name"] == "report" and rep["group"] == str(sweep)
+    cols, rows = read_table(rep, rep["history"][0]["report/summary"])
+    assert cols[:2] == ["job", "noise.p"] and [r[0] for r in rows] == ["0", "1"]
+    assert rep["history"][0]["report/masc_per_layer"]["_type"] == "image-file"
+    out = res.stdout.rstrip().splitlines()
+    assert out[-1].startswith("| 1 | 0.5 |") and out[-2].startswith("| 0 | 0 |")
+    assert "| job | noise.p | labels corrupted |" in res.stdout
+    # the terminal shows what a researcher reads; Lightning's set-up lines go to run.log
+    assert "GPU available" not in res.stdout and "Tip:" not in res.stdout
+    log = (sweep / "0" / "run.log").read_text()
+    assert "GPU available" in log and "=== memorization: run summary ===" in log
 
 
 @pytest.mark.parametrize("masc", ["auto", "gram"])  # auto picks the sample route here
@@ -105,3 +136,20 @@ def test_installed_package_runs_from_anywhere(tmp_path):
     assert "run summary" in res.stdout
     (metrics,) = (work / "outputs").glob("*/*/metrics.json")
     assert json.loads(metrics.read_text())["epochs"] == 1
+
+
+def test_help_lists_every_group_and_the_top_level_keys(tmp_path):
+    res = run_cli(["experiment=theunissen_digits", "--help"], cwd=tmp_path, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = res.stdout
+    for group in ("data", "noise", "model", "optim", "trainer", "logger", "callbacks",
+                  "metrics", "experiment", "hydra/launcher"):
+        assert f"\n  {group} " in out, group
+    assert "theunissen_digits*" in out and "mlp_10x512*" in out  # the preset's choices
+    assert "basic*" in out and "parallel" in out and "slurm" in out
+    lines = out.splitlines()
+    top = {ln.split()[0]: ln.split()[-1] for ln in lines[lines.index(
+        "top-level keys (current values):") + 1:] if ln.startswith("  ")}
+    assert top["seed"] == "0" and top["stop_at_train_acc"] == "null"  # the preset's null
+    assert top["module.loss"] == "mse" and top["ckpt_path"] == "null"
+    assert not (tmp_path / "outputs").exists()  # help runs nothing

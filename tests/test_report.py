@@ -269,6 +269,50 @@ def test_no_masc_skips_its_figure(tmp_path):
     assert {r[-1] for r in table_rows(out).values()} == {"–"}  # no best-layer MASC
 
 
+def test_not_fit_and_interrupted_jobs(tmp_path):
+    sweep = tmp_path / "sweep"
+    make_sweep(sweep, {**JOBS, 3: {**JOBS[3], "fit": 5, "test_acc": [0.5] * 6}})
+    for num, change in ((2, {"epochs_to_fit": None}), (3, {"interrupted": True})):
+        path = sweep / str(num) / "metrics.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), **change}))
+    rc, out, _ = run_main([str(sweep), "--no-figures"])
+    assert rc == 0
+    rows = table_rows(out)
+    assert sorted(rows) == ["0", "1", "2"]  # interrupted: not in the table
+    assert rows["2"][3] == "not fit (6)" and rows["2"][6] == "70.0% (end)"
+    assert out.rstrip().splitlines()[-1].endswith("not finished: 3 (interrupted)")
+    assert "4 job(s): 3 finished, 1 interrupted" in out
+    assert not list((sweep / "report").glob("*.png"))
+
+
+def test_job_without_history_yet(tmp_path):
+    """A running sweep: job 3 has started (config written) but logged nothing yet. The other
+    jobs' rows are unchanged (epochs stay whole numbers); so with a header-only history."""
+    sweep = tmp_path / "sweep"
+    counts = make_sweep(sweep)
+    (sweep / "3/history.csv").unlink()
+    for header_only in (False, True):
+        if header_only:
+            (sweep / "2/history.csv").write_text("epoch,split,layer,depth,metric,value\n")
+            (sweep / "2/metrics.json").unlink()
+        rc, out, _ = run_main([str(sweep), "--no-figures"])
+        assert rc == 0 and sorted(table_rows(out)) == ["0", "1", "2"][:3 - header_only]
+        lines = (sweep / "report/history.csv").read_text().splitlines()
+        assert len(lines) == 1 + counts["0"] + counts["1"] + counts["2"] * (not header_only)
+        assert lines[1] == "0,finished,0.2,0,1,train,,,loss,1.0"
+        final = pd.read_csv(sweep / "report/final.csv", dtype={"job": str})
+        job2 = "unfinished" if header_only else "finished"
+        assert final["status"].tolist() == ["finished", "finished", job2, "unfinished"]
+
+
+def test_job_folders_named_and_numbered(tmp_path):
+    """Job folders in number order (2 before 10), named ones after them."""
+    sweep = tmp_path / "sweep"
+    make_sweep(sweep, {n: JOBS[n % 3] for n in (0, 2, 10)})
+    make_job(sweep / "baseline", 0.2, 0, 5, JOBS[0]["test_acc"])
+    assert load_sweep([sweep]).jobs["job"].tolist() == ["0", "2", "10", "baseline"]
+
+
 # ---------------------------------------------------------------- other folders
 
 

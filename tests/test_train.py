@@ -119,3 +119,18 @@ def test_data_error_fails_before_any_logger_starts(tmp_path):
     with pytest.raises(ValueError, match="data.val_size=500"):
         train(cfg)
     assert not (out / "wandb").exists()
+
+
+def test_progress_bar_shows_loss_accuracies_and_the_stop_rule():
+    from types import SimpleNamespace
+
+    from memorization.callbacks import ProgressBar, StopAtTrainAccuracy
+
+    trainer = SimpleNamespace(
+        callback_metrics={"train/loss": torch.tensor(0.41234), "train/acc": torch.tensor(0.875),
+                          "test/acc": torch.tensor(0.8012), "csr/test": torch.tensor(0.1)},
+        callbacks=[StopAtTrainAccuracy(1.0)])
+    assert ProgressBar().get_metrics(trainer, None) == {
+        "loss": "0.412", "train": "87.5%", "test": "80.1%", "stop at train": "100%"}
+    trainer.callbacks = [StopAtTrainAccuracy(None)]
+    assert "stop at train" not in ProgressBar().get_metrics(trainer, None)

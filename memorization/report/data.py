@@ -81,7 +81,8 @@ def find_jobs(sweep_dir: Path) -> list[Path]:
         if here != sweep_dir and is_job(here):
             found.append(here)
             dirs[:] = []
-    return sorted(found, key=lambda p: [int(s) if s.isdigit() else s
+    # numbers in number order, before names (a name and a number never compare)
+    return sorted(found, key=lambda p: [(0, int(s), "") if s.isdigit() else (1, 0, s)
                                         for s in p.relative_to(sweep_dir).parts])
 
 
@@ -231,5 +232,6 @@ def load_sweep(dirs: list[str | Path]) -> Sweep:
     swept = swept_keys(paths, job_list)
     jobs = pd.DataFrame([_job_row(j, swept) for j in job_list])
     histories = [_history(j) for j in job_list]
-    history = pd.concat(histories, ignore_index=True)
+    # a job without rows yet (no history.csv) would turn every job's epochs into floats
+    history = pd.concat([h for h in histories if len(h)] or histories[:1], ignore_index=True)
     return Sweep(paths, jobs, history, swept, _title(jobs, job_list, swept), job_list)
