@@ -383,3 +383,25 @@ def test_fifty_jobs_sixty_epochs(tmp_path):
     assert rc == 0
     assert len(table_rows(out)) == 50
     assert len(list((sweep / "report").glob("*.png"))) == len(FIGURES)
+
+
+def test_hydra_callback_writes_the_report_unless_turned_off(tmp_path, capsys):
+    from omegaconf import OmegaConf
+
+    from memorization.report.callback import SweepReport
+
+    sweep = tmp_path / "s"
+    make_sweep(sweep)
+    cfg = OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}})
+    SweepReport(enabled=False).on_multirun_end(cfg)
+    assert not (sweep / "report").exists() and capsys.readouterr().out == ""
+    SweepReport(figures=False).on_multirun_end(cfg)
+    out = capsys.readouterr().out
+    assert (sweep / "report" / "summary.md").is_file()
+    assert not list((sweep / "report").glob("*.png"))
+    assert out.rstrip().splitlines()[-1].startswith("not in the table: 1 job(s)")
+    # a report that cannot be written says so in one line and leaves the sweep's exit alone
+    bad = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path / "missing")}}})
+    SweepReport().on_multirun_end(bad)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("report: could not be written")
