@@ -20,7 +20,8 @@ class StopAtTrainAccuracy(Callback):
     """Stop once accuracy on the training labels reaches ``threshold``; remember when.
 
     ``epochs_to_fit`` is the number of epochs trained when ``monitor`` first reached the threshold
-    (None while it has not). ``threshold: null`` disables the rule (train for max_epochs).
+    (None while it has not). ``threshold: null`` disables the rule (train for max_epochs), and
+    ``epochs_to_fit`` is then when the training labels were first fit entirely (accuracy 1).
     """
 
     def __init__(self, threshold: float | None = 1.0, monitor: str = "train/acc"):
@@ -30,15 +31,17 @@ class StopAtTrainAccuracy(Callback):
         self.epochs_to_fit: int | None = None
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if (self.threshold is None or trainer.sanity_checking
-                or trainer.state.fn != TrainerFn.FITTING):
+        if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
             return
+        if self.threshold is None and self.epochs_to_fit is not None:
+            return  # nothing left to watch: no host sync
         value = trainer.callback_metrics.get(self.monitor)
+        target = 1.0 if self.threshold is None else self.threshold
         # the tolerance keeps 1.0 reachable despite float rounding of hits / n
-        if value is not None and float(value) >= self.threshold - 1e-9:
+        if value is not None and float(value) >= target - 1e-9:
             if self.epochs_to_fit is None:
                 self.epochs_to_fit = trainer.current_epoch + 1
-            trainer.should_stop = True
+            trainer.should_stop = self.threshold is not None or trainer.should_stop
 
     def state_dict(self) -> dict:
         return {"epochs_to_fit": self.epochs_to_fit}
@@ -60,14 +63,27 @@ class ProgressBar(TQDMProgressBar):
         total = f"/{trainer.max_epochs}" if trainer.max_epochs and trainer.max_epochs > 0 else ""
         self.train_progress_bar.set_description(f"epoch {trainer.current_epoch + 1}{total}")
 
-    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict:
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._refresh(trainer)
+        super().on_validation_end(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._refresh(trainer)
+        super().on_train_epoch_end(trainer, pl_module)
+
+    def _refresh(self, trainer: L.Trainer) -> None:
+        """The shown values, read once an epoch: the bar redraws every step, and reading a
+        tensor on a GPU there would stall the device each time."""
         m = trainer.callback_metrics
         shown = {"loss": "train/loss", "train": "train/acc", "test": "test/acc", "val": "val/acc"}
-        out: dict[str, str] = {}
+        self._shown: dict[str, str] = {}
         for name, key in shown.items():
             if key in m:
                 v = float(m[key])
-                out[name] = f"{v:.3f}" if name == "loss" else f"{100 * v:.1f}%"
+                self._shown[name] = f"{v:.3f}" if name == "loss" else f"{100 * v:.1f}%"
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict:
+        out = dict(getattr(self, "_shown", {}))
         stop = next((c for c in trainer.callbacks if isinstance(c, StopAtTrainAccuracy)), None)
         if stop is not None and stop.threshold is not None:
             out["stop at train"] = f"{100 * stop.threshold:g}%"
@@ -137,6 +153,14 @@ class RunReport(Callback):
                 art.add_file(str(path))
                 logger.experiment.log_artifact(art)
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # histories keep the epochs already done (a resumed run) and drop any later rows
+        ckpt = trainer.ckpt_path
+        previous = Path(ckpt).parent.parent / "history.csv" if ckpt else None
+        for logger in trainer.loggers:
+            if hasattr(logger, "begin"):
+                logger.begin(trainer.current_epoch, previous=previous)
+
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         stop = next((c for c in trainer.callbacks if isinstance(c, StopAtTrainAccuracy)), None)
         record = getattr(trainer.datamodule, "record", None)
@@ -164,6 +188,12 @@ class RunReport(Callback):
                 logger.log_metrics({"epochs_to_fit": ends["epochs_to_fit"]})
         self._write(trainer)
 
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                     exception: BaseException) -> None:
+        # Ctrl-C: Lightning stops without on_fit_end; say so, in metrics.json and on the screen
+        if isinstance(exception, KeyboardInterrupt) and trainer.state.fn == TrainerFn.FITTING:
+            self.on_fit_end(trainer, pl_module)
+
     @rank_zero_only
     def _write(self, trainer: L.Trainer) -> None:
         out = self._dir(trainer)
@@ -174,7 +204,7 @@ class RunReport(Callback):
 
 
 def format_settings(config: dict, trainer: L.Trainer, pl_module: L.LightningModule) -> str:
-    """The run's settings in three lines, printed before training."""
+    """The run's settings in two lines, printed before training."""
     data, noise, model, optim = (config.get(k) or {} for k in ("data", "noise", "model", "optim"))
     splits = getattr(trainer.datamodule, "splits", {}) or {}
     sizes = ", ".join(f"{len(v)} {k}" for k, v in splits.items())
@@ -207,11 +237,15 @@ def format_summary(s: dict, out: Path | None = None) -> str:
         frac = _pct(c["fraction_corrupted"]).strip()
         lines.append(f"noise {c['noise']} p={c['p']:g} seed={c['seed']}: {c['n_corrupted']} of "
                      f"{c['n_train']} training samples corrupted ({frac})")
-    fit = (f"fit (train acc >= {s['stop_at_train_acc']:g}) after {s['epochs_to_fit']} epochs"
-           if s.get("epochs_to_fit") else
-           f"did not reach train acc {s['stop_at_train_acc']}"
-           if s.get("stop_at_train_acc") else "no stop rule")
+    target = s.get("stop_at_train_acc")
+    fit = (f"fit (train acc >= {target if target is not None else 1:g}) after "
+           f"{s['epochs_to_fit']} epochs" if s.get("epochs_to_fit") else
+           f"did not reach train acc {target if target is not None else 1:g}")
+    if target is None:
+        fit += " (no stop rule)"
     lines.append(f"trained {s['epochs']} epoch{'s' if s['epochs'] != 1 else ''}; {fit}")
+    if s.get("interrupted"):
+        lines.append("interrupted (Ctrl-C): the values below are the last finished epoch's")
     rows = [
         ("train acc, training labels", f.get("train/acc")),
         ("train acc, true labels", f.get("train/acc_true")),

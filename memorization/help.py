@@ -64,7 +64,12 @@ def _wrapped(head: str, items: list[str], width: int = 100) -> list[str]:
 
 
 def format_help(conf: Path, overrides: list[str]) -> str:
-    cfg = _compose(conf, [o for o in overrides if "=" in o and not o.startswith("-")])
+    from memorization.report.data import override_items
+
+    plain = [o for o in overrides if "=" in o and not o.startswith("-")]
+    # a sweep's values: help shows the first job's
+    cfg = _compose(conf, [f"{k}={v.split(',')[0]}" if sweep else o
+                          for o, (k, v, sweep) in zip(plain, override_items(plain), strict=True)])
     choices = OmegaConf.to_container(cfg.hydra.runtime.choices)
     groups = sorted(p.name for p in conf.iterdir() if p.is_dir() and p.name != "hydra")
     lines = [
@@ -82,8 +87,8 @@ def format_help(conf: Path, overrides: list[str]) -> str:
         opts = [f"{o}*" if o == chosen else o for o in _options(conf, group)]
         lines += _wrapped(f"  {group:<{width}}", opts)
     lines += ["", "top-level keys (current values):"]
-    plain = OmegaConf.to_container(cfg, resolve=False)
-    top = [(k, v) for k, v in _leaves(plain) if k.split(".")[0] not in (*groups, "hydra")
+    tree = OmegaConf.to_container(cfg, resolve=False)
+    top = [(k, v) for k, v in _leaves(tree) if k.split(".")[0] not in (*groups, "hydra")
            or k.startswith("module.")]
     kw = max(len(k) for k, _ in top) + 2
     lines += [f"  {k:<{kw}}{v}" for k, v in top]

@@ -55,8 +55,7 @@ def _job_name() -> str:
 
         swept = set(sweep_overrides(Path(str(hc.sweep.dir))))
         task = [str(t) for t in hc.overrides.task]
-        mine = [t for t, (key, _, _) in zip(task, override_items(task), strict=True)
-                if key in swept]
+        mine = [f"{key}={value}" for key, value, _ in override_items(task) if key in swept]
         if mine:
             return ",".join(mine)
     return OmegaConf.select(hc, "job.override_dirname", default=None, throw_on_missing=False) \
@@ -147,12 +146,15 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    if {"--help", "-h"} & set(sys.argv[1:]):  # ours lists every group and the top-level keys
+    err = _unknown_option(sys.argv[1:])
+    if not err and {"--help", "-h"} & set(sys.argv[1:]):  # every group and top-level key
         from memorization.help import format_help
 
-        print(format_help(Path(_conf_dir()), sys.argv[1:]))
-        return
-    err = _unknown_option(sys.argv[1:])
+        try:
+            print(format_help(Path(_conf_dir()), sys.argv[1:]))
+            return
+        except Exception as e:  # an override Hydra cannot compose: one line, as for a run
+            err = str(e).strip().splitlines()[0]
     if err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

@@ -71,7 +71,7 @@ def test_multirun_on_digits_ends_with_its_report(tmp_path):
     assert rep["history"][0]["report/masc_per_layer"]["_type"] == "image-file"
     out = res.stdout.rstrip().splitlines()
     assert out[-1].startswith("| 1 | 0.5 |") and out[-2].startswith("| 0 | 0 |")
-    assert "| job | noise.p | labels corrupted |" in res.stdout
+    assert "| job | noise.p | samples corrupted |" in res.stdout
     # the terminal shows what a researcher reads; Lightning's set-up lines go to run.log
     assert "GPU available" not in res.stdout and "Tip:" not in res.stdout
     log = (sweep / "0" / "run.log").read_text()

@@ -108,3 +108,32 @@ def test_written_without_any_logger(make_cfg, tmp_path):
     hist = read_history(tmp_path / "history.csv")
     assert sorted(hist["epoch"].unique()) == [1, 2]
     assert {"loss", "acc", "acc_true", "acc_clean", "acc_best", "gap"} <= set(hist["metric"])
+
+
+def _run(out, *overrides):
+    cfg = compose_config(["data=synthetic", "logger=none", "trainer.enable_progress_bar=false",
+                          "trainer.accelerator=cpu", "stop_at_train_acc=null", "metrics=none",
+                          *overrides], output_dir=out)
+    train(cfg)
+    return read_history(out / "history.csv")
+
+
+def _epochs(hist) -> list[int]:
+    train_loss = (hist["metric"] == "loss") & (hist["split"] == "train")
+    return sorted(hist.loc[train_loss, "epoch"].tolist())
+
+
+def test_a_resumed_job_has_its_whole_history(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    first = _run(a, "trainer.max_epochs=3")
+    ckpt = a / "checkpoints" / "last.ckpt"
+    # resumed into another folder: the checkpoint's epochs come from its run's history
+    hist = _run(b, "trainer.max_epochs=5", f"ckpt_path={ckpt}")
+    assert _epochs(hist) == [1, 2, 3, 4, 5]
+    assert hist[hist["epoch"] <= 3]["value"].tolist() == first["value"].tolist()
+    # resumed in its own folder, with nothing left to train: the history stays
+    again = _run(a, "trainer.max_epochs=3", f"ckpt_path={ckpt}")
+    assert _epochs(again) == [1, 2, 3]
+    # a fresh run in a used folder starts a fresh history, even if its first row is epoch 2
+    fresh = _run(a, "trainer.max_epochs=2", "trainer.check_val_every_n_epoch=2")
+    assert set(fresh["epoch"]) == {2}

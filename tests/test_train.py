@@ -130,7 +130,40 @@ def test_progress_bar_shows_loss_accuracies_and_the_stop_rule():
         callback_metrics={"train/loss": torch.tensor(0.41234), "train/acc": torch.tensor(0.875),
                           "test/acc": torch.tensor(0.8012), "csr/test": torch.tensor(0.1)},
         callbacks=[StopAtTrainAccuracy(1.0)])
-    assert ProgressBar().get_metrics(trainer, None) == {
+    bar = ProgressBar()
+    assert bar.get_metrics(trainer, None) == {"stop at train": "100%"}  # before any epoch
+    bar._refresh(trainer)  # at the end of an evaluation
+    assert bar.get_metrics(trainer, None) == {
         "loss": "0.412", "train": "87.5%", "test": "80.1%", "stop at train": "100%"}
     trainer.callbacks = [StopAtTrainAccuracy(None)]
-    assert "stop at train" not in ProgressBar().get_metrics(trainer, None)
+    assert "stop at train" not in bar.get_metrics(trainer, None)
+
+
+def test_without_stop_rule_the_fit_is_still_recorded(tmp_path):
+    """Theunissen's presets train on past the fit (stop_at_train_acc=null): when the training
+    labels were first fit is still known, for the summary and the sweep report."""
+    s, out = _final(tmp_path, "a", "trainer.max_epochs=3", "stop_at_train_acc=null", "noise.p=0")
+    assert s["epochs"] == 3 and s["epochs_to_fit"] == 1
+    assert format_summary(s).splitlines()[3] == (
+        "trained 3 epochs; fit (train acc >= 1) after 1 epochs (no stop rule)")
+
+
+def test_ctrl_c_leaves_a_summary_marked_interrupted(tmp_path, monkeypatch, capsys):
+    """Ctrl-C during epoch 3: metrics.json holds the last finished epoch's values and says the
+    run was interrupted (the sweep report lists it so), and the terminal says so too."""
+    from memorization.module import Classifier
+
+    original = Classifier.on_train_epoch_start
+
+    def interrupt_in_epoch_3(self):
+        if self.current_epoch == 2:
+            raise KeyboardInterrupt
+        original(self)
+
+    monkeypatch.setattr(Classifier, "on_train_epoch_start", interrupt_in_epoch_3)
+    with pytest.raises(SystemExit):  # Lightning's answer to a KeyboardInterrupt
+        _final(tmp_path, "a", "trainer.max_epochs=5", "stop_at_train_acc=null", "metrics=none")
+    s = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert s["interrupted"] is True and s["epochs"] == 2
+    assert s["final"]["train/loss"] is not None
+    assert "interrupted (Ctrl-C)" in capsys.readouterr().out

@@ -26,6 +26,9 @@ crashed job has its history so far. A write cut off midway (a full disk, a kille
 leaves at most a last line without its newline, which :func:`read_history` drops. The first log
 call of a process drops the rows of that epoch and later ones, if the file holds any (a job
 resumed from an earlier checkpoint, or a folder reused), atomically (a new file renamed over it).
+In a job, :meth:`HistoryLogger.begin` does this when training starts, from the number of epochs
+already done, and a job resumed from another folder's checkpoint starts with that folder's rows
+of those epochs, so its history is whole.
 """
 
 from __future__ import annotations
@@ -142,30 +145,47 @@ class HistoryLogger(Logger):
         pass  # the job folder holds config_resolved.yaml
 
     @rank_zero_only
+    def begin(self, epochs_done: int, previous: str | os.PathLike | None = None) -> None:
+        """Training starts after ``epochs_done`` epochs (0, or a checkpoint's): keep the rows of
+        those epochs and drop the rest, atomically. ``previous``: the history.csv of the run a
+        checkpoint came from, whose rows of those epochs start this file when it is another."""
+        self._started = True
+        self._epoch = epochs_done
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        source = self.path
+        if previous is not None and Path(previous).is_file() and (
+                not self.path.is_file() or not self.path.samefile(previous)):
+            source = Path(previous)
+        kept = ""
+        if epochs_done > 0 and source.is_file():
+            old = read_history(source)
+            old = old[old["epoch"] <= epochs_done]
+            kept = _csv_lines([(int(r.epoch), r.split, r.layer,
+                                "" if r.depth != r.depth else int(r.depth), r.metric,
+                                float(r.value)) for r in old.itertuples(index=False)])
+        write_text_atomic(self.path, _csv_lines([], header=True) + kept)
+
+    @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         if "epoch" in metrics:
             self._epoch = int(metrics["epoch"]) + 1
+        if not self._started:  # used without begin(): the first epoch logged starts the file
+            if "epoch" in metrics:
+                epoch = self._epoch
+                self.begin(epoch - 1)
+                self._epoch = epoch
+            elif self.path.is_file():  # e.g. a value after a fit that had nothing to train
+                self._started = True
+                last = read_history(self.path)["epoch"].max()
+                self._epoch = int(last) if last == last else 0  # NaN: no rows
+            else:
+                self.begin(0)
         rows = rows_of(metrics, self._epoch, self.depth)
         if not rows:
             return
-        if not self._started:
-            self._start(self._epoch)
         # one write per call on an O_APPEND descriptor: a reader sees whole calls or a cut line
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             os.write(fd, _csv_lines(rows).encode())
         finally:
             os.close(fd)
-
-    def _start(self, epoch: int) -> None:
-        """Header, and only the rows of epochs before ``epoch`` of an existing file."""
-        self._started = True
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        kept = ""
-        if self.path.is_file() and epoch > 1:
-            old = read_history(self.path)
-            old = old[old["epoch"] < epoch]
-            kept = _csv_lines([(int(r.epoch), r.split, r.layer,
-                                "" if r.depth != r.depth else int(r.depth), r.metric,
-                                float(r.value)) for r in old.itertuples(index=False)])
-        write_text_atomic(self.path, _csv_lines([], header=True) + kept)

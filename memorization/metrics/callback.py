@@ -252,9 +252,6 @@ class LayerMetrics(Callback):
         rank, world = rank_world()
         ds = dm.splits[split]
         chunks = idx[rank::world].split(batch_size or self.cfg.batch_size)
-        if self._bar is not None:
-            self._bar.total += len(chunks)
-            self._bar.refresh()
         for b in chunks:
             yield {k: v.to(device, non_blocking=True) for k, v in ds[b].items()}
             if self._bar is not None:
@@ -267,7 +264,7 @@ class LayerMetrics(Callback):
         bar = trainer.progress_bar_callback
         if trainer.is_global_zero and bar is not None and bar.is_enabled:
             # the training bar stands still meanwhile: tens of seconds on a big probe set
-            self._bar = Tqdm(total=0, desc=f"layer metrics, epoch {trainer.current_epoch + 1}",
+            self._bar = Tqdm(total=None, desc=f"layer metrics, epoch {trainer.current_epoch + 1}",
                              unit="batch", position=1, leave=False, dynamic_ncols=True,
                              file=sys.stdout)
         try:

@@ -66,7 +66,10 @@ def write_report(dirs: list[str | Path], out: str | Path | None = None, figures:
         pngs, report.skipped = write_figures(done, history, sweep.swept, sweep.title, out)
         report.files += pngs
     if wandb:
-        _log_to_wandb(report)
+        try:
+            _log_to_wandb(report)
+        except Exception as e:  # the files are written: W&B is a copy
+            report.skipped.append(f"W&B: the report was not logged ({type(e).__name__}: {e})")
     return report
 
 
@@ -130,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         report = write_report(args.dirs, out=args.out, figures=not args.no_figures,
                               wandb=not args.no_wandb)
-    except FileNotFoundError as e:
+    except OSError as e:  # a missing folder, no jobs, an unwritable report folder
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(format_report(report))

@@ -9,8 +9,6 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from memorization.io import say
-
 
 class SweepReport(Callback):
     """Writes ``<sweep dir>/report/`` when a multirun ends and prints its summary table last.
@@ -32,4 +30,5 @@ class SweepReport(Callback):
             print(f"report: could not be written ({type(e).__name__}: {e}); retry with "
                   f"python -m memorization.report {sweep_dir}", file=sys.stderr)
             return
-        say(format_report(report))
+        # printed, not logged: Hydra's log file is still the last job's
+        print(format_report(report), flush=True)

@@ -109,7 +109,9 @@ def _draw(ax: Axes, agg: pd.DataFrame, x: str, colours: dict[str, Color], ls="-"
         if (part := parts.get(label)) is None:
             continue
         part = part.sort_values(x)
-        ax.plot(part[x], part["mean"], color=colour, ls=ls, marker=marker, ms=4, lw=1.5)
+        # a series of one point (a job that fit in its first epoch) shows as a dot
+        dot = marker or ("o" if len(part) == 1 else None)
+        ax.plot(part[x], part["mean"], color=colour, ls=ls, marker=dot, ms=4, lw=1.5)
         if (part["n"] > 1).any():
             ax.fill_between(part[x], part["min"], part["max"], color=colour, alpha=BAND_ALPHA,
                             lw=0)

@@ -44,9 +44,12 @@ def _test_acc_at_fit(sweep: Sweep, job: str, epochs_to_fit) -> float | None:
 
 
 def best_masc_layer(row: pd.Series, prefix: str = "masc/test/") -> tuple[float, str] | None:
-    """The highest final MASC test accuracy over the layers, with the layer's name."""
+    """The highest final MASC test accuracy over the network's layers, with the layer's name
+    (not the input: its MASC depends on the data only). Chosen on the test set itself, so it
+    is an upper bound of what the MASC paper's selection on held-out data would give."""
     vals = {k[len(prefix):]: _num(v) for k, v in row.items()
-            if isinstance(k, str) and k.startswith(prefix) and _num(v) is not None}
+            if isinstance(k, str) and k.startswith(prefix) and _num(v) is not None
+            and k[len(prefix):] != "input"}
     if not vals:
         return None
     layer = max(vals, key=vals.get)
@@ -66,7 +69,7 @@ def summary_rows(sweep: Sweep) -> list[dict[str, str]]:
         row = {"job": str(r["job"])}
         row |= {k: _cell(r.get(k)) for k in sweep.swept}
         row |= {
-            "labels corrupted": corrupted,
+            "samples corrupted": corrupted,
             "epochs to fit": (str(int(fit)) if fit is not None
                               else f"not fit ({_cell(r['epochs'])})"),
             "train acc (training labels)": _pct(_num(r.get("train/acc"))),
