@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -19,6 +21,7 @@ os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.pop("WANDB_API_KEY", None)
 # W&B stages every logged table as an artifact in its data folder: keep that out of $HOME
 _WANDB_HOME = Path(tempfile.mkdtemp(prefix="wandb-home-"))
+atexit.register(shutil.rmtree, _WANDB_HOME, ignore_errors=True)
 for _var in ("WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR"):
     os.environ.setdefault(_var, str(_WANDB_HOME / _var.lower()))
 
