@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import torch
@@ -101,10 +102,26 @@ def validate(cfg: DictConfig) -> None:
     _require(ckpt is None or Path(str(ckpt)).is_file(),
              f"ckpt_path={ckpt} is not a file; point it at a checkpoint such as "
              "<run folder>/checkpoints/last.ckpt")
+    wandb_cfg = (cfg.get("logger") or {}).get("wandb") or {}
+    mode = os.environ.get("WANDB_MODE") or str(wandb_cfg.get("mode", "offline"))
+    _require(not wandb_cfg or mode != "online" or _wandb_key_available(),
+             "logger.wandb.mode=online but no W&B API key is set here: run `wandb login` (or set "
+             "WANDB_API_KEY), or use logger.wandb.mode=offline and `wandb sync` later")
     if cfg.get("metrics") is not None:
         from memorization.metrics.callback import MetricsConfig
 
         MetricsConfig.from_dict(OmegaConf.to_container(cfg.metrics, resolve=True))
+
+
+def _wandb_key_available() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    import netrc
+
+    try:
+        return netrc.netrc().authenticators("api.wandb.ai") is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
 
 
 def _in_basic_sweep() -> bool:

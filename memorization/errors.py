@@ -10,3 +10,17 @@ def check_all(checks) -> None:
     for ok, msg in checks:
         if not ok:
             raise ConfigError(msg)
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite; the message names where, in one line."""
+
+
+def first_line(exc: BaseException) -> str:
+    """One line for a job's error: the message of ours, type and message of anything else."""
+    while type(exc).__name__ == "InstantiationException" and exc.__cause__ is not None:
+        exc = exc.__cause__  # Hydra's wrapper says only which target failed
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if isinstance(exc, (ConfigError, TrainingDiverged)):
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -63,13 +63,17 @@ def _wrapped(head: str, items: list[str], width: int = 100) -> list[str]:
     return [*lines, line.rstrip()]
 
 
-def format_help(conf: Path, overrides: list[str]) -> str:
+def compose_first_job(conf: Path, args: list[str]) -> DictConfig:
+    """The config of the first job the command line would run (a sweep's first values)."""
     from memorization.report.data import override_items
 
-    plain = [o for o in overrides if "=" in o and not o.startswith("-")]
-    # a sweep's values: help shows the first job's
-    cfg = _compose(conf, [f"{k}={v.split(',')[0]}" if sweep else o
-                          for o, (k, v, sweep) in zip(plain, override_items(plain), strict=True)])
+    plain = [o for o in args if "=" in o and not o.startswith("-")]
+    return _compose(conf, [f"{k}={v.split(',')[0]}" if sweep else o
+                           for o, (k, v, sweep) in zip(plain, override_items(plain), strict=True)])
+
+
+def format_help(conf: Path, overrides: list[str]) -> str:
+    cfg = compose_first_job(conf, overrides)
     choices = OmegaConf.to_container(cfg.hydra.runtime.choices)
     groups = sorted(p.name for p in conf.iterdir() if p.is_dir() and p.name != "hydra")
     lines = [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import warnings
 from dataclasses import dataclass
 
@@ -254,6 +255,33 @@ class Classifier(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         logs = self._collect("test", "test", with_loss=True)
         self.log_dict({k: v.float() for k, v in logs.items()}, sync_dist=False)
+
+    # -- checkpoints -----------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # the global generators (dropout, input noise): a resumed run draws what an
+        # uninterrupted one would (Lightning saves the weights and loops, not these)
+        # (as tensors and numbers only: checkpoints are read with torch's weights_only loader)
+        kind, keys, pos, has_gauss, gauss = np.random.get_state()
+        version, state, gauss_next = random.getstate()
+        checkpoint["rng"] = {"torch": torch.get_rng_state(),
+                             "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos,
+                                       has_gauss, gauss],
+                             "python": [version, torch.tensor(state, dtype=torch.int64),
+                                        gauss_next]}
+        if torch.cuda.is_available() and self.device.type == "cuda":
+            checkpoint["rng"]["cuda"] = torch.cuda.get_rng_state(self.device)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        rng = checkpoint.get("rng")
+        if not rng:
+            return
+        torch.set_rng_state(rng["torch"])
+        kind, keys, pos, has_gauss, gauss = rng["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+        version, state, gauss_next = rng["python"]
+        random.setstate((version, tuple(state.tolist()), gauss_next))
+        if "cuda" in rng and torch.cuda.is_available() and self.device.type == "cuda":
+            torch.cuda.set_rng_state(rng["cuda"], self.device)
 
     # -- optimization --------------------------------------------------------------------------
     def configure_optimizers(self):

@@ -6,6 +6,7 @@ trainer from it, and fit. Everything else lives in the pieces it composes.
 
 from __future__ import annotations
 
+import json
 import sys
 import warnings
 from pathlib import Path
@@ -26,7 +27,15 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from memorization.callbacks import LogConfig  # noqa: E402
 from memorization.config import validate  # noqa: E402
-from memorization.errors import ConfigError  # noqa: E402
+from memorization.errors import ConfigError, TrainingDiverged, first_line  # noqa: E402
+from memorization.io import say  # noqa: E402
+from memorization.jobs import (  # noqa: E402
+    LAST,
+    check_checkpoint,
+    clear_markers,
+    job_state,
+    mark_failed,
+)
 
 
 def _conf_dir() -> str:
@@ -70,15 +79,37 @@ def _instantiate_all(section: DictConfig | None) -> list:
     return [hydra.utils.instantiate(c) for c in (section or {}).values() if c is not None]
 
 
+def _output_dir() -> Path | None:
+    if not HydraConfig.initialized():
+        return None
+    out = OmegaConf.select(HydraConfig.get(), "runtime.output_dir", default=None)
+    return Path(out) if out else None
+
+
 def train(cfg: DictConfig) -> dict | None:
-    """Fit one job; returns the run summary (what metrics.json holds)."""
+    """Fit one job; returns the run summary (what metrics.json holds). A job folder that holds
+    a finished run is skipped, one with a checkpoint of an unfinished run resumes from it
+    (``resume=false``: start over); see memorization/jobs.py."""
     validate(cfg)
+    out, ckpt = _output_dir(), cfg.get("ckpt_path")
+    if out is not None and ckpt is None and cfg.get("resume", True):
+        state = job_state(out)
+        if state == "finished":
+            say(f"skip {out}: finished before (its metrics.json); resume=false runs it again")
+            return json.loads((out / "metrics.json").read_text())
+        if state == "resumable":
+            ckpt = str(out / LAST)
+            say(f"resuming {out} from its {LAST}")
+    if out is not None and ckpt is None:
+        clear_markers(out)  # a fresh start: no old result, failure or W&B run id stays
     if cfg.get("seed") is not None:  # `if cfg.get("seed")` would skip seed 0
         L.seed_everything(cfg.seed, workers=True, verbose=False)
 
     datamodule = hydra.utils.instantiate(cfg.data, noise=cfg.noise, _convert_="all")
     net = hydra.utils.instantiate(cfg.model, _convert_="all")
     module = hydra.utils.instantiate(cfg.module, net=net, optim=cfg.optim, _convert_="all")
+    if ckpt is not None:
+        check_checkpoint(ckpt, module)
     resolved = {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
                 for k, v in cfg.items() if k != "hydra"}  # hydra's node: in tests only
     # logged once the data is set up, so a data error fails before any logger starts a run
@@ -90,7 +121,7 @@ def train(cfg: DictConfig) -> dict | None:
         loggers.append(hydra.utils.instantiate(cfg.history))
     trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
     finally:
         _finish_wandb()
     report = next((c for c in callbacks if hasattr(c, "summary")), None)
@@ -137,21 +168,48 @@ def _unknown_option(args: list[str]) -> str | None:
 def _hydra_main(cfg: DictConfig) -> None:
     try:
         train(cfg)
+    except Exception as exc:  # one line on the screen; the traceback in the job's FAILED
+        err = _config_error(exc) or exc
+        line = first_line(err)
+        if isinstance(err, OSError):
+            line += " (is the output folder writable, with free space? hydra.run.dir=...)"
+        out = _output_dir()
+        where = ""
+        if out is not None:
+            try:
+                mark_failed(out, exc)
+                where = "" if isinstance(err, ConfigError | TrainingDiverged) else \
+                    f" (traceback in {out / 'FAILED'})"
+            except OSError:
+                pass
+        print(f"error: {line}{where}", file=sys.stderr)
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            return  # the other jobs go on; the end of the sweep counts this one
+        sys.exit(2 if isinstance(err, ConfigError) else 1)
+
+
+def _checked(args: list[str]) -> str | None:
+    """For --help and --cfg: the one-line error a run with these overrides would give."""
+    err = _unknown_option(args)
+    if err or not ({"--cfg", "-c"} & set(args)):
+        return err
+    from memorization.help import compose_first_job
+
+    try:
+        validate(compose_first_job(Path(_conf_dir()), args))
     except Exception as exc:
-        err = _config_error(exc)
-        if err is None:
-            raise
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+        return first_line(_config_error(exc) or exc)
+    return None
 
 
 def main() -> None:
-    err = _unknown_option(sys.argv[1:])
-    if not err and {"--help", "-h"} & set(sys.argv[1:]):  # every group and top-level key
+    args = sys.argv[1:]
+    err = _checked(args)
+    if not err and {"--help", "-h"} & set(args):  # every group and top-level key
         from memorization.help import format_help
 
         try:
-            print(format_help(Path(_conf_dir()), sys.argv[1:]))
+            print(format_help(Path(_conf_dir()), args))
             return
         except Exception as e:  # an override Hydra cannot compose: one line, as for a run
             err = str(e).strip().splitlines()[0]
@@ -159,6 +217,10 @@ def main() -> None:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     _hydra_main()
+    from memorization.report.callback import SWEEP_FAILURES
+
+    if SWEEP_FAILURES:  # a sweep with a failed job ends non-zero (the jobs all ran)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

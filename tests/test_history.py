@@ -135,5 +135,5 @@ def test_a_resumed_job_has_its_whole_history(tmp_path):
     again = _run(a, "trainer.max_epochs=3", f"ckpt_path={ckpt}")
     assert _epochs(again) == [1, 2, 3]
     # a fresh run in a used folder starts a fresh history, even if its first row is epoch 2
-    fresh = _run(a, "trainer.max_epochs=2", "trainer.check_val_every_n_epoch=2")
+    fresh = _run(a, "trainer.max_epochs=2", "trainer.check_val_every_n_epoch=2", "resume=false")
     assert set(fresh["epoch"]) == {2}

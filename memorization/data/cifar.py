@@ -8,6 +8,13 @@ official source when ``download`` is on and the network answers, and kept only i
 the published one; a tarball whose MD5 differs is refused with one line, so a truncated download
 is never used. CIFAR-100 uses the fine labels (100 classes).
 
+The batch files are pickles, and a plain ``pickle.load`` runs whatever code a pickle names. The
+releases publish only the tarball's MD5, no per-file checksums, so the files of an extracted folder
+cannot be checked against anything. Every batch, folder and tarball member alike, is therefore
+read with a restricted unpickler (:class:`_BatchUnpickler`) that resolves only the few numpy
+globals a CIFAR batch holds (see ``_ADMITTED``); a file naming any other global (``os.system``,
+``builtins.exec``, ``numpy.load``, ...) is refused with one line before anything is called.
+
 The parsed arrays are cached as ``<name>.parsed.npz`` (180 MB of uint8 pixels) in ``root`` and
 reused while the tarball or the batch files keep their sizes and mtimes
 (:mod:`memorization.data.cache`; ``cache=false`` turns it off): reading the tarball takes several
@@ -17,6 +24,8 @@ them), the cache under one.
 
 from __future__ import annotations
 
+import importlib
+import io
 import pickle
 import tarfile
 from dataclasses import dataclass
@@ -53,14 +62,73 @@ CIFAR100 = CifarDataset(
     "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz")
 
 
+def _numpy_globals() -> dict[tuple[str, str], object]:
+    """The globals a CIFAR batch may name, under numpy 1's and numpy 2's module paths."""
+    base = "numpy._core" if int(np.__version__.split(".")[0]) >= 2 else "numpy.core"
+    multiarray = importlib.import_module(f"{base}.multiarray")
+    numeric = importlib.import_module(f"{base}.numeric")
+    found = {
+        # the official batches (python 2 cPickle, protocol 2, numpy 1): b"data" is a uint8
+        # ndarray, pickled as _reconstruct(ndarray, (0,), b"b") plus its state with a dtype
+        "multiarray._reconstruct": multiarray._reconstruct,
+        "multiarray.scalar": multiarray.scalar,  # a numpy scalar, e.g. an np.int64 label
+        # numpy under pickle protocol 5 writes the array as _frombuffer(bytes, dtype, shape, order)
+        "numeric._frombuffer": numeric._frombuffer,
+    }
+    admitted: dict[tuple[str, str], object] = {("numpy", "ndarray"): np.ndarray,
+                                               ("numpy", "dtype"): np.dtype}
+    for where, obj in found.items():
+        module, name = where.split(".")
+        for prefix in ("numpy.core", "numpy._core"):
+            admitted[(f"{prefix}.{module}", name)] = obj
+    return admitted
+
+
+# (module, name) -> object; filled on first use, so importing this module costs nothing
+_ADMITTED: dict[tuple[str, str], object] = {}
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """An unpickler that resolves only the numpy globals of a CIFAR batch and refuses the rest.
+
+    Resolving a global is the only way a pickle reaches code (REDUCE, BUILD, INST, OBJ, NEWOBJ and
+    the copyreg extension codes all go through ``find_class``), so a pickle that names nothing but
+    these numpy constructors can build arrays, dtypes and scalars and call nothing else.
+    """
+
+    def __init__(self, raw: bytes, where: str):
+        super().__init__(io.BytesIO(raw), encoding="bytes")
+        self.where = where
+
+    def find_class(self, module: str, name: str) -> object:
+        if not _ADMITTED:
+            _ADMITTED.update(_numpy_globals())
+        obj = _ADMITTED.get((module, name))
+        if obj is None:
+            shown = f"{module}.{name}"
+            shown = shown if shown.isprintable() and len(shown) <= 200 else ascii(shown[:200])
+            raise ConfigError(f"{self.where} holds a pickled {shown}, which a CIFAR batch never "
+                              "does; refusing to load it (delete it and use the official tarball)")
+        return obj
+
+    def persistent_load(self, pid: object) -> object:
+        raise pickle.UnpicklingError("a CIFAR batch has no persistent ids")
+
+
 def _unpickle(raw: bytes, where: str) -> dict:
     try:
-        batch = pickle.loads(raw, encoding="bytes")
+        batch = _BatchUnpickler(raw, where).load()
+    except ConfigError:
+        raise
     except Exception as e:  # a damaged file can fail in many ways
         raise ConfigError(f"{where} is damaged ({type(e).__name__}); delete it and let it be "
                           "downloaded again") from e
     if not isinstance(batch, dict) or b"data" not in batch:
         raise ConfigError(f"{where} is not a CIFAR batch (no b'data')")
+    data = batch[b"data"]
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8:
+        raise ConfigError(f"{where} is not a CIFAR batch (its b'data' is "
+                          f"{getattr(data, 'dtype', type(data).__name__)}, not a uint8 array)")
     return batch
 
 

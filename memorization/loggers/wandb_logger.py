@@ -27,8 +27,11 @@ from __future__ import annotations
 
 import math
 import os
+import secrets
+import string
 from collections.abc import Mapping
 from numbers import Number
+from pathlib import Path
 from typing import Any
 
 from lightning.fabric.utilities.logger import _add_prefix
@@ -36,7 +39,8 @@ from lightning.pytorch.loggers import WandbLogger as _LightningWandbLogger
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 
-from memorization.io import say
+from memorization.errors import ConfigError, first_line
+from memorization.io import say, write_text_atomic
 from memorization.loggers.history import parse_key
 
 TABLE_KEY = "layers/table"
@@ -65,6 +69,14 @@ class WandbLogger(_LightningWandbLogger):
             import wandb
 
             self._wandb_init["settings"] = wandb.Settings(silent=True)
+        self._id_file = Path(self._save_dir or ".") / "wandb" / "run_id"
+        if self._wandb_init.get("id") is None:
+            # one W&B run per job folder: a job resumed in its folder continues its run
+            alphabet = string.ascii_lowercase + string.digits  # what W&B's own ids use
+            self._wandb_init["id"] = (self._id_file.read_text().strip()
+                                      if self._id_file.is_file() else
+                                      "".join(secrets.choice(alphabet) for _ in range(8)))
+            self._wandb_init.setdefault("resume", "allow")
         self.depth: dict[str, int] = {}
         self._row: dict[str, Any] = {}
         self._row_epoch: int | None = None
@@ -73,9 +85,18 @@ class WandbLogger(_LightningWandbLogger):
     @property
     @rank_zero_experiment
     def experiment(self):
-        run = super().experiment
+        try:
+            run = super().experiment
+        except Exception as e:  # no key, no network, a bad setting: one line, what to do
+            mode = self._wandb_init.get("mode") or os.environ.get("WANDB_MODE", "online")
+            raise ConfigError(
+                f"W&B could not start a run in {mode} mode ({first_line(e)[:160]}); run "
+                "`wandb login` and check the network, or use logger.wandb.mode=offline "
+                "(logger=none: no W&B)") from e
         if not self._axes_defined:
             self._axes_defined = True
+            if not self._is_disabled(run) and not self._id_file.is_file():
+                write_text_atomic(self._id_file, str(run.id))
             if not self._is_disabled(run):
                 where = getattr(run.settings, "sync_dir", None)
                 mode = getattr(run.settings, "mode", "")

@@ -1,29 +1,108 @@
-"""The report at the end of every ``-m`` sweep: a Hydra callback (conf/hydra/default.yaml)."""
+"""The start and the end of every ``-m`` sweep: a Hydra callback (conf/hydra/default.yaml).
+
+At the start, every job's config is composed and checked before any job runs, so a bad value
+in one job fails the whole sweep in one line instead of stopping it midway (or never running
+the jobs after it). At the end: how many jobs finished, were skipped (finished by an earlier
+run of the sweep), failed (with each one's folder and first error line) or did not finish,
+then the sweep report, whose summary table is printed last. A sweep with a failed job exits
+non-zero (:data:`SWEEP_FAILURES`, read by the entry point)."""
 
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+SWEEP_FAILURES = 0  # failed jobs of the last sweep this process launched
+
+
+def sweep_jobs(config: DictConfig) -> list[list[str]]:
+    """Each job's overrides, in job order, as Hydra's basic sweeper expands them."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
+    return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+
+
+def check_jobs(config: DictConfig) -> None:
+    """Compose and validate every job of the sweep; exit 2 with one line at the first bad one."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    from memorization.config import validate
+    from memorization.errors import first_line
+    from memorization.report.data import override_items, sweep_overrides
+    from memorization.run import _config_error
+
+    loader = GlobalHydra.instance().config_loader()
+    swept = set(sweep_overrides(Path(str(config.hydra.sweep.dir)))) or {
+        k for k, _, sweep in override_items(list(config.hydra.overrides.task)) if sweep}
+    for num, overrides in enumerate(sweep_jobs(config)):
+        try:
+            validate(loader.load_sweep_config(config, overrides))
+        except Exception as exc:
+            err = _config_error(exc) or exc
+            mine = [f"{k}={v}" for k, v, _ in override_items(overrides) if k in swept]
+            print(f"error: job {num} ({','.join(mine) or 'no overrides'}): "
+                  f"{first_line(err)}; nothing was run", file=sys.stderr)
+            sys.exit(2)
+
+
+def sweep_status(sweep_dir: Path, since: float) -> dict[str, list[tuple[Path, str]]]:
+    """The sweep's job folders by state: finished (in this launch), skipped (finished before
+    ``since``), failed (with the first line of its FAILED), unfinished."""
+    from memorization.jobs import job_state
+    from memorization.report.data import find_jobs
+
+    status: dict[str, list[tuple[Path, str]]] = {
+        k: [] for k in ("finished", "skipped", "failed", "unfinished")}
+    for folder in find_jobs(sweep_dir) if sweep_dir.is_dir() else []:
+        state = job_state(folder)
+        if state == "finished":
+            old = (folder / "metrics.json").stat().st_mtime < since
+            status["skipped" if old else "finished"].append((folder, ""))
+        elif (folder / "FAILED").is_file():
+            text = (folder / "FAILED").read_text().splitlines()
+            status["failed"].append((folder, text[0] if text else "?"))
+        else:
+            status["unfinished"].append((folder, ""))
+    return status
+
+
+def format_status(status: dict[str, list[tuple[Path, str]]]) -> str:
+    counts = ", ".join(f"{len(v)} {k}" for k, v in status.items() if v)
+    lines = [f"sweep: {counts or 'no jobs'}"]
+    lines += [f"  failed: {folder}: {line}" for folder, line in status["failed"]]
+    return "\n".join(lines)
+
 
 class SweepReport(Callback):
-    """Writes ``<sweep dir>/report/`` when a multirun ends and prints its summary table last.
-    ``hydra.callbacks.report.enabled=false`` turns it off; ``figures=false`` writes the tables
-    only; ``wandb=false`` keeps the report out of W&B."""
+    """Checks every job before the sweep and reports at its end (module docstring).
+    ``hydra.callbacks.report.enabled=false`` turns the report off (not the checks or the
+    counts); ``figures=false`` writes the tables only; ``wandb=false`` keeps it out of W&B."""
 
     def __init__(self, enabled: bool = True, figures: bool = True, wandb: bool = True):
         self.enabled, self.figures, self.wandb = enabled, figures, wandb
+        self.started = time.time()
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self.started = time.time()
+        check_jobs(config)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        global SWEEP_FAILURES
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        status = sweep_status(sweep_dir, self.started)
+        SWEEP_FAILURES = len(status["failed"])
+        print(format_status(status), flush=True)
         if not self.enabled:
             return
         from memorization.report import format_report, write_report
 
-        sweep_dir = Path(str(config.hydra.sweep.dir))
         try:
             report = write_report([sweep_dir], figures=self.figures, wandb=self.wandb)
         except Exception as e:  # the jobs are done and saved: say so, do not fail the sweep

@@ -5,7 +5,8 @@ multirun's ``N/``, or a single run's folder given directly). A job is
 
 - ``finished`` when its ``metrics.json`` exists (written only when training ends),
 - ``interrupted`` when that file says the run was interrupted (Ctrl-C),
-- ``unfinished`` otherwise: running, or crashed; its history so far is still read.
+- ``failed`` when its ``FAILED`` marker holds the error of its last attempt,
+- ``unfinished`` otherwise: running, or killed; its history so far is still read.
 
 The swept parameters are the keys of the multirun's sweep overrides (``noise.p=0,0.2,0.4`` in
 ``multirun.yaml``) and every override key whose value differs between jobs (so folders of several
@@ -25,7 +26,7 @@ import yaml
 
 from memorization.loggers.history import COLUMNS, read_history
 
-STATUSES = ("finished", "interrupted", "unfinished")
+STATUSES = ("finished", "interrupted", "failed", "unfinished")
 # columns of the jobs table besides the swept parameters and the final values
 FIXED = ("noise", "noise.p", "seed", "noise.seed")
 
@@ -119,7 +120,8 @@ def _read_job(folder: Path, job_id: str) -> Job:
             metrics = json.loads((folder / "metrics.json").read_text())
         except json.JSONDecodeError:  # written atomically, so only damage leads here
             metrics = None
-    status = ("unfinished" if metrics is None
+    status = ("failed" if metrics is None and (folder / "FAILED").is_file()
+              else "unfinished" if metrics is None
               else "interrupted" if metrics.get("interrupted") else "finished")
     return Job(folder, job_id, [str(o) for o in overrides], config, choices, metrics, status)
 

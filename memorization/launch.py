@@ -1,0 +1,193 @@
+"""What a job needs from the Hydra launcher that runs it: its torch threads, and the launcher and
+trainer combinations that cannot work (one-line errors). Called inside each job, so it holds for
+every launcher: basic, joblib (``hydra/launcher=parallel``), Ray, submitit (SLURM or local).
+Pure functions of the config nodes (DictConfig or plain dicts); docs/launchers.md has the why.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from memorization.errors import ConfigError
+
+# conf/hydra/launcher/ray.yaml shares its name with the plugin's own config, so Hydra validates
+# it against that schema (it is complete and valid) and warns each time; the warning is noise.
+warnings.filterwarnings("ignore", message=r"(?s).*'hydra/launcher/ray' is validated against "
+                                          "ConfigStore schema")
+# ray.yaml's default GPUs per job: ${mem.gpus_if_cuda:1} is 1 on a machine that sees a GPU, else 0
+OmegaConf.register_new_resolver("mem.gpus_if_cuda",
+                                lambda n=1: n if _cuda_available() else 0, replace=True)
+
+_KINDS = {"BasicLauncher": "basic", "JoblibLauncher": "joblib", "RayLauncher": "ray",
+          "SlurmLauncher": "slurm", "LocalLauncher": "submitit_local"}
+# the `hydra/launcher=` options, the plugin each needs, and the extra that installs it
+_PLUGINS = {"parallel": ("hydra_joblib_launcher", "launchers"),
+            "joblib": ("hydra_joblib_launcher", "launchers"),
+            "slurm": ("hydra_submitit_launcher", "launchers"),
+            "submitit_slurm": ("hydra_submitit_launcher", "launchers"),
+            "submitit_local": ("hydra_submitit_launcher", "launchers"),
+            "ray": ("hydra_ray_launcher", "ray")}
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _get(node: Any, path: str, default: Any = None) -> Any:
+    """``node.a.b`` for a DictConfig or nested dicts; ``default`` when a key is absent/None."""
+    if OmegaConf.is_config(node):
+        value = OmegaConf.select(node, path, default=None, throw_on_missing=False)
+        return default if value is None else value
+    for key in path.split("."):
+        if not isinstance(node, dict) or node.get(key) is None:
+            return default
+        node = node[key]
+    return node
+
+
+def launcher_kind(hydra_cfg: Any) -> str:
+    """basic, joblib, ray, slurm, submitit_local, or other: from ``hydra.launcher._target_``."""
+    target = str(_get(hydra_cfg, "launcher._target_", "BasicLauncher"))
+    return _KINDS.get(target.rsplit(".", 1)[-1], "other")
+
+
+def _multirun(hydra_cfg: Any) -> bool:
+    """A launcher runs only -m sweeps; a single run ignores it whatever hydra/launcher says."""
+    return str(_get(hydra_cfg, "mode", "")).rsplit(".", 1)[-1].upper() == "MULTIRUN"
+
+
+def available_cores() -> int:
+    """CPU cores this process may use (its affinity mask: what joblib and SLURM restrict)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def _strategy(trainer_cfg: Any) -> str:
+    strategy = _get(trainer_cfg, "strategy", "auto")
+    if not isinstance(strategy, str):  # a {_target_: ...DDPStrategy, start_method: ...} node
+        return f"{_get(strategy, '_target_', '')} {_get(strategy, 'start_method', '')}".lower()
+    return strategy.lower()
+
+
+def local_processes(trainer_cfg: Any) -> int:
+    """Processes Lightning runs per node for this trainer config: its devices under a DDP-like
+    strategy or devices > 1 (devices "auto" or -1 under DDP: at least 2), else 1."""
+    devices = _get(trainer_cfg, "devices", 1)
+    if isinstance(devices, str):
+        devices = int(devices) if devices.strip().isdigit() else \
+            len(devices.strip(",").split(",")) if "," in devices else -1
+    count = len(devices) if isinstance(devices, (list, tuple)) or OmegaConf.is_list(devices) \
+        else int(devices)
+    multi = any(s in _strategy(trainer_cfg) for s in ("ddp", "fsdp", "deepspeed"))
+    return count if count > 0 else 2 if multi else 1
+
+
+def job_threads(hydra_cfg: Any, explicit: int | None = None, *, trainer_cfg: Any = None,
+                cores: int | None = None) -> int | None:
+    """Torch threads for one job (per rank) under the launcher running it; None keeps torch's
+    default (a single run, the basic launcher, submitit without cpus_per_task).
+
+    ``explicit`` (a top-level ``threads`` key, say) wins. joblib: the machine's cores shared by
+    its n_jobs workers (n_jobs -1 or null: all cores busy, so 1 each); Ray: the CPUs the job
+    asked for (``ray.remote.num_cpus``, Ray's default 1); SLURM: ``cpus_per_task`` (each rank is
+    a task). With ``trainer_cfg``, a Ray or joblib job running DDP splits its share over ranks."""
+    if explicit is not None:
+        if isinstance(explicit, bool) or not isinstance(explicit, int) or explicit < 1:
+            raise ConfigError(f"threads={explicit} must be an integer >= 1 or null")
+        return explicit
+    if not _multirun(hydra_cfg):
+        return None
+    kind, cores = launcher_kind(hydra_cfg), cores or available_cores()
+    if kind == "joblib":
+        n_jobs = int(_get(hydra_cfg, "launcher.n_jobs", -1))
+        workers = n_jobs if n_jobs > 0 else cores + 1 + n_jobs  # joblib: -1 all, -2 all but one
+        share = cores // min(cores, max(1, workers))
+    elif kind == "ray":
+        share = int(float(_get(hydra_cfg, "launcher.ray.remote.num_cpus", 1)))
+    elif kind in ("slurm", "submitit_local"):
+        cpus = _get(hydra_cfg, "launcher.cpus_per_task")
+        return None if cpus is None else max(1, int(cpus))
+    else:
+        return None
+    ranks = local_processes(trainer_cfg) if trainer_cfg is not None else 1
+    return max(1, share // ranks)
+
+
+def apply_threads(n: int | None) -> None:
+    """Use ``n`` threads in torch and in the OpenMP/MKL pools of this process and its children
+    (DDP ranks, data workers); None changes nothing."""
+    if n is None:
+        return
+    import torch
+
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(n)
+    torch.set_num_threads(n)
+    # allowed once per process, before any inter-op work (a reused worker has done some)
+    with contextlib.suppress(RuntimeError):
+        torch.set_num_interop_threads(n)
+
+
+def check_launcher(hydra_cfg: Any, trainer_cfg: Any, *, cuda: bool | None = None) -> None:
+    """Raise a one-line ConfigError for a sweep whose launcher cannot run this trainer config;
+    a single run (no -m) passes, whatever hydra/launcher says."""
+    if not _multirun(hydra_cfg):
+        return
+    kind = launcher_kind(hydra_cfg)
+    accelerator = str(_get(trainer_cfg, "accelerator", "auto")).lower()
+    cuda = _cuda_available() if cuda is None else cuda
+    if kind == "joblib" and cuda and accelerator != "cpu":
+        raise ConfigError("hydra/launcher=parallel runs CPU jobs side by side and shares no GPUs "
+                          "out; on a GPU machine use hydra/launcher=ray (a GPU per job), or "
+                          "trainer=cpu")
+    ranks = local_processes(trainer_cfg)
+    if ranks == 1 and int(_get(trainer_cfg, "num_nodes", 1)) == 1:
+        return
+    spawned = any(s in _strategy(trainer_cfg) for s in ("spawn", "fork", "notebook"))
+    if kind in ("basic", "joblib"):
+        raise ConfigError("trainer=ddp cannot run inside a -m sweep with the basic launcher or "
+                          "hydra/launcher=parallel (Lightning starts each rank by re-running the "
+                          "whole command); run the jobs one by one or use hydra/launcher=slurm "
+                          "or ray")
+    if kind in ("ray", "submitit_local") and not spawned:
+        raise ConfigError(f"trainer=ddp in a hydra/launcher={kind} job needs "
+                          "trainer.strategy=ddp_spawn (Lightning cannot re-run the command of a "
+                          "worker process to start its ranks)")
+    gpus = accelerator not in ("cpu", "mps")
+    if kind == "ray" and gpus:
+        asked = float(_get(hydra_cfg, "launcher.ray.remote.num_gpus", 0))
+        if (cuda or asked) and asked < ranks:
+            raise ConfigError(f"trainer.devices={ranks} but each Ray job gets {asked:g} GPUs; "
+                              f"set hydra.launcher.ray.remote.num_gpus={ranks}")
+    if kind == "slurm":
+        tasks = int(_get(hydra_cfg, "launcher.tasks_per_node", 1))
+        per_node = _get(hydra_cfg, "launcher.gpus_per_node")
+        if tasks != ranks or (gpus and per_node and int(per_node) < ranks):
+            raise ConfigError(f"trainer.devices={ranks} needs one SLURM task per device: set "
+                              f"hydra.launcher.tasks_per_node={ranks} and "
+                              f"hydra.launcher.gpus_per_node={ranks}")
+
+
+def missing_plugin(args: list[str]) -> str | None:
+    """A one-line error when a ``hydra/launcher=X`` override names a launcher whose Hydra plugin
+    is not installed (Hydra's own message does not say which extra to install)."""
+    from importlib.util import find_spec
+
+    for arg in args:
+        key, _, value = arg.partition("=")
+        if key.lstrip("+") != "hydra/launcher" or value not in _PLUGINS:
+            continue
+        module, extra = _PLUGINS[value]
+        if find_spec(f"hydra_plugins.{module}") is None:
+            return (f"hydra/launcher={value} needs the Hydra plugin {module.replace('_', '-')}; "
+                    f"install the '{extra}' extra: pip install -e '.[{extra}]'")
+    return None
