@@ -4,11 +4,11 @@
 A job folder is in one of these states, decided by :func:`job_state` from its files:
 
 - ``finished``: ``metrics.json`` exists and does not say ``interrupted``; a rerun skips it;
+- ``failed``: ``FAILED`` holds the error of its last attempt (an exception, a NaN loss, out of
+  memory); a rerun starts it over (from its checkpoint it would most likely fail again);
 - ``resumable``: ``checkpoints/last.ckpt`` exists but the job did not finish (killed, Ctrl-C,
   a machine that went away); a rerun resumes from that checkpoint, in the same folder, with
   the same history and the same W&B run;
-- ``failed``: ``FAILED`` holds the error of its last attempt (an exception, a NaN loss, out of
-  memory); a rerun starts it over;
 - ``new``: nothing of the above.
 """
 
@@ -40,10 +40,10 @@ def job_state(folder: str | os.PathLike) -> str:
                 return "finished"
         except (json.JSONDecodeError, OSError):
             pass  # written atomically: damage means something else wrote it; not finished
+    if (folder / "FAILED").is_file():
+        return "failed"  # before a checkpoint of it: resuming would fail the same way
     if (folder / LAST).is_file():
         return "resumable"
-    if (folder / "FAILED").is_file():
-        return "failed"
     return "new"
 
 

@@ -1,0 +1,174 @@
+"""Jobs that lose nothing: epoch checkpoints (atomic), a stop on a diverged loss, FAILED markers,
+skip and resume on a rerun, every job of a sweep checked first, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from memorization.errors import TrainingDiverged
+from memorization.jobs import DivergenceGuard, EpochCheckpoint, job_state
+from memorization.loggers.history import read_history
+from tests.conftest import run_cli
+
+QUICK = ["data=synthetic", "logger=none", "trainer.accelerator=cpu", "metrics=none",
+         "trainer.enable_progress_bar=false"]
+
+
+def test_divergence_guard_names_epoch_step_and_last_finite_loss():
+    guard = DivergenceGuard()
+    trainer = SimpleNamespace(global_step=0, current_epoch=2)
+    for step, loss in enumerate([1.5, 0.25]):
+        trainer.global_step = step + 1
+        guard.on_train_batch_end(trainer, None, {"loss": torch.tensor(loss)}, None, step)
+    trainer.global_step = 3
+    with pytest.raises(TrainingDiverged) as err:
+        guard.on_train_batch_end(trainer, None, {"loss": torch.tensor(float("inf"))}, None, 2)
+    assert str(err.value).startswith(
+        "the training loss became inf at epoch 3, step 3 (last finite loss 0.25)")
+
+
+def test_checkpoint_replaces_last_ckpt_only_when_complete(tmp_path):
+    cb = EpochCheckpoint(tmp_path / "checkpoints")
+    (tmp_path / "checkpoints").mkdir()
+    cb.path.write_bytes(b"the previous, complete checkpoint")
+
+    def full_disk(path):
+        Path(path).write_bytes(b"half a checkp")
+        raise OSError(28, "No space left on device")
+
+    trainer = SimpleNamespace(fast_dev_run=False, sanity_checking=False, global_step=5,
+                              is_global_zero=True, save_checkpoint=full_disk)
+    with pytest.raises(OSError, match="No space"):
+        cb._save(trainer)
+    assert cb.path.read_bytes() == b"the previous, complete checkpoint"
+    assert [p.name for p in cb.path.parent.iterdir()] == ["last.ckpt"]  # no temporary left
+    trainer.save_checkpoint = lambda path: Path(path).write_bytes(b"new")
+    trainer.global_step = 6
+    cb._save(trainer)
+    assert cb.path.read_bytes() == b"new"
+
+
+def test_nan_loss_stops_the_job_in_one_line_and_marks_it_failed(tmp_path):
+    out = tmp_path / "run"
+    res = run_cli([*QUICK, "optim=sgd", "optim.lr=1e30", "trainer.max_epochs=50",
+                   f"hydra.run.dir={out}"], cwd=tmp_path)
+    assert res.returncode == 1
+    err = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
+    assert len(err) == 1 and "the training loss became nan at epoch 1, step" in err[0]
+    assert "last finite loss" in err[0]
+    assert not (out / "metrics.json").exists() and job_state(out) == "failed"
+    assert (out / "FAILED").read_text().startswith("the training loss became nan at epoch 1")
+
+
+def test_sweep_keeps_going_past_a_failed_job_and_reports_it(tmp_path):
+    sweep = tmp_path / "sweep"
+    res = run_cli(["-m", *QUICK, "optim=sgd", "optim.lr=1e30,0.01", "trainer.max_epochs=2",
+                   "stop_at_train_acc=null", f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
+    assert res.returncode == 1  # a job failed
+    assert (sweep / "0" / "FAILED").is_file() and not (sweep / "0" / "metrics.json").exists()
+    assert json.loads((sweep / "1" / "metrics.json").read_text())["epochs"] == 2
+    lines = res.stdout.splitlines()
+    assert "sweep: 1 finished, 1 failed" in lines
+    assert f"  failed: {sweep / '0'}: the training loss became nan at epoch 1, step " \
+        in res.stdout
+    assert "1 failed" in res.stdout.split("sweep: 1 finished")[1]  # the report's head line
+
+
+def test_rerun_of_a_finished_sweep_trains_nothing(tmp_path):
+    sweep = tmp_path / "sweep"
+    args = ["-m", *QUICK, "noise.p=0,0.4", "trainer.max_epochs=2", "stop_at_train_acc=null",
+            f"hydra.sweep.dir={sweep}"]
+    assert run_cli(args, cwd=tmp_path).returncode == 0
+    stamps = {p: p.stat().st_mtime_ns for p in sweep.glob("*/metrics.json")}
+    ckpts = {p: p.stat().st_mtime_ns for p in sweep.glob("*/checkpoints/last.ckpt")}
+    res = run_cli(args, cwd=tmp_path)
+    assert res.returncode == 0
+    assert res.stdout.count("skip ") == 2 and "sweep: 2 skipped" in res.stdout
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # nothing rewritten
+    assert {p: p.stat().st_mtime_ns for p in ckpts} == ckpts  # nothing trained
+
+
+def test_a_bad_value_in_any_job_fails_the_sweep_before_anything_runs(tmp_path):
+    for name, values in (("a", "0.2,1.5"), ("b", "1.5,0.2")):
+        sweep = tmp_path / name
+        res = run_cli(["-m", *QUICK, f"noise.p={values}", f"hydra.sweep.dir={sweep}"],
+                      cwd=tmp_path)
+        assert res.returncode == 2
+        err = res.stderr.strip().splitlines()
+        assert len(err) == 1 and "noise.p=1.5 must be a number in [0, 1]" in err[0]
+        assert "nothing was run" in err[0]
+        assert not list(sweep.glob("*/metrics.json")) and not list(sweep.glob("*/FAILED"))
+
+
+def test_damaged_and_foreign_checkpoints_are_one_line_errors(tmp_path):
+    garbage = tmp_path / "garbage.ckpt"
+    garbage.write_bytes(os.urandom(1000))
+    res = run_cli([*QUICK, f"ckpt_path={garbage}", f"hydra.run.dir={tmp_path / 'a'}"],
+                  cwd=tmp_path)
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines()[-1].startswith(
+        f"error: ckpt_path={garbage} is not a checkpoint that can be read")
+    wide = tmp_path / "wide"
+    assert run_cli([*QUICK, "trainer.max_epochs=1", f"hydra.run.dir={wide}"],
+                   cwd=tmp_path).returncode == 0
+    res = run_cli([*QUICK, "model.width=64", f"ckpt_path={wide / 'checkpoints/last.ckpt'}",
+                   f"hydra.run.dir={tmp_path / 'b'}"], cwd=tmp_path)
+    assert res.returncode == 2
+    line = res.stderr.strip().splitlines()[-1]
+    assert "holds another network" in line and "[512, 16]" in line and "[64, 16]" in line
+
+
+def test_cfg_job_runs_the_checks_of_a_run(tmp_path):
+    res = run_cli(["noise.p=2", "--cfg", "job"], cwd=tmp_path, timeout=120)
+    assert res.returncode == 2
+    assert res.stderr.strip() == ("error: noise.p=2 must be a number in [0, 1]: the probability "
+                                  "that a training sample is corrupted")
+    ok = run_cli(["noise.p=0.3", "--cfg", "job"], cwd=tmp_path, timeout=120)
+    assert ok.returncode == 0 and "p: 0.3" in ok.stdout
+
+
+@pytest.mark.slow
+def test_killed_job_resumes_to_identical_metrics_and_one_history(tmp_path):
+    """SIGKILL after an epoch's checkpoint, the same command again: it resumes in its folder,
+    continues its W&B run and history, and ends exactly where an uninterrupted run ends."""
+    args = ["trainer.max_epochs=8", "stop_at_train_acc=null", "metrics.every_n_epochs=1",
+            "metrics.probe_size=300", "metrics.csr.n=50", "trainer.accelerator=cpu",
+            "trainer.enable_progress_bar=false", "model.dropout=0.2"]  # dropout: the RNG too
+    straight = tmp_path / "straight"
+    assert run_cli([*args, f"hydra.run.dir={straight}"], cwd=tmp_path).returncode == 0
+    killed = tmp_path / "killed"
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    proc = subprocess.Popen([sys.executable, "-m", "memorization.run", *args,
+                             f"hydra.run.dir={killed}"], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        hist = killed / "history.csv"
+        if (killed / "checkpoints/last.ckpt").is_file() and hist.is_file() and \
+                read_history(hist)["epoch"].max() >= 3:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.01)
+    assert proc.wait() == -signal.SIGKILL, "the job ended before it could be killed"
+    assert job_state(killed) == "resumable"
+    res = run_cli([*args, f"hydra.run.dir={killed}"], cwd=tmp_path)
+    assert res.returncode == 0 and f"resuming {killed}" in res.stdout
+    a = json.loads((straight / "metrics.json").read_text())
+    b = json.loads((killed / "metrics.json").read_text())
+    assert b["final"] == a["final"] and b["epochs"] == a["epochs"] == 8
+    ha, hb = read_history(straight / "history.csv"), read_history(killed / "history.csv")
+    assert hb[["epoch", "split", "layer", "metric"]].equals(ha[["epoch", "split", "layer",
+                                                                "metric"]])
+    assert (hb["value"].fillna(-1) == ha["value"].fillna(-1)).all()
+    runs = sorted((killed / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2 and len({r.name.rsplit("-", 1)[-1] for r in runs}) == 1  # one run id
