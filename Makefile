@@ -10,10 +10,10 @@ PIP_INSTALL := $(PY) -m pip install -c constraints.txt
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-install:  ## create .venv and install the package with its dev and launcher extras
+install:  ## create .venv and install the package with its dev, launcher (joblib, submitit, Ray) extras
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PIP_INSTALL) -e '.[dev,launchers,mnist1d]'
+	$(PIP_INSTALL) -e '.[dev,launchers,ray,mnist1d]'
 
 test:  ## run the test suite (W&B offline, CPU)
 	WANDB_MODE=offline WANDB_SILENT=true $(PY) -m pytest -q

@@ -173,6 +173,7 @@ class RunReport(Callback):
             "corruption": record.summary() if record is not None else None,
             "interrupted": bool(trainer.interrupted),
             "torch_seed": torch.initial_seed(),  # the training seed, also when seed=null
+            "threads": torch.get_num_threads(),  # the job's share of the cores
         }
         for cb in trainer.callbacks:  # e.g. the per-class MASC components of LayerMetrics
             self.summary |= getattr(cb, "report_extras", None) or {}

@@ -94,10 +94,13 @@ def validate(cfg: DictConfig) -> None:
     stop = _number(cfg.get("stop_at_train_acc"), "stop_at_train_acc", lo=0, hi=1,
                    allow_none=True, what=" (null trains for trainer.max_epochs)")
     _require(stop != 0, "stop_at_train_acc=0 would stop at once; use a value in (0, 1] or null")
-    _require(not (_in_basic_sweep() and "ddp" in str(trainer.get("strategy", ""))),
-             "trainer=ddp cannot run inside a -m sweep with the basic launcher (Lightning starts "
-             "each rank by re-running the whole command); run the jobs one by one or use "
-             "hydra/launcher=slurm")
+    from hydra.core.hydra_config import HydraConfig
+
+    from memorization.launch import check_launcher
+
+    hydra_cfg = cfg.get("hydra") or (HydraConfig.get() if HydraConfig.initialized() else None)
+    if hydra_cfg is not None:  # a launcher that cannot run this job: one line, before any
+        check_launcher(hydra_cfg, trainer)
     ckpt = cfg.get("ckpt_path")
     _require(ckpt is None or Path(str(ckpt)).is_file(),
              f"ckpt_path={ckpt} is not a file; point it at a checkpoint such as "
@@ -122,17 +125,6 @@ def _wandb_key_available() -> bool:
         return netrc.netrc().authenticators("api.wandb.ai") is not None
     except (OSError, netrc.NetrcParseError):
         return False
-
-
-def _in_basic_sweep() -> bool:
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    if not HydraConfig.initialized():
-        return False
-    hc = HydraConfig.get()
-    target = str(OmegaConf.select(hc, "launcher._target_", default="") or "")
-    return hc.mode == RunMode.MULTIRUN and target.endswith("BasicLauncher")
 
 
 def _validate_model(model: DictConfig, shape: tuple[int, ...], num_classes: int) -> None:

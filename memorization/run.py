@@ -36,6 +36,7 @@ from memorization.jobs import (  # noqa: E402
     job_state,
     mark_failed,
 )
+from memorization.launch import apply_threads, job_threads, missing_plugin  # noqa: E402
 
 
 def _conf_dir() -> str:
@@ -91,6 +92,8 @@ def train(cfg: DictConfig) -> dict | None:
     a finished run is skipped, one with a checkpoint of an unfinished run resumes from it
     (``resume=false``: start over); see memorization/jobs.py."""
     validate(cfg)
+    if HydraConfig.initialized():  # the job's share of the cores under a parallel launcher
+        apply_threads(job_threads(HydraConfig.get(), cfg.get("threads"), trainer_cfg=cfg.trainer))
     out, ckpt = _output_dir(), cfg.get("ckpt_path")
     if out is not None and ckpt is None and cfg.get("resume", True):
         state = job_state(out)
@@ -204,7 +207,7 @@ def _checked(args: list[str]) -> str | None:
 
 def main() -> None:
     args = sys.argv[1:]
-    err = _checked(args)
+    err = _checked(args) or missing_plugin(args)
     if not err and {"--help", "-h"} & set(args):  # every group and top-level key
         from memorization.help import format_help
 
