@@ -7,6 +7,7 @@ trainer from it, and fit. Everything else lives in the pieces it composes.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -192,16 +193,33 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 
 def _checked(args: list[str]) -> str | None:
-    """For --help and --cfg: the one-line error a run with these overrides would give."""
+    """The one-line error a run with these overrides would give before it starts: an unknown
+    option, an output folder that cannot be made, with --cfg any bad value."""
     err = _unknown_option(args)
-    if err or not ({"--cfg", "-c"} & set(args)):
+    if err or {"--help", "-h", "--hydra-help"} & set(args):
         return err
     from memorization.help import compose_first_job
 
     try:
-        validate(compose_first_job(Path(_conf_dir()), args))
-    except Exception as exc:
-        return first_line(_config_error(exc) or exc)
+        cfg = compose_first_job(Path(_conf_dir()), args)
+    except Exception:
+        return None  # Hydra says what is wrong with the command line itself
+    sweep = bool({"-m", "--multirun"} & set(args))
+    key = "hydra.sweep.dir" if sweep else "hydra.run.dir"
+    try:
+        out = Path(str(OmegaConf.select(cfg, key)))
+    except Exception:
+        out = None
+    if out is not None:
+        place = next((p for p in [out, *out.parents] if p.exists()), None)
+        if place is not None and not (place.is_dir() and os.access(place, os.W_OK)):
+            return (f"the output folder {out} cannot be made there ({place} is not a writable "
+                    f"folder); choose another with {key}=...")
+    if {"--cfg", "-c"} & set(args):
+        try:
+            validate(cfg)
+        except Exception as exc:
+            return first_line(_config_error(exc) or exc)
     return None
 
 

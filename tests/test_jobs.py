@@ -172,3 +172,20 @@ def test_killed_job_resumes_to_identical_metrics_and_one_history(tmp_path):
     assert (hb["value"].fillna(-1) == ha["value"].fillna(-1)).all()
     runs = sorted((killed / "wandb").glob("offline-run-*"))
     assert len(runs) == 2 and len({r.name.rsplit("-", 1)[-1] for r in runs}) == 1  # one run id
+
+
+def test_unwritable_output_folder_and_wandb_without_key_are_one_line_errors(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    res = run_cli([*QUICK, f"hydra.run.dir={blocker / 'run'}"], cwd=tmp_path, timeout=120)
+    assert res.returncode == 2
+    assert res.stderr.strip() == (f"error: the output folder {blocker / 'run'} cannot be made "
+                                  f"there ({blocker} is not a writable folder); choose another "
+                                  "with hydra.run.dir=...")
+    res = run_cli(["data=synthetic", "logger=wandb", "logger.wandb.mode=online",
+                   f"hydra.run.dir={tmp_path / 'w'}"], cwd=tmp_path, timeout=120,
+                  env={"WANDB_MODE": "", "HOME": str(tmp_path), "WANDB_API_KEY": ""})
+    assert res.returncode == 2
+    err = res.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(
+        "error: logger.wandb.mode=online but no W&B API key is set here: run `wandb login`")
