@@ -37,8 +37,10 @@ def _number(value, key: str, *, integer: bool = False, lo: float | None = None,
     return value
 
 
-def validate(cfg: DictConfig) -> None:
-    """Raise :class:`ConfigError` naming the first value that cannot work, and how to fix it."""
+def validate(cfg: DictConfig, on_driver: bool = False) -> None:
+    """Raise :class:`ConfigError` naming the first value that cannot work, and how to fix it.
+    ``on_driver``: the checks of a sweep's jobs before launch, on a machine that may not be
+    where they run (no GPU on a SLURM login node), so the devices are not checked."""
     for key in ("data", "noise", "model", "module", "optim", "trainer"):
         _require(cfg.get(key) is not None, f"the config has no '{key}' section; pick one with "
                                            f"{key}=<option> or restore conf/config.yaml")
@@ -88,7 +90,7 @@ def validate(cfg: DictConfig) -> None:
              "trainer.use_distributed_sampler must be false: the data module shards batches "
              "over ranks itself")
     accelerator = str(trainer.get("accelerator", "auto"))
-    _require(accelerator not in ("gpu", "cuda") or torch.cuda.is_available(),
+    _require(on_driver or accelerator not in ("gpu", "cuda") or torch.cuda.is_available(),
              f"trainer.accelerator={accelerator} but no GPU is visible; use trainer=default "
              "(auto) or trainer=cpu")
     stop = _number(cfg.get("stop_at_train_acc"), "stop_at_train_acc", lo=0, hi=1,
@@ -105,6 +107,13 @@ def validate(cfg: DictConfig) -> None:
     _require(ckpt is None or Path(str(ckpt)).is_file(),
              f"ckpt_path={ckpt} is not a file; point it at a checkpoint such as "
              "<run folder>/checkpoints/last.ckpt")
+    _require(isinstance(cfg.get("resume", True), bool),
+             f"resume={cfg.get('resume')} must be true or false")
+    _number(cfg.get("threads"), "threads", integer=True, lo=1, allow_none=True,
+            what=" (null: the launcher's share of the cores)")
+    every = ((cfg.get("callbacks") or {}).get("checkpoint") or {}).get("every_n_epochs", 1)
+    _number(every, "callbacks.checkpoint.every_n_epochs", integer=True, lo=1,
+            what=" (callbacks=no_checkpoint turns checkpoints off)")
     wandb_cfg = (cfg.get("logger") or {}).get("wandb") or {}
     mode = os.environ.get("WANDB_MODE") or str(wandb_cfg.get("mode", "offline"))
     _require(not wandb_cfg or mode != "online" or _wandb_key_available(),
@@ -120,9 +129,11 @@ def _wandb_key_available() -> bool:
     if os.environ.get("WANDB_API_KEY"):
         return True
     import netrc
+    from urllib.parse import urlparse
 
-    try:
-        return netrc.netrc().authenticators("api.wandb.ai") is not None
+    host = urlparse(os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai").hostname
+    try:  # where W&B looks: $NETRC, else ~/.netrc
+        return netrc.netrc(os.environ.get("NETRC")).authenticators(host) is not None
     except (OSError, netrc.NetrcParseError):
         return False
 

@@ -18,6 +18,7 @@ import json
 import math
 import os
 import traceback
+from collections import deque
 from pathlib import Path
 
 import lightning as L
@@ -57,13 +58,17 @@ def mark_failed(folder: str | os.PathLike, exc: BaseException) -> Path:
 
 
 def clear_markers(folder: str | os.PathLike) -> None:
-    """Before a job starts over in its folder: no old result, failure or W&B run id stays."""
+    """Before a job starts over in its folder: no old result, failure, checkpoint (a kill
+    before the new run's first epoch ends must not resume the old run) or W&B run id stays."""
     folder = Path(folder)
-    for name in ("metrics.json", "FAILED", "wandb/run_id"):
+    for name in ("metrics.json", "FAILED", "wandb/run_id", str(LAST)):
         (folder / name).unlink(missing_ok=True)
+    for tmp in (folder / LAST.parent).glob(f".{LAST.name}.*.tmp"):
+        tmp.unlink(missing_ok=True)
 
 
-def check_checkpoint(path: str | os.PathLike, module: torch.nn.Module) -> None:
+def check_checkpoint(path: str | os.PathLike, module: torch.nn.Module,
+                     max_epochs: int | None = None) -> None:
     """A checkpoint this job can resume from, or one line saying why not: unreadable (damaged,
     not a checkpoint) or holding another network (a layer missing or of another shape). Read
     with torch's weights-only loader, which runs no code from the file."""
@@ -79,7 +84,17 @@ def check_checkpoint(path: str | os.PathLike, module: torch.nn.Module) -> None:
     if not isinstance(weights, dict):
         raise ConfigError(f"ckpt_path={path} holds no training state (no state_dict); point it "
                           "at a run's checkpoints/last.ckpt")
-    for key, mine in module.state_dict().items():
+    done = state.get("epoch")
+    if max_epochs is not None and isinstance(done, int) and done > max_epochs:
+        raise ConfigError(f"ckpt_path={path} is at epoch {done}, past trainer.max_epochs="
+                          f"{max_epochs}; raise trainer.max_epochs to train on from it")
+    mine_all = module.state_dict()
+    extra = next((k for k in weights if k not in mine_all), None)
+    if extra is not None:
+        raise ConfigError(f"ckpt_path={path} holds another network: its {extra} has no place in "
+                          "this config's; resume with the config it was trained with (its run "
+                          "folder's config_resolved.yaml)")
+    for key, mine in mine_all.items():
         theirs = weights.get(key)
         if theirs is None or tuple(theirs.shape) != tuple(mine.shape):
             found = "missing" if theirs is None else f"of shape {list(theirs.shape)}"
@@ -87,6 +102,36 @@ def check_checkpoint(path: str | os.PathLike, module: torch.nn.Module) -> None:
                 f"ckpt_path={path} holds another network: its {key} is {found}, this config's "
                 f"is {list(mine.shape)}; resume with the config it was trained with (its run "
                 "folder's config_resolved.yaml)")
+
+
+# settings a job may change between its runs in one folder: how it is logged, watched, placed
+_FREE = ("logger", "callbacks", "history", "metrics", "ckpt_path", "resume", "threads",
+         "trainer.max_epochs", "trainer.enable_progress_bar", "trainer.enable_model_summary",
+         "trainer.devices", "trainer.accelerator", "trainer.strategy", "trainer.num_nodes")
+
+
+def _flat(node, prefix: str = "") -> dict:
+    if not isinstance(node, dict):
+        return {prefix.rstrip("."): node}
+    out = {}
+    for k, v in node.items():
+        out |= _flat(v, f"{prefix}{k}.")
+    return out
+
+
+def config_changes(folder: str | os.PathLike, resolved: dict) -> list[str]:
+    """The settings of ``resolved`` that differ from those of the run in ``folder`` (its
+    config_resolved.yaml), as ``key: old -> new``, leaving out what may change between runs."""
+    import yaml
+
+    path = Path(folder) / "config_resolved.yaml"
+    if not path.is_file():
+        return []
+    old, new = _flat(yaml.safe_load(path.read_text()) or {}), _flat(resolved)
+    keys = sorted(set(old) | set(new))
+    return [f"{k}: {old.get(k)} -> {new.get(k)}" for k in keys
+            if old.get(k) != new.get(k) and not any(k == f or k.startswith(f + ".")
+                                                    for f in _FREE)]
 
 
 class EpochCheckpoint(Checkpoint):
@@ -135,11 +180,11 @@ class DivergenceGuard(L.Callback):
 
     def __init__(self):
         self._last_finite = float("nan")
-        self._pending: tuple[torch.Tensor, torch.cuda.Event, int, int] | None = None
+        self._pending: deque[tuple[torch.Tensor, torch.cuda.Event, int, int]] = deque()
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs,
                            batch, batch_idx: int) -> None:
-        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         if loss is None:
             return
         loss = loss.detach()
@@ -155,23 +200,27 @@ class DivergenceGuard(L.Callback):
         host.copy_(loss.reshape(1), non_blocking=True)
         event = torch.cuda.Event()
         event.record()
-        self._pending = (host, event, epoch, step)
+        self._pending.append((host, event, epoch, step))
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._check_pending(wait=True)  # before the evaluations run on a broken network
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._check_pending(wait=True)  # once an epoch: the last step's loss too
+        self._check_pending(wait=True)
 
     def _check_pending(self, wait: bool) -> None:
-        if self._pending is None:
-            return
-        host, event, epoch, step = self._pending
-        if not wait and not event.query():
-            return  # the copy is not done: look again next step
-        event.synchronize()
-        self._pending = None
-        value = float(host[0])
-        if not math.isfinite(value):
-            self._fail(value, epoch, step)
-        self._last_finite = value
+        """The steps whose copies are done, in order (all of them with ``wait``)."""
+        while self._pending:
+            host, event, epoch, step = self._pending[0]
+            if not wait and not event.query():
+                return  # the device is still behind: look again next step
+            event.synchronize()
+            self._pending.popleft()
+            value = float(host[0])
+            if not math.isfinite(value):
+                self._pending.clear()
+                self._fail(value, epoch, step)
+            self._last_finite = value
 
     def _fail(self, value: float, epoch: int, step: int) -> None:
         raise TrainingDiverged(

@@ -6,6 +6,7 @@ trainer from it, and fit. Everything else lives in the pieces it composes.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -23,6 +24,7 @@ import hydra  # noqa: E402
 import lightning as L  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.types import RunMode  # noqa: E402
+from lightning.pytorch.callbacks import Checkpoint  # noqa: E402
 from lightning.pytorch.callbacks import ProgressBar as ProgressBarBase  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
@@ -34,6 +36,7 @@ from memorization.jobs import (  # noqa: E402
     LAST,
     check_checkpoint,
     clear_markers,
+    config_changes,
     job_state,
     mark_failed,
 )
@@ -88,6 +91,39 @@ def _output_dir() -> Path | None:
     return Path(out) if out else None
 
 
+def _resume_point(out: Path, resolved: dict, cfg: DictConfig) -> str | None:
+    """What a run in a used job folder does: "skip" a finished run, resume an unfinished one
+    (its checkpoint's path), start a failed one over (None), after checking that the settings
+    are those of the run in the folder."""
+    state = job_state(out)
+    if state == "new":
+        return None
+    changes = config_changes(out, resolved)
+    if changes:
+        more = f" and {len(changes) - 2} more" if len(changes) > 2 else ""
+        raise ConfigError(f"{out} holds a run with other settings ({'; '.join(changes[:2])}"
+                          f"{more}): resume=false starts it over there, or choose another "
+                          "folder (hydra.run.dir, or hydra.sweep.dir for -m)")
+    last = out / LAST
+    if state == "finished":
+        hint = ""
+        done = json.loads((out / "metrics.json").read_text()).get("epochs")
+        if last.is_file() and done is not None and cfg.trainer.max_epochs > done:
+            hint = f"; ckpt_path={last} trains it on to trainer.max_epochs={cfg.trainer.max_epochs}"
+        say(f"skip {out}: finished before (its metrics.json){hint}; resume=false runs it again")
+        return "skip"
+    if state == "failed":
+        text = (out / "FAILED").read_text()
+        why = text.splitlines()[0] if text else "?"
+        if last.is_file() and "TrainingDiverged" not in text:
+            say(f"resuming {out} from its {LAST} (it failed before: {why})")
+            return str(last)
+        say(f"start over {out}: it failed before ({why})")
+        return None
+    say(f"resuming {out} from its {LAST}")
+    return str(last)
+
+
 def train(cfg: DictConfig) -> dict | None:
     """Fit one job; returns the run summary (what metrics.json holds). A job folder that holds
     a finished run is skipped, one with a checkpoint of an unfinished run resumes from it
@@ -96,16 +132,14 @@ def train(cfg: DictConfig) -> dict | None:
     if HydraConfig.initialized():  # the job's share of the cores under a parallel launcher
         apply_threads(job_threads(HydraConfig.get(), cfg.get("threads"), trainer_cfg=cfg.trainer))
     out, ckpt = _output_dir(), cfg.get("ckpt_path")
+    resolved = {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+                for k, v in cfg.items() if k != "hydra"}  # hydra's node: in tests only
     if out is not None and ckpt is None and cfg.get("resume", True):
-        state = job_state(out)
-        if state == "finished":
-            say(f"skip {out}: finished before (its metrics.json); resume=false runs it again")
+        ckpt = _resume_point(out, resolved, cfg)
+        if ckpt == "skip":
             return json.loads((out / "metrics.json").read_text())
-        if state == "resumable":
-            ckpt = str(out / LAST)
-            say(f"resuming {out} from its {LAST}")
     if out is not None and ckpt is None:
-        clear_markers(out)  # a fresh start: no old result, failure or W&B run id stays
+        clear_markers(out)  # a fresh start: no old result, failure, checkpoint or W&B run id
     if cfg.get("seed") is not None:  # `if cfg.get("seed")` would skip seed 0
         L.seed_everything(cfg.seed, workers=True, verbose=False)
 
@@ -113,9 +147,7 @@ def train(cfg: DictConfig) -> dict | None:
     net = hydra.utils.instantiate(cfg.model, _convert_="all")
     module = hydra.utils.instantiate(cfg.module, net=net, optim=cfg.optim, _convert_="all")
     if ckpt is not None:
-        check_checkpoint(ckpt, module)
-    resolved = {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
-                for k, v in cfg.items() if k != "hydra"}  # hydra's node: in tests only
+        check_checkpoint(ckpt, module, cfg.trainer.get("max_epochs"))
     # logged once the data is set up, so a data error fails before any logger starts a run
     callbacks = [*_instantiate_all(cfg.get("callbacks")), LogConfig(resolved)]
     if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a bar it cannot show
@@ -123,9 +155,12 @@ def train(cfg: DictConfig) -> dict | None:
     loggers = _instantiate_all(cfg.get("logger"))
     if cfg.get("history") is not None:
         loggers.append(hydra.utils.instantiate(cfg.history))
-    trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    # no Checkpoint callback (callbacks=no_checkpoint): no checkpoint at all, not Lightning's own
+    saves = any(isinstance(c, Checkpoint) for c in callbacks)
+    trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
+                                      **({} if saves else {"enable_checkpointing": False}))
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
     finally:
         _finish_wandb()
     report = next((c for c in callbacks if hasattr(c, "summary")), None)
@@ -175,7 +210,8 @@ def _hydra_main(cfg: DictConfig) -> None:
     except Exception as exc:  # one line on the screen; the traceback in the job's FAILED
         err = _config_error(exc) or exc
         line = first_line(err)
-        if isinstance(err, OSError):
+        if isinstance(err, OSError) and err.errno in (errno.EACCES, errno.EROFS, errno.ENOSPC,
+                                                      errno.EDQUOT):
             line += " (is the output folder writable, with free space? hydra.run.dir=...)"
         out = _output_dir()
         where = ""

@@ -189,3 +189,35 @@ def test_unwritable_output_folder_and_wandb_without_key_are_one_line_errors(tmp_
     err = res.stderr.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(
         "error: logger.wandb.mode=online but no W&B API key is set here: run `wandb login`")
+
+
+def test_starting_over_leaves_nothing_of_the_old_run_to_resume(tmp_path):
+    from memorization.jobs import LAST, clear_markers
+
+    for name in ("metrics.json", "FAILED", "wandb/run_id", str(LAST),
+                 f"checkpoints/.last.ckpt.{os.getpid()}.tmp", "history.csv"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("old")
+    clear_markers(tmp_path)
+    left = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    assert left == ["history.csv"]  # the history is cut by the new run itself
+    assert job_state(tmp_path) == "new"
+
+
+def test_a_rerun_with_other_settings_is_refused_in_one_line(tmp_path):
+    out = tmp_path / "job"
+    base = [*QUICK, "trainer.max_epochs=1", f"hydra.run.dir={out}"]
+    assert run_cli([*base, "noise.p=0.2"], cwd=tmp_path).returncode == 0
+    res = run_cli([*base, "noise.p=0.4", "optim.lr=0.01"], cwd=tmp_path)
+    assert res.returncode == 2
+    err = res.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0] == (
+        f"error: {out} holds a run with other settings (noise.p: 0.2 -> 0.4; optim.lr: 0.001 -> "
+        "0.01): resume=false starts it over there, or choose another folder (hydra.run.dir, or "
+        "hydra.sweep.dir for -m)")
+    assert json.loads((out / "metrics.json").read_text())["corruption"]["p"] == 0.2  # intact
+    # more epochs is no other run: the finished job is skipped, with the way to train it on
+    res = run_cli([*base[:-2], "trainer.max_epochs=3", f"hydra.run.dir={out}", "noise.p=0.2"],
+                  cwd=tmp_path)
+    assert res.returncode == 0 and f"ckpt_path={out / 'checkpoints/last.ckpt'} trains it on" \
+        in res.stdout

@@ -20,12 +20,15 @@ from omegaconf import DictConfig
 SWEEP_FAILURES = 0  # failed jobs of the last sweep this process launched
 
 
-def sweep_jobs(config: DictConfig) -> list[list[str]]:
-    """Each job's overrides, in job order, as Hydra's basic sweeper expands them."""
+def sweep_jobs(config: DictConfig, loader) -> list[list[str]]:
+    """Each job's overrides, in job order, as Hydra's basic sweeper expands them (the
+    sweeper's ``params`` first, then the command line's)."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    parsed = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
+    params = config.hydra.get("sweeper", {}).get("params") or {}
+    args = [f"{k}={v}" for k, v in params.items()] + list(config.hydra.overrides.task)
+    parsed = OverridesParser.create(config_loader=loader).parse_overrides(args)
     return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
 
 
@@ -41,9 +44,15 @@ def check_jobs(config: DictConfig) -> None:
     loader = GlobalHydra.instance().config_loader()
     swept = set(sweep_overrides(Path(str(config.hydra.sweep.dir)))) or {
         k for k, _, sweep in override_items(list(config.hydra.overrides.task)) if sweep}
-    for num, overrides in enumerate(sweep_jobs(config)):
+    try:
+        jobs = sweep_jobs(config, loader)
+    except Exception as exc:  # a sweep Hydra expands otherwise: each job checks itself
+        print(f"note: the jobs were not checked before the sweep ({first_line(exc)}); each is "
+              "checked when it starts", file=sys.stderr)
+        return
+    for num, overrides in enumerate(jobs):
         try:
-            validate(loader.load_sweep_config(config, overrides))
+            validate(loader.load_sweep_config(config, overrides), on_driver=True)
         except Exception as exc:
             err = _config_error(exc) or exc
             mine = [f"{k}={v}" for k, v, _ in override_items(overrides) if k in swept]
