@@ -10,6 +10,7 @@ import errno
 import json
 import os
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -228,6 +229,9 @@ def _hydra_main(cfg: DictConfig) -> None:
         sys.exit(2 if isinstance(err, ConfigError) else 1)
 
 
+_SWEEP_DIR: Path | None = None  # the folder of the sweep this command launches
+
+
 def _checked(args: list[str]) -> str | None:
     """The one-line error a run with these overrides would give before it starts: an unknown
     option, an output folder that cannot be made, with --cfg any bad value."""
@@ -246,6 +250,8 @@ def _checked(args: list[str]) -> str | None:
         out = Path(str(OmegaConf.select(cfg, key)))
     except Exception:
         out = None
+    global _SWEEP_DIR
+    _SWEEP_DIR = out if sweep else None
     if out is not None:
         place = next((p for p in [out, *out.parents] if p.exists()), None)
         if place is not None and not (place.is_dir() and os.access(place, os.W_OK)):
@@ -273,7 +279,16 @@ def main() -> None:
     if err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
-    _hydra_main()
+    started = time.time()
+    try:
+        _hydra_main()
+    except SystemExit as stop:  # the launcher gave up (a job's process died): what is where
+        if stop.code not in (0, None) and _SWEEP_DIR is not None and _SWEEP_DIR.is_dir():
+            from memorization.report.callback import format_status, sweep_status
+
+            print(f"the sweep stopped early; {format_status(sweep_status(_SWEEP_DIR, started))}"
+                  f"\nthe same command again resumes it", file=sys.stderr)
+        raise
     from memorization.report.callback import SWEEP_FAILURES
 
     if SWEEP_FAILURES:  # a sweep with a failed job ends non-zero (the jobs all ran)
