@@ -16,6 +16,17 @@ class TrainingDiverged(RuntimeError):
     """The training loss became NaN or infinite; the message names where, in one line."""
 
 
+def root_error(exc: BaseException) -> BaseException:
+    """The error to report: a ConfigError wherever it is in the chain (Hydra wraps errors
+    raised while instantiating), else ``exc`` itself."""
+    cur = exc
+    while cur is not None:
+        if isinstance(cur, ConfigError):
+            return cur
+        cur = cur.__cause__ or cur.__context__
+    return exc
+
+
 def first_line(exc: BaseException) -> str:
     """One line for a job's error: the message of ours, type and message of anything else."""
     while type(exc).__name__ == "InstantiationException" and exc.__cause__ is not None:

@@ -5,7 +5,8 @@ A job folder is in one of these states, decided by :func:`job_state` from its fi
 
 - ``finished``: ``metrics.json`` exists and does not say ``interrupted``; a rerun skips it;
 - ``failed``: ``FAILED`` holds the error of its last attempt (an exception, a NaN loss, out of
-  memory); a rerun starts it over (from its checkpoint it would most likely fail again);
+  memory); a rerun resumes it from its checkpoint, or starts it over when its loss diverged
+  (from the checkpoint it would diverge again) or it has none;
 - ``resumable``: ``checkpoints/last.ckpt`` exists but the job did not finish (killed, Ctrl-C,
   a machine that went away); a rerun resumes from that checkpoint, in the same folder, with
   the same history and the same W&B run;
@@ -42,19 +43,27 @@ def job_state(folder: str | os.PathLike) -> str:
         except (json.JSONDecodeError, OSError):
             pass  # written atomically: damage means something else wrote it; not finished
     if (folder / "FAILED").is_file():
-        return "failed"  # before a checkpoint of it: resuming would fail the same way
+        return "failed"  # its rerun decides whether its checkpoint is worth resuming
     if (folder / LAST).is_file():
         return "resumable"
     return "new"
 
 
 @rank_zero_only
-def mark_failed(folder: str | os.PathLike, exc: BaseException) -> Path:
-    """``FAILED`` in the job folder: the one-line error, then the traceback."""
+def mark_failed(folder: str | os.PathLike, exc: BaseException, err: BaseException) -> Path:
+    """``FAILED`` in the job folder: the one-line error of ``err`` (what the job reports),
+    ``kind: <its type>``, then the traceback of ``exc``."""
     path = Path(folder) / "FAILED"
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    write_text_atomic(path, f"{first_line(exc)}\n\n{tb}")
+    write_text_atomic(path, f"{first_line(err)}\nkind: {type(err).__name__}\n\n{tb}")
     return path
+
+
+def failure(folder: str | os.PathLike) -> tuple[str, str]:
+    """(the one-line error, the kind of error) of a job's ``FAILED``."""
+    lines = (Path(folder) / "FAILED").read_text().splitlines() + ["", ""]
+    kind = lines[1].removeprefix("kind: ") if lines[1].startswith("kind: ") else ""
+    return lines[0] or "?", kind
 
 
 def clear_markers(folder: str | os.PathLike) -> None:

@@ -31,13 +31,19 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from memorization.callbacks import LogConfig  # noqa: E402
 from memorization.config import validate  # noqa: E402
-from memorization.errors import ConfigError, TrainingDiverged, first_line  # noqa: E402
+from memorization.errors import (  # noqa: E402
+    ConfigError,
+    TrainingDiverged,
+    first_line,
+    root_error,
+)
 from memorization.io import say  # noqa: E402
 from memorization.jobs import (  # noqa: E402
     LAST,
     check_checkpoint,
     clear_markers,
     config_changes,
+    failure,
     job_state,
     mark_failed,
 )
@@ -114,9 +120,8 @@ def _resume_point(out: Path, resolved: dict, cfg: DictConfig) -> str | None:
         say(f"skip {out}: finished before (its metrics.json){hint}; resume=false runs it again")
         return "skip"
     if state == "failed":
-        text = (out / "FAILED").read_text()
-        why = text.splitlines()[0] if text else "?"
-        if last.is_file() and "TrainingDiverged" not in text:
+        why, kind = failure(out)
+        if last.is_file() and kind != TrainingDiverged.__name__:
             say(f"resuming {out} from its {LAST} (it failed before: {why})")
             return str(last)
         say(f"start over {out}: it failed before ({why})")
@@ -175,14 +180,6 @@ def _finish_wandb() -> None:
         wandb.finish()
 
 
-def _config_error(exc: BaseException) -> ConfigError | None:
-    while exc is not None:  # Hydra wraps errors raised while instantiating
-        if isinstance(exc, ConfigError):
-            return exc
-        exc = exc.__cause__ or exc.__context__
-    return None
-
-
 def _unknown_option(args: list[str]) -> str | None:
     """The first ``group=option`` override naming an option that conf/ lacks, as a one-line
     error (Hydra's own message spans a dozen lines)."""
@@ -209,7 +206,7 @@ def _hydra_main(cfg: DictConfig) -> None:
     try:
         train(cfg)
     except Exception as exc:  # one line on the screen; the traceback in the job's FAILED
-        err = _config_error(exc) or exc
+        err = root_error(exc)
         line = first_line(err)
         if isinstance(err, OSError) and err.errno in (errno.EACCES, errno.EROFS, errno.ENOSPC,
                                                       errno.EDQUOT):
@@ -218,7 +215,7 @@ def _hydra_main(cfg: DictConfig) -> None:
         where = ""
         if out is not None:
             try:
-                mark_failed(out, exc)
+                mark_failed(out, exc, err)
                 where = "" if isinstance(err, ConfigError | TrainingDiverged) else \
                     f" (traceback in {out / 'FAILED'})"
             except OSError:
@@ -227,9 +224,6 @@ def _hydra_main(cfg: DictConfig) -> None:
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             return  # the other jobs go on; the end of the sweep counts this one
         sys.exit(2 if isinstance(err, ConfigError) else 1)
-
-
-_SWEEP_DIR: Path | None = None  # the folder of the sweep this command launches
 
 
 def _checked(args: list[str]) -> str | None:
@@ -250,8 +244,6 @@ def _checked(args: list[str]) -> str | None:
         out = Path(str(OmegaConf.select(cfg, key)))
     except Exception:
         out = None
-    global _SWEEP_DIR
-    _SWEEP_DIR = out if sweep else None
     if out is not None:
         place = next((p for p in [out, *out.parents] if p.exists()), None)
         if place is not None and not (place.is_dir() and os.access(place, os.W_OK)):
@@ -261,7 +253,7 @@ def _checked(args: list[str]) -> str | None:
         try:
             validate(cfg)
         except Exception as exc:
-            return first_line(_config_error(exc) or exc)
+            return first_line(root_error(exc))
     return None
 
 
@@ -283,11 +275,13 @@ def main() -> None:
     try:
         _hydra_main()
     except SystemExit as stop:  # the launcher gave up (a job's process died): what is where
-        if stop.code not in (0, None) and _SWEEP_DIR is not None and _SWEEP_DIR.is_dir():
-            from memorization.report.callback import format_status, sweep_status
+        from memorization.report import callback
 
-            print(f"the sweep stopped early; {format_status(sweep_status(_SWEEP_DIR, started))}"
-                  f"\nthe same command again resumes it", file=sys.stderr)
+        where = callback.SWEEP_DIR
+        if stop.code not in (0, None) and where is not None and where.is_dir():
+            print(f"the sweep stopped early; "
+                  f"{callback.format_status(callback.sweep_status(where, started))}"
+                  "\nthe same command again resumes it", file=sys.stderr)
         raise
     from memorization.report.callback import SWEEP_FAILURES
 

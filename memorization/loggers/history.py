@@ -90,6 +90,12 @@ def _csv_lines(rows: list[tuple], header: bool = False) -> str:
     return buf.getvalue()
 
 
+def _rows_text(path: Path) -> list[str]:
+    """The complete data lines of a history file (no header, no cut last line)."""
+    text = path.read_text() if path.is_file() else ""
+    return text[: text.rfind("\n") + 1].splitlines()[1:]
+
+
 def read_history(path: str | os.PathLike):
     """``history.csv`` as a pandas DataFrame with the columns :data:`COLUMNS` (``split`` and
     ``layer`` as strings, ``""`` for none; ``depth`` float, NaN for none). A last line cut off
@@ -156,14 +162,11 @@ class HistoryLogger(Logger):
         if previous is not None and Path(previous).is_file() and (
                 not self.path.is_file() or not self.path.samefile(previous)):
             source = Path(previous)
-        kept = ""
-        if epochs_done > 0 and source.is_file():
-            old = read_history(source)
-            old = old[old["epoch"] <= epochs_done]
-            kept = _csv_lines([(int(r.epoch), r.split, r.layer,
-                                "" if r.depth != r.depth else int(r.depth), r.metric,
-                                float(r.value)) for r in old.itertuples(index=False)])
-        write_text_atomic(self.path, _csv_lines([], header=True) + kept)
+        # the lines themselves, not parsed and written again: the values stay as they were
+        kept = [line for line in _rows_text(source) if epochs_done > 0
+                and int(line.split(",", 1)[0]) <= epochs_done]
+        write_text_atomic(self.path, _csv_lines([], header=True) + "".join(
+            line + "\n" for line in kept))
 
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
@@ -176,8 +179,8 @@ class HistoryLogger(Logger):
                 self._epoch = epoch
             elif self.path.is_file():  # e.g. a value after a fit that had nothing to train
                 self._started = True
-                last = read_history(self.path)["epoch"].max()
-                self._epoch = int(last) if last == last else 0  # NaN: no rows
+                rows = _rows_text(self.path)
+                self._epoch = int(rows[-1].split(",", 1)[0]) if rows else 0
             else:
                 self.begin(0)
         rows = rows_of(metrics, self._epoch, self.depth)

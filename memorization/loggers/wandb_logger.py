@@ -76,7 +76,7 @@ class WandbLogger(_LightningWandbLogger):
             self._wandb_init["id"] = (self._id_file.read_text().strip()
                                       if self._id_file.is_file() else
                                       "".join(secrets.choice(alphabet) for _ in range(8)))
-            self._wandb_init.setdefault("resume", "allow")
+            # (Lightning already asks W&B to resume="allow" a run of that id)
         self.depth: dict[str, int] = {}
         self._row: dict[str, Any] = {}
         self._row_epoch: int | None = None
@@ -93,21 +93,20 @@ class WandbLogger(_LightningWandbLogger):
                 f"W&B could not start a run in {mode} mode ({first_line(e)[:160]}); run "
                 "`wandb login` and check the network, or use logger.wandb.mode=offline "
                 "(logger=none: no W&B)") from e
-        if not self._axes_defined:
+        if not self._axes_defined and not self._is_disabled(run):
             self._axes_defined = True
-            if not self._is_disabled(run) and not self._id_file.is_file():
+            if not self._id_file.is_file():
                 write_text_atomic(self._id_file, str(run.id))
-            if not self._is_disabled(run):
-                where = getattr(run.settings, "sync_dir", None)
-                mode = getattr(run.settings, "mode", "")
-                if mode == "offline" and where:
-                    say(f"W&B: offline run in {where} (upload: wandb sync {where})")
-                elif getattr(run, "url", None):
-                    say(f"W&B: {run.url}")
-                # replaces Lightning's "*" -> trainer/global_step: the glob's definition is
-                # keyed by its name and overwrite=True drops the earlier one's fields
-                run.define_metric("epoch")
-                run.define_metric("*", step_metric="epoch", overwrite=True)
+            where = getattr(run.settings, "sync_dir", None)
+            mode = getattr(run.settings, "mode", "")
+            if mode == "offline" and where:
+                say(f"W&B: offline run in {where} (upload: wandb sync {where})")
+            elif getattr(run, "url", None):
+                say(f"W&B: {run.url}")
+            # replaces Lightning's "*" -> trainer/global_step: the glob's definition is
+            # keyed by its name and overwrite=True drops the earlier one's fields
+            run.define_metric("epoch")
+            run.define_metric("*", step_metric="epoch", overwrite=True)
         return run
 
     @staticmethod

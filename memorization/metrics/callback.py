@@ -251,8 +251,7 @@ class LayerMetrics(Callback):
         """This rank's share of ``idx`` in batches, on ``device`` (a no-op when data is there)."""
         rank, world = rank_world()
         ds = dm.splits[split]
-        chunks = idx[rank::world].split(batch_size or self.cfg.batch_size)
-        for b in chunks:
+        for b in idx[rank::world].split(batch_size or self.cfg.batch_size):
             yield {k: v.to(device, non_blocking=True) for k, v in ds[b].items()}
             if self._bar is not None:
                 self._bar.update(1)

@@ -18,6 +18,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 SWEEP_FAILURES = 0  # failed jobs of the last sweep this process launched
+SWEEP_DIR: Path | None = None  # its folder, once it started
 
 
 def sweep_jobs(config: DictConfig, loader) -> list[list[str]]:
@@ -37,9 +38,8 @@ def check_jobs(config: DictConfig) -> None:
     from hydra.core.global_hydra import GlobalHydra
 
     from memorization.config import validate
-    from memorization.errors import first_line
+    from memorization.errors import first_line, root_error
     from memorization.report.data import override_items, sweep_overrides
-    from memorization.run import _config_error
 
     loader = GlobalHydra.instance().config_loader()
     swept = set(sweep_overrides(Path(str(config.hydra.sweep.dir)))) or {
@@ -54,7 +54,7 @@ def check_jobs(config: DictConfig) -> None:
         try:
             validate(loader.load_sweep_config(config, overrides), on_driver=True)
         except Exception as exc:
-            err = _config_error(exc) or exc
+            err = root_error(exc)
             mine = [f"{k}={v}" for k, v, _ in override_items(overrides) if k in swept]
             print(f"error: job {num} ({','.join(mine) or 'no overrides'}): "
                   f"{first_line(err)}; nothing was run", file=sys.stderr)
@@ -64,7 +64,7 @@ def check_jobs(config: DictConfig) -> None:
 def sweep_status(sweep_dir: Path, since: float) -> dict[str, list[tuple[Path, str]]]:
     """The sweep's job folders by state: finished (in this launch), skipped (finished before
     ``since``), failed (with the first line of its FAILED), unfinished."""
-    from memorization.jobs import job_state
+    from memorization.jobs import failure, job_state
     from memorization.report.data import find_jobs
 
     status: dict[str, list[tuple[Path, str]]] = {
@@ -74,9 +74,8 @@ def sweep_status(sweep_dir: Path, since: float) -> dict[str, list[tuple[Path, st
         if state == "finished":
             old = (folder / "metrics.json").stat().st_mtime < since
             status["skipped" if old else "finished"].append((folder, ""))
-        elif (folder / "FAILED").is_file():
-            text = (folder / "FAILED").read_text().splitlines()
-            status["failed"].append((folder, text[0] if text else "?"))
+        elif state == "failed":
+            status["failed"].append((folder, failure(folder)[0]))
         else:
             status["unfinished"].append((folder, ""))
     return status
@@ -99,7 +98,9 @@ class SweepReport(Callback):
         self.started = time.time()
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        global SWEEP_DIR
         self.started = time.time()
+        SWEEP_DIR = Path(str(config.hydra.sweep.dir))
         check_jobs(config)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
