@@ -52,22 +52,28 @@ class ConvGeometry:
 
 
 def cosine_sums(weight: torch.Tensor, inputs: torch.Tensor, outputs: torch.Tensor,
-                dots: torch.Tensor | None = None, conv: ConvGeometry | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+                dots: torch.Tensor | None = None, conv: ConvGeometry | None = None,
+                bias: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Per node: the sum of cos(w_i, a_{l-1}(x)) over its active samples, and their count.
 
     Linear: weight [H, D] (rows w_i), inputs [N, D] (a_{l-1}), outputs [N, H] (a_l,
     post-activation). Convolution: weight [H, C, kh, kw], inputs [N, C, Hin, Win], outputs
     [N, H, Ho, Wo], ``conv`` its geometry (default stride 1, no padding); samples are (image,
     position) pairs. ``dots``: the products w_i . a_{l-1} ([N, H] or [N, H, Ho, Wo]) when the
-    caller has them already (the layer's pre-activation minus its bias), which saves the layer's
-    product.
+    caller has them already, which saves the layer's product; with ``bias`` [H], ``dots`` is
+    the layer's pre-activation w_i . a_{l-1} + b_i, and the bias is taken off here.
+
+    Taking the bias off cancels where |w_i . a_{l-1}| is far below |b_i|: the pre-activation
+    carries float rounding of about eps |b_i|, so the cosine's error is about
+    eps |b_i| / (||w_i|| ||a_{l-1}||). Where that could exceed 2 eps (an input of norm below
+    2 |b_i| / ||w_i|| for some node, e.g. inputs of norm 1e-6 under a bias of 1), the batch's
+    products are computed afresh instead, so every cosine is within a few eps of its exact
+    value; ordinary layers (inputs far larger than bias / weight norm) pay one comparison and
+    one host sync per batch.
     """
     n = inputs.shape[0]
     if weight.dim() == 4:
         g = conv or ConvGeometry()
-        if dots is None:
-            dots = F.conv2d(inputs, weight, None, g.stride, g.padding, g.dilation)
         ones = weight.new_ones(1, *weight.shape[1:])
         patch_sq = F.conv2d(inputs.square(), ones, None, g.stride, g.padding, g.dilation)
         # a patch that is exactly zero has no angle; fast GPU convolutions (TF32, Winograd) can
@@ -78,30 +84,42 @@ def cosine_sums(weight: torch.Tensor, inputs: torch.Tensor, outputs: torch.Tenso
         in_norm = patch_sq.clamp_min(0).sqrt().flatten(2)  # [N, 1, positions]
     else:
         inputs = inputs.flatten(1)
-        if dots is None:
-            dots = inputs @ weight.t()
         in_norm = inputs.norm(dim=1).reshape(n, 1, 1)
+    w_norm = weight.flatten(1).norm(dim=1)
+    if dots is not None and bias is not None:
+        if _cancels(bias, w_norm, in_norm):
+            dots = None
+        else:
+            dots = dots - bias.reshape(-1, *[1] * (dots.dim() - 2))
+    if dots is None:
+        dots = (F.conv2d(inputs, weight, None, g.stride, g.padding, g.dilation)
+                if weight.dim() == 4 else inputs @ weight.t())
     h = weight.shape[0]
     # [N, H, positions] (positions 1 for a linear layer); flatten, not reshape(n, h, -1), so an
     # empty batch (a DDP rank with no share of a small probe set) passes too
     dots = dots.reshape(n, h, 1) if dots.dim() == 2 else dots.flatten(2)
     active = (outputs.reshape(n, h, 1) if outputs.dim() == 2 else outputs.flatten(2)) > 0
-    norms = in_norm * weight.flatten(1).norm(dim=1)[:, None]
+    norms = in_norm * w_norm[:, None]
     cos = torch.where(norms > 0, dots / norms.clamp_min(torch.finfo(dots.dtype).tiny), 0.0)
     cos = cos.clamp(-1, 1)  # rounding (e.g. a fast convolution's) must not leave [-1, 1]
     return (cos * active).sum(dim=(0, 2)), active.sum(dim=(0, 2))
+
+
+def _cancels(bias: torch.Tensor, w_norm: torch.Tensor, in_norm: torch.Tensor) -> bool:
+    """Whether pre-activation minus bias could lose more than 2 eps of a cosine: some nonzero
+    input (patch) of norm below 2 |b_i| / ||w_i|| (nodes with zero weights have no angle)."""
+    reach = torch.where(w_norm > 0, bias.abs() / w_norm.clamp_min(torch.finfo(w_norm.dtype).tiny),
+                        torch.zeros_like(w_norm)).amax()
+    return bool(((in_norm > 0) & (in_norm < 2 * reach)).any())
 
 
 def layer_cosine_sums(module: nn.Module, inputs: torch.Tensor, outputs: torch.Tensor,
                       pre: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`cosine_sums` of an ``nn.Linear`` or ``nn.Conv2d`` layer; ``pre`` is its own output
     (the pre-activation), from which the products are taken without recomputing them."""
-    bias = module.bias
-    dots = None
-    if pre is not None:
-        dots = pre if bias is None else pre - bias.reshape(-1, *[1] * (pre.dim() - 2))
     conv = ConvGeometry.of(module) if isinstance(module, nn.Conv2d) else None
-    return cosine_sums(module.weight, inputs, outputs, dots, conv)
+    bias = module.bias if pre is not None else None
+    return cosine_sums(module.weight, inputs, outputs, pre, conv, bias)
 
 
 def has_cosine(module: nn.Module | None) -> bool:

@@ -31,8 +31,15 @@ Readings and edge cases (not in the paper):
   in float64 from the diagonal), not against the sum of the computed eigenvalues, so a float32
   eigensolver's inaccuracy in the small eigenvalues cannot shrink the denominator (dropping them
   from it undercounted components on flat ReLU spectra: 60 instead of 85 of 512 at 99%).
-  Eigenvalues at or below  l_1 * D * eps(dtype of G)  are rounding noise for the *count* only:
-  no more components are kept than the numerical rank, so ``variance=1`` keeps that rank.
+- The count must not depend on the precision the Gram matrix is decomposed in: it equals the
+  count of a float64 SVD of the class's samples (with their negations). float32 eigh settles
+  most classes (its partial sums are within D * eps * l_1 of the exact ones, which the threshold
+  must clear on both sides); the others are refitted in float64 (:func:`fit_subspaces`). An
+  earlier reading capped the count at a float32 "numerical rank" (eigenvalues above
+  l_1 * D * eps(float32)); that dropped real components: a 1024-wide layer with one dominant
+  direction over a flat tail holding 1.5% of the variance kept 1 component instead of 55.
+  Eigenvalues at or below  l_1 * D * eps(float64)  count as 0, so ``variance=1`` keeps the
+  numerical rank.
 - The threshold is compared with a relative slack of 1e-10, so a cumulative ratio that is meant
   to equal ``variance`` exactly (90/100 against 0.9) is not lost to float64 rounding.
 
@@ -53,6 +60,7 @@ Every function takes x as [N, D] (or [N, ...], flattened to [N, D]) and works on
 
 from __future__ import annotations
 
+import logging
 import numbers
 
 import torch
@@ -61,6 +69,8 @@ from torchmetrics.utilities import dim_zero_cat
 
 from memorization.distributed import all_reduce_sum
 from memorization.errors import ConfigError
+
+_log = logging.getLogger(__name__)
 
 MAX_GRAM_BYTES = 2 * 1024**3
 """Default limit on one MASCSubspaces' Gram matrices (K * D^2 * bytes per element)."""
@@ -158,50 +168,114 @@ def _eigh(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _n_keep(eigvals: torch.Tensor, variance: float, rel_tol: float,
-            total: torch.Tensor | None = None) -> torch.Tensor:
-    """Components kept per row of descending eigenvalues [..., M] (float64): the smallest r whose
-    cumulative share of ``total`` (the trace of G, [...]; default the eigenvalues' sum) reaches
-    ``variance``; at most the numerical rank, the count of eigenvalues above ``rel_tol`` times the
-    largest; 0 where every eigenvalue is 0."""
+            total: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Components kept per row of descending eigenvalues [..., M] (float64), and whether that
+    count is settled despite the eigenvalues' rounding.
+
+    The count is the smallest r whose cumulative share of ``total`` (the trace of G, [...];
+    default the eigenvalues' sum) reaches ``variance``, at most the numerical rank (the
+    eigenvalues above ``tol = rel_tol * l_1``); 0 where every eigenvalue is 0. ``tol`` is also
+    the allowance for the rounding of a partial sum l_1 + ... + l_r: the count is *settled*
+    when both partial sums on either side of the threshold clear it by more than ``tol``, and
+    the components it needs are all above the numerical rank's floor. An unsettled count is
+    still returned; :func:`fit_subspaces` refits such classes in float64."""
     lam = eigvals.clamp_min(0)
-    rank = (lam > lam[..., :1] * rel_tol).sum(-1)
+    if lam.shape[-1] == 0:  # every unit dead: nothing to keep, nothing to doubt
+        zeros = lam.new_zeros(lam.shape[:-1], dtype=torch.long)
+        return zeros, zeros == 0
+    tol = lam[..., :1] * rel_tol
+    rank = (lam > tol).sum(-1)
     total = lam.sum(-1) if total is None else total.to(lam.dtype)
     total = torch.where(total > 0, total, torch.ones_like(total))[..., None]
-    r = (lam.cumsum(-1) / total < variance * (1 - _SLACK)).sum(-1) + 1
-    return torch.minimum(r, rank)
+    cum = lam.cumsum(-1)
+    goal = total * variance * (1 - _SLACK)
+    r = ((cum < goal).sum(-1) + 1).clamp_max(lam.shape[-1])
+    above = cum.gather(-1, (r - 1).clamp_min(0)[..., None]) - goal  # share at r over the goal
+    below = goal - torch.where(r[..., None] > 1, cum.gather(-1, (r - 2).clamp_min(0)[..., None]),
+                               torch.zeros_like(goal))  # share at r - 1 under it
+    settled = ((above >= tol) & (below > tol))[..., 0] & (r <= rank) | (rank == 0)
+    return torch.minimum(r, rank), settled
 
 
-def fit_subspaces(grams: torch.Tensor, variance: float = 0.99
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+def _fit_classes(grams: torch.Tensor, variance: float
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """eigh of every class's Gram matrix in its own dtype, restricted to the live units:
+    (eigenvectors [K, D_live, D_live] descending, counts [K], settled [K], live unit indices)."""
+    d = grams.shape[-1]
+    # A unit that is 0 on every sample (a dead ReLU; half of a deep layer's units can be) has a
+    # zero row and column in every G_k (|G_ij|^2 <= G_ii G_jj), so no eigenvector with a nonzero
+    # eigenvalue touches it: the eigendecomposition of the live units' block, padded with zero
+    # rows, is exact, and eigh's cost falls with the cube of the live fraction.
+    diag = torch.diagonal(grams, dim1=-2, dim2=-1)
+    live = (diag > 0).any(0).nonzero().squeeze(1)
+    sub = grams if live.numel() == d else grams[:, live][:, :, live]
+    lam, vec = _eigh(sub)  # ascending; reads the lower triangle
+    lam, vec = lam.flip(-1).double(), vec.flip(-1)
+    # the share is of the trace, summed exactly from the diagonal: small eigenvalues are real
+    # variance even where eigh's relative accuracy is poor, and must stay in the denominator
+    trace = diag.double().sum(-1)
+    # Partial sums of eigh's eigenvalues carry rounding of about eps * l_1 per unit of size:
+    # measured on flat-tailed, geometric, rank-deficient, near-duplicate and ReLU spectra (D up
+    # to 1024), float32's error up to the 99% crossing stayed below 0.06 * D * eps * l_1, so the
+    # allowance D * eps * l_1 leaves a factor of 17.
+    n_comp, settled = _n_keep(lam, variance, max(live.numel(), 1) * torch.finfo(grams.dtype).eps,
+                              trace)
+    return vec, n_comp, settled, live
+
+
+def fit_subspaces(grams: torch.Tensor, variance: float = 0.99, *,
+                  samples: tuple[torch.Tensor, torch.Tensor] | None = None,
+                  name: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Each class's subspace from its Gram matrix (Alg. 3 with the module's reading).
 
     Returns ``bases`` [K, D, R] in ``grams``' dtype, the orthonormal eigenvectors of G_k in
     decreasing order of eigenvalue, R = max_k r_k, with the columns from r_k on set to 0 (so a
     padded basis scores exactly as its first r_k columns), and ``n_components`` [K] (long, r_k).
+
+    Exactness. The counts equal those of a float64 SVD of each class's samples (with their
+    negations), whatever the spectrum: eigh runs in the Gram's dtype, and a class whose count
+    that precision cannot settle (the explained share crosses ``variance`` within rounding, or
+    needs eigenvalues below the numerical rank's floor: a long flat tail under one dominant
+    direction, the spectrum of ReLU layers with a large common mean) is refitted in float64,
+    with one log line naming ``name``'s classes. The refit uses a float64 Gram of ``samples``
+    (the layer's outputs [N, D] and their labels [N]) when given, else the Gram itself in
+    float64: then the float32 sums' own rounding (about 1e-7 of the trace, 50 times below
+    eigh's) is the limit.
     """
     variance = _check_variance(variance)
     if grams.dim() != 3 or grams.shape[1] != grams.shape[2] or not grams.is_floating_point():
         raise ValueError(f"grams must be a floating [K, D, D] tensor, got {grams.dtype} "
                          f"{tuple(grams.shape)}")
     k, d, _ = grams.shape
-    # A unit that is 0 on every sample (a dead ReLU; half of a deep layer's units can be) has a
-    # zero row and column in every G_k (|G_ij|^2 <= G_ii G_jj), so no eigenvector with a nonzero
-    # eigenvalue touches it: the eigendecomposition of the live units' block, padded with zero
-    # rows, is exact, and eigh's cost falls with the cube of the live fraction.
-    live = (torch.diagonal(grams, dim1=-2, dim2=-1) > 0).any(0).nonzero().squeeze(1)
-    sub = grams if live.numel() == d else grams[:, live][:, :, live]
-    # eigh in the Gram's own dtype: float32 resolves the 99% threshold at half float64's cost;
-    # gram_dtype=float64 where a layer's spectrum needs it
-    lam, vec = _eigh(sub)  # ascending; reads the lower triangle
-    lam, vec = lam.flip(-1).double(), vec.flip(-1)
-    # the share is of the trace, summed exactly from the diagonal: small eigenvalues are real
-    # variance even where eigh's relative accuracy is poor, and must stay in the denominator
-    trace = torch.diagonal(grams, dim1=-2, dim2=-1).double().sum(-1)
-    n_comp = _n_keep(lam, variance, d * torch.finfo(grams.dtype).eps, trace)
+    vec, n_comp, settled, live = _fit_classes(grams, variance)
+    redo = (~settled).nonzero().squeeze(1).tolist() if grams.dtype != torch.float64 else []
+    if redo:
+        if samples is not None:
+            x, labels = samples
+            x = _flat(x)
+            g64 = torch.zeros(len(redo), d, d, dtype=torch.float64, device=grams.device)
+            rows = _class_rows(labels, x.shape[0], k)
+            for i, c in enumerate(redo):
+                xc = x.index_select(0, rows[c]).double()
+                g64[i].addmm_(xc.T, xc)
+        else:
+            g64 = grams[redo].double()
+        vec64, n64, _, live64 = _fit_classes(g64, variance)
+        n_comp[redo] = n64
+        _log.info("MASC%s: float32 cannot settle the components of class%s %s (the %g threshold "
+                  "lies within its rounding); refitted in float64%s",
+                  f" {name}" if name else "", "es" if len(redo) > 1 else "",
+                  ", ".join(map(str, redo)), variance,
+                  " from the layer's outputs" if samples is not None else "")
     r_max = int(n_comp.max()) if k else 0
     keep = torch.arange(r_max, device=grams.device) < n_comp[:, None]  # [K, R]
     bases = grams.new_zeros(k, d, r_max)
-    bases[:, live] = (vec[..., :r_max] * keep[:, None, :]).to(grams.dtype)
+    r_live = min(r_max, vec.shape[-1])
+    bases[:, live, :r_live] = (vec[..., :r_live] * keep[:, None, :r_live]).to(grams.dtype)
+    for i, c in enumerate(redo):
+        r = int(n64[i])
+        bases[c] = 0
+        bases[c, live64, :r] = vec64[i][:, :r].to(grams.dtype)
     return bases, n_comp
 
 
@@ -227,7 +301,7 @@ def fit_subspaces_from_samples(x: torch.Tensor, labels: torch.Tensor, num_classe
         small = nk < d
         lam, vec = _eigh(xk @ xk.T if small else xk.T @ xk)
         lam, vec = lam.flip(-1), vec.flip(-1)
-        r = int(_n_keep(lam, variance, max(nk, d) * eps, xk.square().sum()))
+        r = int(_n_keep(lam, variance, max(nk, d) * eps, xk.square().sum())[0])
         u = xk.T @ (vec[:, :r] / lam[:r].sqrt()) if small else vec[:, :r]
         per_class.append(u)
     n_comp = torch.tensor([u.shape[1] for u in per_class], dtype=torch.long, device=x.device)
@@ -304,7 +378,7 @@ class MASCSubspaces(Metric):
 
     def __init__(self, num_classes: int, dim: int, variance: float = 0.99,
                  gram_dtype: torch.dtype = torch.float32, max_bytes: int = MAX_GRAM_BYTES,
-                 labellings: int = 1, **kwargs):
+                 labellings: int = 1, name: str | None = None, **kwargs):
         if num_classes < 1 or dim < 1 or labellings < 1:
             raise ConfigError(f"MASC needs num_classes >= 1, a layer width >= 1 and at least one "
                               f"labelling, got num_classes={num_classes}, width={dim}, "
@@ -322,6 +396,7 @@ class MASCSubspaces(Metric):
         super().__init__(**{"compute_with_cache": False, "dist_sync_fn": all_reduce_sum,
                             **kwargs})
         self.num_classes, self.dim, self.labellings = int(num_classes), int(dim), int(labellings)
+        self.name = name  # the layer's, for the log line of a float64 refit
         grams = torch.zeros(labellings, num_classes, dim, dim, dtype=gram_dtype)
         self.add_state("gram", default=grams, dist_reduce_fx="sum")
         self.add_state("count", default=torch.zeros(labellings, num_classes, dtype=torch.long),
@@ -340,9 +415,19 @@ class MASCSubspaces(Metric):
         for j in range(self.labellings):
             self.count[j] += torch.bincount(labels[:, j], minlength=self.num_classes)
 
-    def fit(self, labelling: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-        """The subspaces from the states as they are (no DDP sync: :meth:`compute` syncs)."""
-        return fit_subspaces(self.gram[labelling], self.variance)
+    def fit(self, labelling: int = 0,
+            samples: tuple[torch.Tensor, torch.Tensor] | None = None
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The subspaces from the states as they are (no DDP sync: :meth:`compute` syncs).
+        ``samples``: the layer's outputs [N, D] and their labels ([N] or [N, L]), when the
+        caller holds them: classes that float32 cannot settle are refitted from them in float64
+        (see :func:`fit_subspaces`)."""
+        if samples is not None:
+            x, labels = samples
+            labels = labels.reshape(labels.shape[0], -1)[:, labelling]
+            samples = (x, labels)
+        name = self.name if labelling == 0 else f"{self.name} (labelling {labelling})"
+        return fit_subspaces(self.gram[labelling], self.variance, samples=samples, name=name)
 
     def compute(self, labelling: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         return self.fit(labelling)
