@@ -90,7 +90,7 @@ def _check_param(name: str, value, x: torch.Tensor) -> torch.Tensor:
                           "or one value per channel")
     if not bool((torch.isfinite(t) & (t >= 0)).all()):
         shown = t.item() if t.numel() == 1 else t.flatten().tolist()
-        raise ConfigError(f"metrics.csr.{name}={shown} must be >= 0 and finite; it is "
+        raise ConfigError(f"metrics.csr.{name}={shown} must be finite and >= 0; it is "
                           f"{_MEANING[name]}")
     return t
 
