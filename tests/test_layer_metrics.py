@@ -10,7 +10,8 @@ import torch
 from memorization.data import DataModule
 from memorization.errors import ConfigError
 from memorization.metrics import mean_cosine, polarization
-from memorization.metrics.callback import LayerMetrics, MetricsConfig, format_layer_table
+from memorization.metrics.callback import LayerMetrics, format_layer_table
+from memorization.metrics.config import read_metrics_config
 from memorization.metrics.masc import (
     class_grams,
     fit_subspaces,
@@ -181,7 +182,7 @@ def test_probe_subset_is_fixed_by_its_seed():
 ])
 def test_bad_metric_settings_fail_in_one_line(cfg, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
-        MetricsConfig.from_dict(cfg)
+        read_metrics_config(cfg)
 
 
 def test_table_lists_layers_in_order():

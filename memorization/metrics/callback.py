@@ -32,22 +32,24 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig
 from torch import nn
 
 from memorization.distributed import rank_world
 from memorization.errors import ConfigError
 from memorization.io import say
-from memorization.metrics.config import MetricsConfig
+from memorization.metrics.config import MetricsSuite, read_metrics_config
 from memorization.metrics.protocol import Context, LayerMetric, ModelMetric, Probe, fixed_subset
-from memorization.models.probes import ProbeLayer, capture
+from memorization.models.probes import capture
 
 
 class LayerMetrics(Callback):
     """Computes and logs the epoch-end metrics; see the module docstring."""
 
-    def __init__(self, config: dict | MetricsConfig | None = None):
-        self.cfg = config if isinstance(config, MetricsConfig) else MetricsConfig.from_dict(config)
-        self.metrics = self.cfg.build()
+    def __init__(self, config: dict | DictConfig | MetricsSuite | None = None):
+        suite = config if isinstance(config, MetricsSuite) else read_metrics_config(config)
+        self.cfg = suite.settings
+        self.metrics = suite.build()
         self.probe: dict[str, torch.Tensor] = {}
         self.last: dict[str, float] = {}
         self.layer_names: list[str] = []
@@ -145,36 +147,42 @@ class LayerMetrics(Callback):
         skip = inputs if self._static else set()
         covered = {m: {layer.name for layer in layers
                        if layer.name not in skip and m.covers(layer)} for m in metrics}
+
+        def fed(split: str) -> dict[LayerMetric, set[str]]:
+            return {m: names for m, names in covered.items() if split in m.splits}
+
         for m in metrics:
             m.begin(ctx)
         logs: dict[str, torch.Tensor] = {}
         with torch.no_grad(), capture(net, inputs=any(m.needs_pre for m in metrics)) as store:
-            def feed(split: str, users: dict, call: Callable[[LayerMetric, Probe], None]) -> None:
-                for batch in ctx.batches(split, self.probe[split]):
-                    net(batch["x"])
-                    for layer in layers:
-                        receivers = [m for m in users if layer.name in users[m]]
-                        if receivers:
-                            probe = _probe_of(layer, store, batch)
-                            for m in receivers:
-                                call(m, probe)
-
-            feed("train", {m: names for m, names in covered.items() if "train" in m.splits},
-                 lambda m, p: m.update("train", p))
+            self._feed(net, ctx, store, "train", fed("train"), lambda m, p: m.update("train", p))
             for m in metrics:
                 logs |= m.fit()
             if "test" in self.probe:
-                feed("test", {m: names for m, names in covered.items() if "test" in m.splits},
-                     lambda m, p: m.update("test", p))
+                self._feed(net, ctx, store, "test", fed("test"), lambda m, p: m.update("test", p))
             again = {m: covered[m] & m.layers_to_revisit() for m in metrics}
             if any(again.values()):  # e.g. MASC's layers beyond its cache: a second pass
-                feed("train", again, lambda m, p: m.revisit(p))
+                self._feed(net, ctx, store, "train", again, lambda m, p: m.revisit(p))
         for m in metrics:
             logs |= m.compute()
         if not self._static:
             self._static = {key: v for key, v in logs.items()
                             if key.rsplit("/", 1)[-1] in inputs}
         return {**logs, **self._static}
+
+    def _feed(self, net: nn.Module, ctx: Context, store: dict, split: str,
+              users: dict[LayerMetric, set[str]], call: Callable[[LayerMetric, Probe], None]
+              ) -> None:
+        """One pass over a probe set: each batch's layer tensors to the metrics using them."""
+        for batch in ctx.batches(split, self.probe[split]):
+            net(batch["x"])
+            for layer in ctx.layers:
+                receivers = [m for m, names in users.items() if layer.name in names]
+                if receivers:
+                    probe = Probe(layer, store["out"][layer.name], store["in"].get(layer.name),
+                                  store["pre"].get(layer.name), batch)
+                    for m in receivers:
+                        call(m, probe)
 
     # -- the end ---------------------------------------------------------------------------------
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -184,11 +192,6 @@ class LayerMetrics(Callback):
     @rank_zero_only
     def _print_table(self) -> None:
         say(format_layer_table(self.last, self.layer_names))
-
-
-def _probe_of(layer: ProbeLayer, store: dict, batch: dict) -> Probe:
-    name = layer.name
-    return Probe(layer, store["out"][name], store["in"].get(name), store["pre"].get(name), batch)
 
 
 def format_layer_table(values: dict[str, float], layers: list[str] | None = None) -> str:

@@ -17,7 +17,7 @@ turned off with ``enabled: false``, all of them with ``metrics=none`` (the drive
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -30,7 +30,7 @@ Metric = LayerMetric | ModelMetric
 
 @dataclass
 class MetricsConfig:
-    """The driver's settings, and ``entries``: per metric name, its class and its config."""
+    """The driver's settings (the group's keys that are not metrics)."""
 
     enabled: bool = True
     every_n_epochs: int = 5  # and after the last epoch
@@ -38,7 +38,6 @@ class MetricsConfig:
     probe_seed: int = 0
     batch_size: int = 1024
     test: bool = True  # probe the test set as well
-    entries: dict[str, tuple[type[Metric], MetricConfig]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_all([
@@ -55,22 +54,31 @@ class MetricsConfig:
              f"metrics.probe_seed={self.probe_seed!r} must be an integer >= 0"),
         ])
 
-    @classmethod
-    def from_dict(cls, d: dict | DictConfig | None) -> MetricsConfig:
-        """The checked config of a ``metrics`` group (a dict, or Hydra's node), over
-        ``conf/metrics/default.yaml`` (so ``{"masc": {"variance": 0.9}}`` keeps every other
-        metric as it is there): the first value that cannot work raises one
-        :class:`ConfigError` line."""
-        if isinstance(d, DictConfig):
-            d = OmegaConf.to_container(d, resolve=True)
-        d = OmegaConf.to_container(OmegaConf.merge(OmegaConf.load(_defaults()), d or {}))
-        own = {f.name for f in fields(cls)} - {"entries"}
-        entries = {key: _entry(key, value) for key, value in d.items() if key not in own}
-        return cls(**{k: v for k, v in d.items() if k in own}, entries=entries)
+
+@dataclass(frozen=True)
+class MetricsSuite:
+    """A checked ``metrics`` group: the driver's settings and, per metric name in the group's
+    order, its class and its config."""
+
+    settings: MetricsConfig
+    entries: dict[str, tuple[type[Metric], MetricConfig]]
 
     def build(self) -> dict[str, Metric]:
         """The enabled metrics, in the config's order."""
         return {name: kind(cfg) for name, (kind, cfg) in self.entries.items() if cfg.enabled}
+
+
+def read_metrics_config(d: dict | DictConfig | None) -> MetricsSuite:
+    """The checked ``metrics`` group (a dict, or Hydra's node), read over
+    ``conf/metrics/default.yaml`` (so ``{"masc": {"variance": 0.9}}`` keeps every other metric
+    as it is there): the first value that cannot work raises one :class:`ConfigError` line."""
+    if isinstance(d, DictConfig):
+        d = OmegaConf.to_container(d, resolve=True)
+    d = OmegaConf.to_container(OmegaConf.merge(OmegaConf.load(_defaults()), d or {}))
+    own = {f.name for f in fields(MetricsConfig)}
+    settings = MetricsConfig(**{k: v for k, v in d.items() if k in own})
+    return MetricsSuite(settings, {key: _entry(key, value) for key, value in d.items()
+                                   if key not in own})
 
 
 def _defaults() -> Path:

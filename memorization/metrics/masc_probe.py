@@ -87,8 +87,8 @@ class _MASCFit(torch.nn.Module):
     def update(self, out: torch.Tensor, batch: dict[str, torch.Tensor]) -> None:
         if self.kept is None or self.method == "samples":
             self.fitter.update(out, _labels(batch))
-        if self.kept is not None:
-            self.kept.append((out, batch))
+        if self.kept is not None:  # the labels only: the batch's inputs need not stay alive
+            self.kept.append((out, {k: batch[k] for k in ("y", "y_true", "corrupted")}))
 
     def fit(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         if self.method == "gram" and self.kept:
