@@ -128,7 +128,7 @@ class LayerMetrics(Callback):
                           probe_sizes={split: len(idx) for split, idx in self.probe.items()},
                           world=rank_world()[1], device=device,
                           batches=partial(self._batches, dm, device))
-            logs = self._probe(dm, net, ctx)
+            logs = self._probe(net, ctx)
             for m in self.metrics.values():
                 if isinstance(m, ModelMetric):
                     m.begin(ctx)
@@ -137,7 +137,7 @@ class LayerMetrics(Callback):
             net.train(was_training)
         return logs
 
-    def _probe(self, dm, net: nn.Module, ctx: Context) -> dict[str, torch.Tensor]:
+    def _probe(self, net: nn.Module, ctx: Context) -> dict[str, torch.Tensor]:
         metrics = [m for m in self.metrics.values() if isinstance(m, LayerMetric)]
         if not metrics:
             return {}
