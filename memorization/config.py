@@ -120,9 +120,9 @@ def validate(cfg: DictConfig, on_driver: bool = False) -> None:
              "logger.wandb.mode=online but no W&B API key is set here: run `wandb login` (or set "
              "WANDB_API_KEY), or use logger.wandb.mode=offline and `wandb sync` later")
     if cfg.get("metrics") is not None:
-        from memorization.metrics.callback import MetricsConfig
+        from memorization.metrics.config import read_metrics_config
 
-        MetricsConfig.from_dict(OmegaConf.to_container(cfg.metrics, resolve=True))
+        read_metrics_config(cfg.metrics)
 
 
 def _wandb_key_available() -> bool:

@@ -10,7 +10,8 @@ import torch
 from memorization.data import DataModule
 from memorization.errors import ConfigError
 from memorization.metrics import mean_cosine, polarization
-from memorization.metrics.callback import LayerMetrics, MetricsConfig, format_layer_table
+from memorization.metrics.callback import LayerMetrics, format_layer_table
+from memorization.metrics.config import read_metrics_config
 from memorization.metrics.masc import (
     class_grams,
     fit_subspaces,
@@ -87,8 +88,9 @@ def test_input_layer_values_are_computed_once_and_reused(monkeypatch):
         for p in net.parameters():
             p.mul_(1.5).add_(0.1)
     widths = []
-    fitter = cb._masc_fitter
-    monkeypatch.setattr(cb, "_masc_fitter", lambda k, d, dev: widths.append(d) or fitter(k, d, dev))
+    masc = cb.metrics["masc"]
+    fitter = masc._new_fit
+    monkeypatch.setattr(masc, "_new_fit", lambda d: widths.append(d) or fitter(d))
     second = cb.compute(dm, net)
     assert 16 not in widths and widths  # the 4x4 input was not fitted again, the hidden layers were
     fresh = _setup(probe_size=70, batch_size=32, csr={"enabled": False})[2].compute(dm, net)
@@ -142,7 +144,7 @@ def test_hooks_removed_and_mode_restored_even_on_error(monkeypatch):
     def boom(*a, **k):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(cb, "_masc_fit", boom)
+    monkeypatch.setattr(cb.metrics["masc"], "fit", boom)
     net.train()
     with pytest.raises(RuntimeError, match="boom"):
         cb.compute(dm, net)
@@ -157,7 +159,7 @@ def test_csr_runs_on_a_fixed_subset_and_leaves_weights_alone():
     a = cb.compute(dm, net)["csr/test"]
     b = cb.compute(dm, net)["csr/test"]
     assert a == b and 0.0 <= a.item() <= 1.0
-    assert len(cb.csr_idx) == 20
+    assert len(cb.metrics["csr"].idx) == 20
     assert all(torch.equal(p, q) for p, q in zip(before, net.parameters(), strict=True))
     assert all(p.grad is None for p in net.parameters())
 
@@ -180,7 +182,7 @@ def test_probe_subset_is_fixed_by_its_seed():
 ])
 def test_bad_metric_settings_fail_in_one_line(cfg, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
-        MetricsConfig.from_dict(cfg)
+        read_metrics_config(cfg)
 
 
 def test_table_lists_layers_in_order():

@@ -1,6 +1,7 @@
 """Metrics: one module per metric, each a pure tensor function plus a streaming Metric whose
-states are sums (so batches accumulate and DDP ranks all-reduce exactly). ``callback.py`` drives
-the per-layer ones at epoch ends."""
+states are sums (so batches accumulate and DDP ranks all-reduce exactly), and a class of the
+epoch-end protocol (``protocol.py``) named in ``conf/metrics/default.yaml``; ``callback.py``
+drives them at epoch ends."""
 
 from memorization.metrics.cosine import MeanCosine, mean_cosine
 from memorization.metrics.csr import CriticalSampleRatio, lass_critical

@@ -34,6 +34,9 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics import Metric
 
+from memorization.metrics.protocol import Context, LayerMetric, MetricConfig, Probe
+from memorization.models.probes import ProbeLayer
+
 
 @dataclass(frozen=True)
 class ConvGeometry:
@@ -161,3 +164,40 @@ class MeanCosine(Metric):
 
     def compute(self) -> dict[str, torch.Tensor]:
         return _reduce(self.sum_cos, self.n_active)
+
+
+@dataclass
+class CosineConfig(MetricConfig):
+    pass
+
+
+class CosineMetric(LayerMetric):
+    """Eq. (4) per weight layer on the training and test probe sets: ``cosine/<split>/<layer>``
+    and the fraction of dead nodes, ``dead/<split>/<layer>``."""
+
+    name = "cosine"
+    Config = CosineConfig
+    needs_pre = True  # w_i . a_{l-1} is the layer's own pre-activation: no product of our own
+
+    def covers(self, layer: ProbeLayer) -> bool:
+        return has_cosine(layer.weight)
+
+    def begin(self, ctx: Context) -> None:
+        self.device = ctx.device
+        self.sums: dict[tuple[str, str], MeanCosine] = {}
+
+    def update(self, split: str, probe: Probe) -> None:
+        module = probe.layer.weight
+        key = (split, probe.layer.name)
+        if key not in self.sums:
+            self.sums[key] = MeanCosine(module.weight.shape[0]).to(self.device)
+        self.sums[key].update(sums=layer_cosine_sums(module, probe.inp, probe.out, probe.pre))
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        logs = {}
+        for (split, layer), m in self.sums.items():
+            res = m.compute()
+            logs[f"cosine/{split}/{layer}"] = res["cosine"]
+            logs[f"dead/{split}/{layer}"] = res["dead"]
+        self.sums = {}
+        return logs

@@ -37,13 +37,16 @@ dropout makes the search random and batch norm would update its running statisti
 
 from __future__ import annotations
 
+import math
 import numbers
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torchmetrics import Metric
 
-from memorization.errors import ConfigError
+from memorization.errors import ConfigError, check_all
+from memorization.metrics.protocol import MetricConfig, ModelMetric, fixed_subset
 
 PAPER_ALPHA, PAPER_BETA, PAPER_R, PAPER_PIXEL_SCALE = 0.25, 0.2, 0.3, 255.0
 """The paper's LASS step, noise scale and box radius, on its 0-255 pixel scale."""
@@ -197,3 +200,54 @@ class CriticalSampleRatio(Metric):
 
     def compute(self) -> torch.Tensor:
         return self.critical.double() / self.total.double()  # 0 / 0 is NaN
+
+
+@dataclass
+class CSRConfig(MetricConfig):
+    n: int = 1000  # samples searched, a fixed subset of `split`
+    split: str = "test"  # or "train"
+    # Arpit et al.: alpha 0.25, beta 0.2, box r 0.3, on the 0-255 pixel scale
+    alpha: float = PAPER_ALPHA
+    beta: float = PAPER_BETA
+    r: float = PAPER_R
+    pixel_scale: float = PAPER_PIXEL_SCALE  # alpha, beta, r are in units of 1/pixel_scale
+    max_iter: int = DEFAULT_MAX_ITER
+    seed: int = 0
+    batch_size: int = 500
+
+    def __post_init__(self) -> None:
+        _check_max_iter(self.max_iter)
+        for name in ("alpha", "beta", "r"):
+            value = getattr(self, name)
+            real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+            if not real or not math.isfinite(value) or value < 0:
+                raise ConfigError(f"metrics.csr.{name}={value} must be >= 0 and finite; it is "
+                                  f"{_MEANING[name]}")
+        check_all([
+            (self.split in ("train", "test"),
+             f"metrics.csr.split={self.split!r} must be train or test"),
+            (isinstance(self.n, int) and self.n >= 1, f"metrics.csr.n={self.n} must be >= 1"),
+            (self.pixel_scale > 0, f"metrics.csr.pixel_scale={self.pixel_scale} must be > 0"),
+            (isinstance(self.batch_size, int) and self.batch_size >= 1,
+             f"metrics.csr.batch_size={self.batch_size} must be an integer >= 1"),
+        ])
+
+
+class CSRMetric(ModelMetric):
+    """The critical sample ratio of ``n`` fixed samples of ``split``: ``csr/<split>``."""
+
+    name = "csr"
+    Config = CSRConfig
+
+    def setup(self, dm, layers) -> None:
+        self.idx = fixed_subset(len(dm.splits[self.cfg.split]), self.cfg.n, self.cfg.seed)
+
+    def compute(self, net: nn.Module, dm) -> dict[str, torch.Tensor]:
+        c, ctx = self.cfg, self.ctx
+        std = dm.std.to(ctx.device)
+        alpha, beta, r = (to_input_units(v / c.pixel_scale, std) for v in (c.alpha, c.beta, c.r))
+        gen = torch.Generator(device=ctx.device).manual_seed(c.seed)
+        metric = CriticalSampleRatio().to(ctx.device)
+        for batch in ctx.batches(c.split, self.idx, c.batch_size):
+            metric.update(net, batch["x"], alpha, beta, r, c.max_iter, generator=gen)
+        return {f"csr/{c.split}": metric.compute()}

@@ -17,8 +17,13 @@ position).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torchmetrics import Metric
+
+from memorization.errors import ConfigError
+from memorization.metrics.protocol import Context, LayerMetric, MetricConfig, Probe
 
 
 def polarization_counts(outputs: torch.Tensor, labels: torch.Tensor, corrupted: torch.Tensor,
@@ -64,3 +69,39 @@ class Polarization(Metric):
 
     def compute(self) -> torch.Tensor:
         return _reduce(self.n_active, self.n_corrupted)
+
+
+@dataclass
+class PolarizationConfig(MetricConfig):
+    labels: str = "train"  # class of a sample: its training label, or "true"
+
+    def __post_init__(self) -> None:
+        if self.labels not in ("train", "true"):
+            raise ConfigError(f"metrics.polarization.labels={self.labels!r} must be train (the "
+                              "training label is a sample's class) or true")
+
+
+class PolarizationMetric(LayerMetric):
+    """Eq. (6) per probe layer on the training probe set: ``polarization/train/<layer>``."""
+
+    name = "polarization"
+    Config = PolarizationConfig
+    splits = ("train",)  # the test set has no corrupted samples
+
+    def begin(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.counts: dict[str, Polarization] = {}
+
+    def update(self, split: str, probe: Probe) -> None:
+        out = probe.out.flatten(1)
+        name = probe.layer.name
+        if name not in self.counts:
+            self.counts[name] = Polarization(self.ctx.num_classes, out.shape[1]).to(self.ctx.device)
+        b = probe.batch
+        self.counts[name].update(out, b["y"] if self.cfg.labels == "train" else b["y_true"],
+                                 b["corrupted"])
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        logs = {f"polarization/train/{name}": m.compute() for name, m in self.counts.items()}
+        self.counts = {}
+        return logs

@@ -80,3 +80,25 @@ class SubsetAccuracy(Metric):
     def compute(self) -> dict[str, torch.Tensor]:
         c = {k: getattr(self, k) for k in self._STATES}
         return _ratios(c, with_true=bool(self.seen_true > 0))
+
+
+class ProbeAccuracy:
+    """The accuracies of a classifier probed on a layer (MASC's predictions, say), per probe
+    split: logged as ``<name>/<split>/<layer>`` (``acc``), plus ``<name>/train_true/<layer>``
+    (``acc_true``, agreement with the true labels; NaN when this rank's share was empty)."""
+
+    def __init__(self, splits, device: torch.device):
+        self.acc = {split: SubsetAccuracy().to(device) for split in splits}
+
+    def update(self, split: str, pred: torch.Tensor, batch: dict[str, torch.Tensor]) -> None:
+        self.acc[split].update(pred, batch["y"], batch.get("y_true"), batch.get("corrupted"))
+
+    def compute(self, name: str, layer: str) -> dict[str, torch.Tensor]:
+        logs = {}
+        for split, m in self.acc.items():
+            res = m.compute()
+            logs[f"{name}/{split}/{layer}"] = res["acc"]
+            if split == "train":
+                logs[f"{name}/train_true/{layer}"] = res.get(
+                    "acc_true", torch.full_like(res["acc"], float("nan")))
+        return logs
