@@ -184,3 +184,33 @@ def test_a_tie_within_float32_rounding_is_refitted_from_the_outputs(caplog):
     assert "MASC fc1" in caplog.text and "from the layer's outputs" in caplog.text
     assert n_comp.tolist() == ref
     assert math.isclose(float(x.double().square().sum()), 2.0, rel_tol=1e-6)
+
+
+def test_the_epoch_end_metric_refits_from_its_kept_outputs(caplog):
+    """Through the metrics protocol, as at an epoch end: the MASC metric streams the layer's
+    outputs (kept for scoring), finds the classes float32 cannot settle, refits them from the
+    kept outputs, logs which (naming the labelling and the layer), and reports the SVD's counts
+    under both labellings (training labels = true labels here)."""
+    from torch import nn
+
+    from memorization.metrics.masc_probe import MASCConfig, MASCMetric
+    from memorization.metrics.protocol import Context, Probe
+    from memorization.models.probes import ProbeLayer
+
+    x, y = flat_tail(700, 512, 3, 400, 0.065, seed=9)
+    ref = svd_counts(x, y, 3, 0.99)
+    layer = ProbeLayer("fc1", nn.Linear(1, 1), nn.Identity())
+    metric = MASCMetric(MASCConfig(method="gram"))
+    metric.begin(Context(layers=[layer], num_classes=3, probe_sizes={"train": len(y)}, world=1,
+                         device=torch.device("cpu"), batches=None))
+    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
+    with caplog.at_level(logging.INFO, logger="memorization.metrics.masc"):
+        for idx in perm.split(256):
+            batch = {"y": y[idx], "y_true": y[idx], "corrupted": torch.zeros(len(idx), dtype=bool)}
+            metric.update("train", Probe(layer, x[idx], None, None, batch))
+        logs = metric.fit()
+    assert "MASC masc/fc1" in caplog.text and "from the layer's outputs" in caplog.text
+    assert "MASC masc_true/fc1" in caplog.text
+    assert metric.extras["masc_components"]["masc/fc1"] == ref
+    assert metric.extras["masc_components"]["masc_true/fc1"] == ref
+    assert math.isclose(float(logs["masc/components/fc1"]), sum(ref) / 3)

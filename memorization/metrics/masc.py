@@ -62,12 +62,13 @@ from __future__ import annotations
 
 import logging
 import numbers
+from collections.abc import Callable
 
 import torch
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
-from memorization.distributed import all_reduce_sum
+from memorization.distributed import all_reduce_sum, rank_world
 from memorization.errors import ConfigError
 
 _log = logging.getLogger(__name__)
@@ -225,6 +226,7 @@ def _fit_classes(grams: torch.Tensor, variance: float
 
 def fit_subspaces(grams: torch.Tensor, variance: float = 0.99, *,
                   samples: tuple[torch.Tensor, torch.Tensor] | None = None,
+                  reduce: Callable[[torch.Tensor], object] | None = None,
                   name: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Each class's subspace from its Gram matrix (Alg. 3 with the module's reading).
 
@@ -240,7 +242,9 @@ def fit_subspaces(grams: torch.Tensor, variance: float = 0.99, *,
     with one log line naming ``name``'s classes. The refit uses a float64 Gram of ``samples``
     (the layer's outputs [N, D] and their labels [N]) when given, else the Gram itself in
     float64: then the float32 sums' own rounding (about 1e-7 of the trace, 50 times below
-    eigh's) is the limit.
+    eigh's) is the limit. Under DDP each rank holds its share of the samples: ``reduce`` sums
+    the float64 Grams over ranks in place (every rank refits the same classes, since they all
+    decide from the same all-reduced ``grams``).
     """
     variance = _check_variance(variance)
     if grams.dim() != 3 or grams.shape[1] != grams.shape[2] or not grams.is_floating_point():
@@ -258,6 +262,8 @@ def fit_subspaces(grams: torch.Tensor, variance: float = 0.99, *,
             for i, c in enumerate(redo):
                 xc = x.index_select(0, rows[c]).double()
                 g64[i].addmm_(xc.T, xc)
+            if reduce is not None:
+                reduce(g64)
         else:
             g64 = grams[redo].double()
         vec64, n64, _, live64 = _fit_classes(g64, variance)
@@ -416,18 +422,19 @@ class MASCSubspaces(Metric):
             self.count[j] += torch.bincount(labels[:, j], minlength=self.num_classes)
 
     def fit(self, labelling: int = 0,
-            samples: tuple[torch.Tensor, torch.Tensor] | None = None
+            samples: tuple[torch.Tensor, torch.Tensor] | None = None, name: str | None = None
             ) -> tuple[torch.Tensor, torch.Tensor]:
         """The subspaces from the states as they are (no DDP sync: :meth:`compute` syncs).
         ``samples``: the layer's outputs [N, D] and their labels ([N] or [N, L]), when the
         caller holds them: classes that float32 cannot settle are refitted from them in float64
-        (see :func:`fit_subspaces`)."""
+        (see :func:`fit_subspaces`). ``name``: for its log line (default: the metric's)."""
         if samples is not None:
             x, labels = samples
-            labels = labels.reshape(labels.shape[0], -1)[:, labelling]
-            samples = (x, labels)
-        name = self.name if labelling == 0 else f"{self.name} (labelling {labelling})"
-        return fit_subspaces(self.gram[labelling], self.variance, samples=samples, name=name)
+            samples = (x, labels[:, labelling] if labels.dim() == 2 else labels)
+        name = name or (self.name if labelling == 0 else f"{self.name} (labelling {labelling})")
+        reduce = all_reduce_sum if samples is not None and rank_world()[1] > 1 else None
+        return fit_subspaces(self.gram[labelling], self.variance, samples=samples,
+                             reduce=reduce, name=name)
 
     def compute(self, labelling: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         return self.fit(labelling)
@@ -459,8 +466,11 @@ class MASCSamples(Metric):
     def compute(self, labelling: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         return self.fit(labelling)
 
-    def fit(self, labelling: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-        """The subspaces from the states as they are (no DDP sync: :meth:`compute` syncs)."""
+    def fit(self, labelling: int = 0, samples=None, name: str | None = None
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The subspaces from the states as they are (no DDP sync: :meth:`compute` syncs). The
+        fit is in float64 already: ``samples`` and ``name`` (of :meth:`MASCSubspaces.fit`) are
+        not needed."""
         x = dim_zero_cat(self.x)
         labels = dim_zero_cat(self.labels)[:, labelling]
         return fit_subspaces_from_samples(x, labels, self.num_classes, self.variance)

@@ -90,15 +90,19 @@ class _MASCFit(torch.nn.Module):
         if self.kept is not None:  # the labels only: the batch's inputs need not stay alive
             self.kept.append((out, {k: batch[k] for k in ("y", "y_true", "corrupted")}))
 
-    def fit(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    def fit(self, layer: str) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        samples = None
         if self.method == "gram" and self.kept:
             # kept outputs: one Gram update over the whole probe set, whose per-class products
-            # are far larger (and faster per row) than a batch's
-            self.fitter.update(torch.cat([out for out, _ in self.kept]),
-                               torch.cat([_labels(b) for _, b in self.kept]))
+            # are far larger (and faster per row) than a batch's; and what a class that float32
+            # cannot settle is refitted from, in float64
+            samples = (torch.cat([out for out, _ in self.kept]),
+                       torch.cat([_labels(b) for _, b in self.kept]))
+            self.fitter.update(*samples)
         f = self.fitter
         with f.sync_context(dist_sync_fn=f.dist_sync_fn):  # one DDP sync for both labellings
-            return {name: f.fit(j) for j, name in enumerate(LABELLINGS)}
+            return {name: f.fit(j, samples=samples, name=f"{name}/{layer}")
+                    for j, name in enumerate(LABELLINGS)}
 
 
 def _labels(batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -174,7 +178,7 @@ class MASCMetric(LayerMetric):
         for layer, f in self.fits.items():
             if f is None:
                 continue
-            for name, (basis, n_comp) in f.fit().items():
+            for name, (basis, n_comp) in f.fit(layer).items():
                 self.bases[(name, layer)] = (basis, flat_bases(basis))
                 self.acc[(name, layer)] = ProbeAccuracy(self.ctx.probe_sizes, self.ctx.device)
                 logs[f"{name}/components/{layer}"] = n_comp.double().mean()
