@@ -12,7 +12,6 @@ from memorization.errors import ConfigError
 from memorization.metrics import masc
 from memorization.metrics.masc import (
     MAX_GRAM_BYTES,
-    MASCSubspaces,
     class_grams,
     fit_subspaces,
     fit_subspaces_from_samples,
@@ -22,6 +21,7 @@ from memorization.metrics.masc import (
     masc_predict,
     masc_scores,
 )
+from memorization.metrics.masc_states import MASCSubspaces
 from memorization.metrics.subset_accuracy import subset_accuracy
 
 

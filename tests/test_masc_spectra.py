@@ -16,13 +16,13 @@ import pytest
 import torch
 
 from memorization.metrics.masc import (
-    MASCSubspaces,
     _n_keep,
     class_grams,
     fit_subspaces,
     fit_subspaces_from_samples,
     masc_predict,
 )
+from memorization.metrics.masc_states import MASCSubspaces
 
 
 def svd_counts(x: torch.Tensor, y: torch.Tensor, k: int, variance: float) -> list[int]:

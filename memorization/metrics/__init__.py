@@ -5,7 +5,8 @@ drives them at epoch ends."""
 
 from memorization.metrics.cosine import MeanCosine, mean_cosine
 from memorization.metrics.csr import CriticalSampleRatio, lass_critical
-from memorization.metrics.masc import MASCSubspaces, fit_subspaces, masc_predict
+from memorization.metrics.masc import fit_subspaces, masc_predict
+from memorization.metrics.masc_states import MASCSubspaces
 from memorization.metrics.polarization import Polarization, polarization
 from memorization.metrics.subset_accuracy import SubsetAccuracy, subset_accuracy
 

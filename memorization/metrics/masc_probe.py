@@ -23,14 +23,8 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
 from memorization.errors import ConfigError, check_all
-from memorization.metrics.masc import (
-    MASCSamples,
-    MASCSubspaces,
-    _check_variance,
-    flat_bases,
-    gram_bytes,
-    masc_predict,
-)
+from memorization.metrics.masc import _check_variance, flat_bases, gram_bytes, masc_predict
+from memorization.metrics.masc_states import MASCSamples, MASCSubspaces
 from memorization.metrics.protocol import Context, LayerMetric, MetricConfig, Probe
 from memorization.metrics.subset_accuracy import ProbeAccuracy
 from memorization.models.probes import ProbeLayer
