@@ -13,14 +13,13 @@ import os
 from dataclasses import dataclass, field
 
 import lightning as L
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from memorization.data.augment import AugmentConfig, augment
 from memorization.data.preprocess import center_crop, per_image_whitening
 from memorization.data.sources import RawData, load_source
-from memorization.distributed import rank_world
+from memorization.distributed import epoch_generator, rank_world
 from memorization.errors import ConfigError
 from memorization.noise import CorruptionRecord, corrupt_dataset
 
@@ -297,9 +296,7 @@ class DataModule(L.LightningDataModule):
         after a resume at an epoch boundary."""
         key = (device, epoch)
         if self._aug_gen is None or self._aug_gen[0] != key:
-            seed = np.random.SeedSequence([self.augment.seed, epoch, rank_world()[0]])
-            gen = torch.Generator(device=device).manual_seed(int(seed.generate_state(1)[0]))
-            self._aug_gen = (key, gen)
+            self._aug_gen = (key, epoch_generator(self.augment.seed, epoch, device))
         return self._aug_gen[1]
 
     # -- checkpoint --------------------------------------------------------------------------------
