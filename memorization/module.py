@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import lightning as L
 import numpy as np
@@ -25,6 +25,7 @@ from memorization.metrics.csr import (
     lass_search,
     to_input_units,
 )
+from memorization.optim import OptimConfig
 
 # Lightning suggests sync_dist=True for epoch-level logs under DDP; ours are already reduced over
 # ranks by the metrics' all-reduced sums, so a second reduction would only cost a collective.
@@ -32,41 +33,6 @@ warnings.filterwarnings("ignore",
                         message=r"It is recommended to use `self\.log\('(train|val|test|gap)")
 
 LOSSES = ("ce", "mse")
-OPTIMIZERS = ("sgd", "adam")
-
-
-@dataclass
-class OptimConfig:
-    name: str = "sgd"
-    lr: float = 0.01
-    momentum: float = 0.9  # SGD only
-    nesterov: bool = False  # SGD only
-    betas: tuple[float, float] = (0.9, 0.999)  # Adam only
-    weight_decay: float = 0.0  # off: the papers train without explicit regularization
-    lr_decay: float | None = None  # per-epoch exponential factor (Zhang et al.: 0.95)
-    lr_step: int | None = None  # or: multiply by lr_step_gamma every lr_step epochs
-    lr_step_gamma: float = 0.1
-
-    def __post_init__(self):
-        self.betas = tuple(self.betas)
-        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
-            raise ConfigError(f"optim.betas={list(self.betas)} must be two numbers in [0, 1)")
-        if self.momentum < 0:
-            raise ConfigError(f"optim.momentum={self.momentum} must be >= 0")
-        if self.name not in OPTIMIZERS:
-            raise ConfigError(f"optim.name={self.name!r} is not one of {', '.join(OPTIMIZERS)}")
-        if not self.lr > 0:
-            raise ConfigError(f"optim.lr={self.lr} must be > 0")
-        if self.weight_decay < 0:
-            raise ConfigError(f"optim.weight_decay={self.weight_decay} must be >= 0")
-        if self.lr_decay is not None and not 0 < self.lr_decay <= 1:
-            raise ConfigError(f"optim.lr_decay={self.lr_decay} must be in (0, 1] or null")
-        if self.lr_step is not None and (self.lr_step < 1 or not 0 < self.lr_step_gamma <= 1):
-            raise ConfigError(f"optim.lr_step={self.lr_step} must be >= 1 and "
-                              f"optim.lr_step_gamma={self.lr_step_gamma} in (0, 1]")
-        if self.lr_step is not None and self.lr_decay is not None:
-            raise ConfigError("optim.lr_decay and optim.lr_step are two schedules; set one "
-                              "of them to null")
 
 
 @dataclass
@@ -102,6 +68,21 @@ class AdversarialConfig:
                               "and max_iter >= 1")
 
 
+@dataclass
+class ModuleConfig:
+    """The ``module`` node: the loss, and Arpit et al.'s adversarial training."""
+
+    # ce, or mse on one-hot targets with no output activation (Theunissen et al.)
+    loss: str = "ce"
+    adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
+
+    def __post_init__(self):
+        if isinstance(self.adversarial, dict):
+            self.adversarial = AdversarialConfig(**self.adversarial)
+        if self.loss not in LOSSES:
+            raise ConfigError(f"module.loss={self.loss!r} is not one of {', '.join(LOSSES)}")
+
+
 def mean_loss() -> MeanMetric:
     """Sample-weighted mean loss, summed over batches and ranks: torchmetrics' MeanMetric fed
     ``loss.expand(n)`` (a batch's mean loss once per sample). ``nan_strategy="disable"``: its
@@ -130,13 +111,12 @@ class Classifier(L.LightningModule):
     def __init__(self, net: nn.Module, loss: str = "ce", optim: dict | OptimConfig | None = None,
                  num_classes: int | None = None, adversarial: dict | None = None):
         super().__init__()
-        if loss not in LOSSES:
-            raise ConfigError(f"module.loss={loss!r} is not one of {', '.join(LOSSES)}")
+        cfg = ModuleConfig(loss=loss, adversarial=adversarial or {})
         self.net = net
-        self.loss_name = loss
-        self.optim = optim if isinstance(optim, OptimConfig) else OptimConfig(**(optim or {}))
+        self.loss_name = cfg.loss
+        self.optim = optim if isinstance(optim, OptimConfig) else OptimConfig.from_dict(optim or {})
         self.num_classes = num_classes or net.cfg.num_classes
-        self.adversarial = AdversarialConfig(**(adversarial or {}))
+        self.adversarial = cfg.adversarial
         self._adv_generator: tuple[tuple, torch.Generator] | None = None
         # kept in checkpoints; not logged: the entry point logs the resolved config once
         self.save_hyperparameters(ignore=["net"], logger=False)
@@ -278,18 +258,7 @@ class Classifier(L.LightningModule):
 
     # -- optimization --------------------------------------------------------------------------
     def configure_optimizers(self):
-        o = self.optim
-        if o.name == "sgd":
-            opt = torch.optim.SGD(self.parameters(), lr=o.lr, momentum=o.momentum,
-                                  nesterov=o.nesterov, weight_decay=o.weight_decay)
-        else:
-            opt = torch.optim.Adam(self.parameters(), lr=o.lr, betas=o.betas,
-                                   weight_decay=o.weight_decay)
-        if o.lr_step is not None:
-            sched = torch.optim.lr_scheduler.StepLR(opt, step_size=o.lr_step,
-                                                    gamma=o.lr_step_gamma)
-        elif o.lr_decay is None or o.lr_decay == 1:
+        opt, sched = self.optim.build(self.parameters())
+        if sched is None:
             return opt
-        else:
-            sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=o.lr_decay)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
