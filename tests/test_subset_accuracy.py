@@ -141,7 +141,7 @@ Y4 = torch.tensor([0, 2, 1, 2])
 
 
 def test_mse_loss_on_one_hot_targets(net):
-    module = Classifier(net, loss="mse", optim={"name": "adam", "lr": 1e-3})
+    module = Classifier(net, loss="mse", optim={"_target_": "torch.optim.Adam", "lr": 1e-3})
     logits = module(X)
     assert logits.shape == (4, 3)
     one_hot = torch.tensor([[1.0, 0, 0], [0, 0, 1], [0, 1, 0], [0, 0, 1]])
