@@ -26,8 +26,15 @@ def check_number(value, key: str, *, integer: bool = False, lo: float | None = N
                else f" >= {lo:g}" if lo is not None else "")
         kind = "an integer" if integer else "a number"
         none = " or null" if allow_none else ""
-        raise ConfigError(f"{key}={value} must be {kind}{rng}{none}{what}")
+        raise ConfigError(f"{key}={shown(value)} must be {kind}{rng}{none}{what}")
     return value
+
+
+def shown(value) -> str:
+    """A number as it was likely written: the schema makes ``noise.p=2`` the float 2.0."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def check_bool(value, key: str) -> None:
@@ -56,8 +63,9 @@ def root_error(exc: BaseException) -> BaseException:
 
 def _text(value) -> str:
     """A value as it is written on the command line."""
-    return {True: "true", False: "false", None: "null"}.get(value, str(value)) \
-        if isinstance(value, bool | None) else str(value)
+    if value is None:
+        return "null"
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _schema_error(exc: BaseException) -> str | None:
@@ -73,8 +81,11 @@ def _schema_error(exc: BaseException) -> str | None:
     group = key.split(".")[0].split("[")[0]
     keys = f"its keys: python -m memorization.run --cfg job --package {group}"
     if isinstance(exc, ConfigAttributeError | ConfigKeyError) and " not in " in msg:
+        # the optimizer takes arguments its schema does not list (memorization/optim.py)
+        more = f", or pass the optimizer another argument with +{key}=..." \
+            if key.startswith("optim.") else ""
         return (f"{key} is not a key of {key.rpartition('.')[0] or 'the config'}: check the "
-                f"spelling ({keys}), or add an argument of a _target_ with +{key}=...")
+                f"spelling ({keys}){more}")
     if "is not Optional" in msg:
         return f"{key}=null is not allowed: give it a value ({keys})"
     for kind, need in (("to Integer", "an integer"), ("to Float", "a number"),

@@ -79,8 +79,8 @@ def compose_first_job(conf: Path, args: list[str], search: list[str] = ()) -> Di
     return _compose(conf, first)
 
 
-def format_help(conf: Path, overrides: list[str]) -> str:
-    cfg = compose_first_job(conf, overrides)
+def format_help(conf: Path, overrides: list[str], search: list[str] = ()) -> str:
+    cfg = compose_first_job(conf, overrides, search)
     choices = OmegaConf.to_container(cfg.hydra.runtime.choices)
     groups = sorted(p.name for p in conf.iterdir() if p.is_dir() and p.name != "hydra")
     lines = [

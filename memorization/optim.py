@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, fields
 import hydra.utils
 import torch
 
-from memorization.errors import ConfigError, check_number
+from memorization.errors import ConfigError, check_number, shown
 
 # keys of ours, not arguments of the class they configure
 _OWN = ("_target_", "_partial_", "scheduler")
@@ -35,8 +35,8 @@ class SchedulerConfig:
         g = self.gamma
         if g is not None and (isinstance(g, bool) or not isinstance(g, int | float)
                               or not 0 < g <= 1):
-            raise ConfigError(f"optim.scheduler.gamma={g} must be a number in (0, 1] or null: "
-                              "the factor the lr is multiplied by")
+            raise ConfigError(f"optim.scheduler.gamma={shown(g)} must be a number in (0, 1] or "
+                              "null: the factor the lr is multiplied by")
         check_number(self.step_size, "optim.scheduler.step_size", integer=True, lo=1,
                      allow_none=True, what=" (epochs)")
         _importable(self._target_, "optim.scheduler._target_",
@@ -61,7 +61,7 @@ class OptimConfig:
         _importable(self._target_, "optim._target_", "torch.optim.SGD")
         lr = self.lr
         if isinstance(lr, bool) or not isinstance(lr, int | float) or not lr > 0:
-            raise ConfigError(f"optim.lr={lr} must be a number > 0")
+            raise ConfigError(f"optim.lr={shown(lr)} must be a number > 0")
         check_number(self.weight_decay, "optim.weight_decay", lo=0, allow_none=True)
         check_number(self.momentum, "optim.momentum", lo=0, allow_none=True)
         if self.betas is not None:

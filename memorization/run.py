@@ -200,6 +200,10 @@ def _config_dirs(args: list[str]) -> list[Path] | None:
     return dirs
 
 
+def _extra_dirs(args: list[str]) -> list[str]:
+    return [str(d) for d in (_config_dirs(args) or [])[1:]]
+
+
 def _search_dir(entry: str) -> Path | None:
     """The folder of one hydra.searchpath entry: file://DIR, pkg://package (or a bare DIR)."""
     import importlib.util
@@ -282,9 +286,8 @@ def _checked(args: list[str]) -> str | None:
         return err
     from memorization.help import compose_first_job
 
-    extra = [str(d) for d in (_config_dirs(args) or [])[1:]]
     try:
-        cfg = compose_first_job(Path(_conf_dir()), args, search=extra)
+        cfg = compose_first_job(Path(_conf_dir()), args, search=_extra_dirs(args))
     except Exception as exc:  # a value of the wrong type: one line; else Hydra's own message
         err = root_error(exc)
         return str(err) if isinstance(err, ConfigError) else None
@@ -314,7 +317,7 @@ def main() -> None:
         from memorization.help import format_help
 
         try:
-            print(format_help(Path(_conf_dir()), args))
+            print(format_help(Path(_conf_dir()), args, _extra_dirs(args)))
             return
         except Exception as e:  # an override Hydra cannot compose: one line, as for a run
             err = str(e).strip().splitlines()[0]

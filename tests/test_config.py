@@ -91,7 +91,7 @@ BAD = [
     (["trainer.use_distributed_sampler=true"], "use_distributed_sampler must be false"),
     (["stop_at_train_acc=2"], "stop_at_train_acc=2"),
     (["optim.lr=0"], "optim.lr=0"),
-    (["optim.lr=-1"], "optim.lr=-1.0 must be a number > 0"),
+    (["optim.lr=-1"], "optim.lr=-1 must be a number > 0"),
     (["optim._target_=torch.optim.Nope"], "optim._target_=torch.optim.Nope cannot be imported"),
     (["optim=sgd", "optim._target_=torch.optim.Adam"],
      "optim.momentum=null (or ~optim.momentum) for torch.optim.Adam"),
