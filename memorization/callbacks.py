@@ -12,7 +12,6 @@ from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_only
 
-from memorization.errors import ConfigError
 from memorization.io import say, write_json_atomic, write_text_atomic
 
 
@@ -22,11 +21,10 @@ class StopAtTrainAccuracy(Callback):
     ``epochs_to_fit`` is the number of epochs trained when ``monitor`` first reached the threshold
     (None while it has not). ``threshold: null`` disables the rule (train for max_epochs), and
     ``epochs_to_fit`` is then when the training labels were first fit entirely (accuracy 1).
+    The threshold's range is checked once, with the config's other top-level keys (RunConfig).
     """
 
     def __init__(self, threshold: float | None = 1.0, monitor: str = "train/acc"):
-        if threshold is not None and not 0.0 < threshold <= 1.0:
-            raise ConfigError(f"stop_at_train_acc={threshold} must be in (0, 1] or null")
         self.threshold, self.monitor = threshold, monitor
         self.epochs_to_fit: int | None = None
 

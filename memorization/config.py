@@ -1,18 +1,24 @@
-"""Checks on the composed config, run before anything is built: bad values fail in one line."""
+"""Checks on the composed config, run before anything is built: bad values fail in one line.
+
+Each group's own keys are checked by its dataclass (memorization/schemas.py: types while Hydra
+composes, ranges in ``__post_init__``), which :func:`build` makes from the group's node. What
+stays here spans groups, or the machine: the model against the data's shape and classes, the
+noise against the data, the trainer and launcher, files and keys that must exist.
+"""
 
 from __future__ import annotations
 
 import math
 import os
+from dataclasses import fields, is_dataclass
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from memorization.data import SOURCES
-from memorization.errors import ConfigError
-from memorization.module import LOSSES, AdversarialConfig, OptimConfig
-from memorization.noise import CORRUPTIONS, get_corruption
+import memorization.schemas  # noqa: F401  (registers the schemas, for composing in tests too)
+from memorization.errors import ConfigError, check_number, first_line, root_error
+from memorization.noise import get_corruption
 
 
 def _require(ok: bool, message: str) -> None:
@@ -20,21 +26,32 @@ def _require(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
-def _number(value, key: str, *, integer: bool = False, lo: float | None = None,
-            hi: float | None = None, allow_none: bool = False, what: str = ""):
-    """``value`` as a checked int/float: one line naming ``key`` when it is not."""
-    if value is None and allow_none:
+def build(cfg: DictConfig, key: str):
+    """The dataclass of ``cfg[key]``, which runs its checks; None for a node without a schema
+    (a model of one's own, named by ``_target_``, has only the checks below)."""
+    node = cfg.get(key)
+    kind = OmegaConf.get_type(node) if OmegaConf.is_dict(node) else None
+    if kind is None or not is_dataclass(kind):
         return None
-    kinds = (int,) if integer else (int, float)
-    ok = isinstance(value, kinds) and not isinstance(value, bool)
-    ok = ok and (lo is None or value >= lo) and (hi is None or value <= hi)
-    if not ok:
-        rng = (f" in [{lo:g}, {hi:g}]" if lo is not None and hi is not None
-               else f" >= {lo:g}" if lo is not None else "")
-        kind = "an integer" if integer else "a number"
-        none = " or null" if allow_none else ""
-        raise ConfigError(f"{key}={value} must be {kind}{rng}{none}{what}")
-    return value
+    names = [f.name for f in fields(kind)]
+    extra = next((k for k in node if k not in names), None)
+    if extra is not None and key != "optim":  # optim: any argument of its _target_ (optim.py)
+        raise ConfigError(f"{key}.{extra} is not a key of {key}; its keys: "
+                          f"{', '.join(n for n in names if n != '_target_')}")
+    try:
+        return OmegaConf.to_object(node)
+    except Exception as e:
+        err = root_error(e)
+        raise (err if isinstance(err, ConfigError) else
+               ConfigError(f"{key}: {first_line(err)}")) from e
+
+
+def check_run(cfg: DictConfig):
+    """The top-level keys, checked by RunConfig (memorization/schemas.py)."""
+    from memorization.schemas import RunConfig
+
+    keys = [f.name for f in fields(RunConfig) if f.name != "module"]
+    return RunConfig(**{k: cfg.get(k) for k in keys if k in cfg})
 
 
 def validate(cfg: DictConfig, on_driver: bool = False) -> None:
@@ -44,48 +61,23 @@ def validate(cfg: DictConfig, on_driver: bool = False) -> None:
     for key in ("data", "noise", "model", "module", "optim", "trainer"):
         _require(cfg.get(key) is not None, f"the config has no '{key}' section; pick one with "
                                            f"{key}=<option> or restore conf/config.yaml")
+    check_run(cfg)
     data, noise, model, trainer = cfg.data, cfg.noise, cfg.model, cfg.trainer
-    _number(cfg.get("seed"), "seed", integer=True, lo=0, allow_none=True)
+    for key in ("data", "noise", "model", "module"):
+        build(cfg, key)
+    optim = build(cfg, "optim")
+    if optim is not None:  # the arguments its _target_ takes: built on one dummy parameter
+        optim.build([torch.zeros(1, requires_grad=True)])
 
-    _require(data.source in SOURCES, f"data.source={data.source!r} is unknown; choose one of: "
-                                     f"{', '.join(sorted(SOURCES))}")
     shape = tuple(data.shape)
-    _require(len(shape) >= 1 and all(isinstance(d, int) and d >= 1 for d in shape),
-             f"data.shape={list(shape)} must be a list of positive integers")
-    _number(data.num_classes, "data.num_classes", integer=True, lo=2)
-    for key in ("batch_size", "eval_batch_size"):
-        _number(data[key], f"data.{key}", integer=True, lo=1)
-    _number(data.val_size, "data.val_size", lo=0,
-            what=" (a count, or a fraction of the training split in (0, 1))")
-    for key in ("normalize", "on_device", "eval_train"):
-        _require(isinstance(data.get(key, True), bool), f"data.{key}={data.get(key)} must be "
-                                                        "true or false")
-
-    _require(noise.name in CORRUPTIONS, f"noise.name={noise.name!r} is unknown; choose one of: "
-                                        f"{', '.join(sorted(CORRUPTIONS))}")
-    p = _number(noise.p, "noise.p", lo=0, hi=1,
-                what=": the probability that a training sample is corrupted")
-    _number(noise.seed, "noise.seed", integer=True, lo=0)
     corruption = get_corruption(noise.name, apply_to_test=bool(noise.get("apply_to_test")))
-    _require(corruption.fixed_p is None or p == corruption.fixed_p,
-             f"noise={noise.name} is defined with p={corruption.fixed_p}, got noise.p={p}; drop "
-             "the noise.p override (or use noise=label_uniform for a fraction)")
+    _require(corruption.fixed_p is None or noise.p == corruption.fixed_p,
+             f"noise={noise.name} is defined with p={corruption.fixed_p}, got noise.p={noise.p}; "
+             "drop the noise.p override (or use noise=label_uniform for a fraction)")
     corruption.check_shape(shape)
-
     _validate_model(model, shape, data.num_classes)
-    _require(cfg.module.get("loss", "ce") in LOSSES,
-             f"module.loss={cfg.module.get('loss')!r} is not one of {', '.join(LOSSES)}")
-    try:
-        OptimConfig(**OmegaConf.to_container(cfg.optim, resolve=True))
-    except TypeError as e:  # an unknown option, or a value of the wrong type
-        raise ConfigError(f"optim: {e}") from e
-    try:
-        AdversarialConfig(**OmegaConf.to_container(cfg.module.get("adversarial") or {},
-                                                   resolve=True))
-    except TypeError as e:
-        raise ConfigError(f"module.adversarial: {e}") from e
 
-    _number(trainer.get("max_epochs"), "trainer.max_epochs", integer=True, lo=1)
+    check_number(trainer.get("max_epochs"), "trainer.max_epochs", integer=True, lo=1)
     _require(trainer.get("use_distributed_sampler") is False,
              "trainer.use_distributed_sampler must be false: the data module shards batches "
              "over ranks itself")
@@ -93,9 +85,6 @@ def validate(cfg: DictConfig, on_driver: bool = False) -> None:
     _require(on_driver or accelerator not in ("gpu", "cuda") or torch.cuda.is_available(),
              f"trainer.accelerator={accelerator} but no GPU is visible; use trainer=default "
              "(auto) or trainer=cpu")
-    stop = _number(cfg.get("stop_at_train_acc"), "stop_at_train_acc", lo=0, hi=1,
-                   allow_none=True, what=" (null trains for trainer.max_epochs)")
-    _require(stop != 0, "stop_at_train_acc=0 would stop at once; use a value in (0, 1] or null")
     from hydra.core.hydra_config import HydraConfig
 
     from memorization.launch import check_launcher
@@ -107,13 +96,9 @@ def validate(cfg: DictConfig, on_driver: bool = False) -> None:
     _require(ckpt is None or Path(str(ckpt)).is_file(),
              f"ckpt_path={ckpt} is not a file; point it at a checkpoint such as "
              "<run folder>/checkpoints/last.ckpt")
-    _require(isinstance(cfg.get("resume", True), bool),
-             f"resume={cfg.get('resume')} must be true or false")
-    _number(cfg.get("threads"), "threads", integer=True, lo=1, allow_none=True,
-            what=" (null: the launcher's share of the cores)")
     every = ((cfg.get("callbacks") or {}).get("checkpoint") or {}).get("every_n_epochs", 1)
-    _number(every, "callbacks.checkpoint.every_n_epochs", integer=True, lo=1,
-            what=" (callbacks=no_checkpoint turns checkpoints off)")
+    check_number(every, "callbacks.checkpoint.every_n_epochs", integer=True, lo=1,
+                 what=" (callbacks=no_checkpoint turns checkpoints off)")
     wandb_cfg = (cfg.get("logger") or {}).get("wandb") or {}
     mode = os.environ.get("WANDB_MODE") or str(wandb_cfg.get("mode", "offline"))
     _require(not wandb_cfg or mode != "online" or _wandb_key_available(),
@@ -148,24 +133,3 @@ def _validate_model(model: DictConfig, shape: tuple[int, ...], num_classes: int)
     _require(k == num_classes,
              f"model.num_classes={k} but the data has {num_classes} classes; leave "
              "model.num_classes at ${data.num_classes}")
-    from memorization.models import (
-        AlexNetConfig,
-        CNNConfig,
-        MLPConfig,
-        SmallAlexNetConfig,
-        SmallInceptionConfig,
-    )
-
-    configs = {"memorization.models.MLP": MLPConfig,
-               "memorization.models.SmallAlexNet": SmallAlexNetConfig,
-               "memorization.models.SmallInception": SmallInceptionConfig,
-               "memorization.models.CNN": CNNConfig,
-               "memorization.models.AlexNet": AlexNetConfig}
-    kind = configs.get(model.get("_target_"))
-    if kind is not None:
-        options = {k: v for k, v in OmegaConf.to_container(model, resolve=True).items()
-                   if k != "_target_"}
-        try:
-            kind(**options)
-        except TypeError as e:  # an unknown option, or a value of the wrong type
-            raise ConfigError(f"model: {e}") from e

@@ -21,3 +21,13 @@ def all_reduce_sum(tensor: torch.Tensor, group=None) -> list[torch.Tensor]:
     state before a sync and restores the copy on unsync, so the local sums come back."""
     dist.all_reduce(tensor, op=dist.ReduceOp.SUM, group=group)
     return [tensor]
+
+
+def epoch_generator(seed: int, epoch: int, device: torch.device | str) -> torch.Generator:
+    """A generator on ``device`` seeded with (seed, epoch, rank): the same draws for the same
+    seed, different ones on each rank, and after a resume at an epoch boundary the draws an
+    uninterrupted run would make (SeedSequence mixes the three into one well-spread seed)."""
+    import numpy as np
+
+    state = np.random.SeedSequence([seed, epoch, rank_world()[0]]).generate_state(1)[0]
+    return torch.Generator(device=device).manual_seed(int(state))

@@ -31,6 +31,8 @@ def _compose(conf: Path, overrides: list[str]) -> DictConfig:
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
+    import memorization.schemas  # noqa: F401  (the groups' schemas, in Hydra's ConfigStore)
+
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
@@ -63,17 +65,22 @@ def _wrapped(head: str, items: list[str], width: int = 100) -> list[str]:
     return [*lines, line.rstrip()]
 
 
-def compose_first_job(conf: Path, args: list[str]) -> DictConfig:
-    """The config of the first job the command line would run (a sweep's first values)."""
+def compose_first_job(conf: Path, args: list[str], search: list[str] = ()) -> DictConfig:
+    """The config of the first job the command line would run (a sweep's first values);
+    ``search``: the config folders the run adds (--config-dir and hydra.searchpath)."""
     from memorization.report.data import override_items
 
-    plain = [o for o in args if "=" in o and not o.startswith("-")]
-    return _compose(conf, [f"{k}={v.split(',')[0]}" if sweep else o
-                           for o, (k, v, sweep) in zip(plain, override_items(plain), strict=True)])
+    plain = [o for o in args if "=" in o and not o.startswith("-")
+             and o.partition("=")[0].lstrip("+") != "hydra.searchpath"]
+    first = [f"{k}={v.split(',')[0]}" if sweep else o
+             for o, (k, v, sweep) in zip(plain, override_items(plain), strict=True)]
+    if search:
+        first.append(f"hydra.searchpath=[{','.join(f'file://{d}' for d in search)}]")
+    return _compose(conf, first)
 
 
-def format_help(conf: Path, overrides: list[str]) -> str:
-    cfg = compose_first_job(conf, overrides)
+def format_help(conf: Path, overrides: list[str], search: list[str] = ()) -> str:
+    cfg = compose_first_job(conf, overrides, search)
     choices = OmegaConf.to_container(cfg.hydra.runtime.choices)
     groups = sorted(p.name for p in conf.iterdir() if p.is_dir() and p.name != "hydra")
     lines = [

@@ -6,18 +6,22 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 
 @contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """Yields a temporary path beside ``path``; renamed over ``path`` when the block ends
-    without an error, removed otherwise."""
+    without an error, removed otherwise (raise inside the block to drop what was written).
+    The name ``.<name>.<pid>.<random>.tmp<suffix>`` is unique to the writer (two processes, or
+    threads, writing the same file never share one) and hidden; ``suffix`` is for a check that
+    reads the file by its extension (a ``.gz`` download)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp{suffix}")
     try:
         yield tmp
         os.replace(tmp, path)

@@ -30,7 +30,7 @@ from lightning.pytorch.callbacks import ProgressBar as ProgressBarBase  # noqa: 
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from memorization.callbacks import LogConfig  # noqa: E402
-from memorization.config import validate  # noqa: E402
+from memorization.config import validate  # noqa: E402  (and registers the schemas)
 from memorization.errors import (  # noqa: E402
     ConfigError,
     TrainingDiverged,
@@ -151,7 +151,10 @@ def train(cfg: DictConfig) -> dict | None:
 
     datamodule = hydra.utils.instantiate(cfg.data, noise=cfg.noise, _convert_="all")
     net = hydra.utils.instantiate(cfg.model, _convert_="all")
-    module = hydra.utils.instantiate(cfg.module, net=net, optim=cfg.optim, _convert_="all")
+    # optim as plain options: Hydra would build its _target_ here, before the parameters exist
+    options = OmegaConf.to_container(cfg.module, resolve=True)
+    module = hydra.utils.get_class(options.pop("_target_"))(
+        net=net, optim=OmegaConf.to_container(cfg.optim, resolve=True), **options)
     if ckpt is not None:
         check_checkpoint(ckpt, module, cfg.trainer.get("max_epochs"))
     # logged once the data is set up, so a data error fails before any logger starts a run
@@ -180,19 +183,68 @@ def _finish_wandb() -> None:
         wandb.finish()
 
 
+def _config_dirs(args: list[str]) -> list[Path] | None:
+    """Where Hydra looks for configs with these arguments: conf/, then the folders added by
+    ``--config-dir``/``-cd`` and ``hydra.searchpath=[...]`` (file:// or pkg:// entries); None
+    with ``--config-path``/``-cp``, which replaces conf/ (no check then: Hydra's own)."""
+    if {"--config-path", "-cp"} & {a.partition("=")[0] for a in args}:
+        return None
+    dirs = [Path(_conf_dir())]
+    for i, arg in enumerate(args):
+        flag, eq, value = arg.partition("=")
+        if flag in ("--config-dir", "-cd"):
+            value = value if eq else (args[i + 1] if i + 1 < len(args) else "")
+            dirs.append(Path(value).expanduser().resolve())
+        elif flag.lstrip("+") == "hydra.searchpath" and eq:
+            dirs += [d for e in value.strip("[]").split(",") if (d := _search_dir(e))]
+    return dirs
+
+
+def _extra_dirs(args: list[str]) -> list[str]:
+    return [str(d) for d in (_config_dirs(args) or [])[1:]]
+
+
+def _search_dir(entry: str) -> Path | None:
+    """The folder of one hydra.searchpath entry: file://DIR, pkg://package (or a bare DIR)."""
+    import importlib.util
+
+    entry = entry.strip().strip("'\"")
+    scheme, sep, rest = entry.partition("://")
+    if not sep:
+        scheme, rest = "file", entry
+    if scheme == "file" and rest:
+        return Path(rest).expanduser().resolve()
+    if scheme == "pkg":
+        try:
+            spec = importlib.util.find_spec(rest.replace("/", "."))
+        except (ImportError, ValueError):
+            return None
+        places = list(spec.submodule_search_locations or []) if spec else []
+        return Path(places[0]) if places else None
+    return None
+
+
 def _unknown_option(args: list[str]) -> str | None:
-    """The first ``group=option`` override naming an option that conf/ lacks, as a one-line
-    error (Hydra's own message spans a dozen lines)."""
-    conf = Path(_conf_dir())
+    """The first ``group=option`` override naming an option that no config folder of the run
+    has (conf/, and those --config-dir and hydra.searchpath add), as a one-line error (Hydra's
+    own message spans a dozen lines)."""
+    dirs = _config_dirs(args)
+    if dirs is None:
+        return None
+    from hydra.core.config_store import ConfigStore
+
     for arg in args:
         key, sep, value = arg.partition("=")
         key = key.lstrip("+~")
         if not sep or arg.startswith("-") or "." in key or key.startswith("hydra"):
             continue
-        group = conf / key
-        if not group.is_dir() or "(" in value:  # sweep functions such as range(...) pass
+        groups = [d / key for d in dirs if (d / key).is_dir()]
+        if not groups or "(" in value:  # sweep functions such as range(...) pass
             continue
-        known = sorted(p.stem for p in group.glob("*.yaml"))
+        stored = ConfigStore.instance().repo.get(key, {})  # options registered in Python
+        known = sorted({p.stem for g in groups for p in g.glob("*.yaml")}
+                       | {n.removesuffix(".yaml") for n, v in stored.items()
+                          if not isinstance(v, dict)})
         for option in value.strip("[]").split(","):
             option = option.strip()
             if option and option != "null" and option not in known:
@@ -235,9 +287,10 @@ def _checked(args: list[str]) -> str | None:
     from memorization.help import compose_first_job
 
     try:
-        cfg = compose_first_job(Path(_conf_dir()), args)
-    except Exception:
-        return None  # Hydra says what is wrong with the command line itself
+        cfg = compose_first_job(Path(_conf_dir()), args, search=_extra_dirs(args))
+    except Exception as exc:  # a value of the wrong type: one line; else Hydra's own message
+        err = root_error(exc)
+        return str(err) if isinstance(err, ConfigError) else None
     sweep = bool({"-m", "--multirun"} & set(args))
     key = "hydra.sweep.dir" if sweep else "hydra.run.dir"
     try:
@@ -264,7 +317,7 @@ def main() -> None:
         from memorization.help import format_help
 
         try:
-            print(format_help(Path(_conf_dir()), args))
+            print(format_help(Path(_conf_dir()), args, _extra_dirs(args)))
             return
         except Exception as e:  # an override Hydra cannot compose: one line, as for a run
             err = str(e).strip().splitlines()[0]

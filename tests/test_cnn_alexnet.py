@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -14,7 +12,6 @@ from memorization.models.alexnet import AlexNet
 from memorization.models.cnn import CNN
 from memorization.models.probes import ProbedModel, capture
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
 CNN_NAMES = ["input", "conv1", "conv2", "conv3", "conv4", "conv5", "conv6", "flatten", "fc1",
              "fc2", "fc3"]
 ALEXNET_NAMES = ["input", "conv1", "conv2", "conv3", "conv4", "conv5", "flatten", "fc1", "fc2"]
@@ -174,8 +171,12 @@ def test_invalid_config_raises_one_line(cls, kw, match):
     ("alexnet", AlexNet, [3, 32, 32], 100),
 ])
 def test_yaml_matches_config(name, cls, shape, classes):
-    cfg = OmegaConf.to_container(OmegaConf.load(CONF / f"{name}.yaml"))
+    from tests.conftest import compose_config
+
+    composed = compose_config([f"model={name}", "data=synthetic", f"data.shape={shape}",
+                               f"data.num_classes={classes}"])
+    cfg = OmegaConf.to_container(composed.model, resolve=True)  # conf/model/<name>.yaml
     assert cfg.pop("_target_") == f"memorization.models.{cls.__name__}"
-    cfg.update(in_shape=shape, num_classes=classes)
+    assert cfg["in_shape"] == shape and cfg["num_classes"] == classes  # from the data
     net = cls(**cfg)
     assert net.cfg == type(net.cfg)(in_shape=tuple(shape), num_classes=classes)  # YAML = defaults

@@ -10,7 +10,7 @@ from hydra.errors import MissingConfigException
 from omegaconf import OmegaConf
 
 from memorization.config import validate
-from memorization.errors import ConfigError
+from memorization.errors import ConfigError, root_error
 from tests.conftest import CONF, run_cli
 
 GROUPS = ["data", "noise", "model", "optim", "trainer", "logger", "callbacks", "experiment"]
@@ -62,9 +62,11 @@ def test_presets_set_the_papers_shapes(make_cfg):
     assert make_cfg("model=mlp_10x512").model.depth == 10
     assert make_cfg("model=mlp_2x4096").model.width == 4096
     exp = make_cfg("experiment=theunissen_digits")
-    assert exp.module.loss == "mse" and exp.optim.name == "adam" and exp.model.depth == 10
+    assert exp.module.loss == "mse" and exp.optim._target_ == "torch.optim.Adam" \
+        and exp.model.depth == 10
     zhang = make_cfg("experiment=zhang_digits_random_labels")
-    assert zhang.noise.name == "random_labels" and zhang.optim.lr_decay == 0.9984
+    assert zhang.noise.name == "random_labels" and zhang.optim.scheduler.gamma == 0.9984
+    assert zhang.optim.scheduler._target_ == "torch.optim.lr_scheduler.ExponentialLR"
     assert exp.stop_at_train_acc is None and exp.trainer.max_epochs == 400
 
 
@@ -81,7 +83,7 @@ BAD = [
     (["noise.p=-0.1"], "noise.p=-0.1 must be a number in [0, 1]"),
     (["noise.name=foo"], "noise.name='foo' is unknown"),
     (["noise=random_labels", "noise.p=0.5"], "noise=random_labels is defined with p=1.0"),
-    (["noise=label_flip", "+noise.apply_to_test=true"], "only defined for shuffled_pixels"),
+    (["noise=label_flip", "noise.apply_to_test=true"], "only defined for shuffled_pixels"),
     (["data.source=nope"], "data.source='nope' is unknown"),
     (["model.in_shape=[1,8,8]"], "does not fit the data's inputs"),
     (["model.num_classes=7"], "model.num_classes=7 but the data has 3 classes"),
@@ -89,20 +91,19 @@ BAD = [
     (["trainer.use_distributed_sampler=true"], "use_distributed_sampler must be false"),
     (["stop_at_train_acc=2"], "stop_at_train_acc=2"),
     (["optim.lr=0"], "optim.lr=0"),
-    (["optim.name=rmsprop"], "optim.name='rmsprop'"),
+    (["optim.lr=-1"], "optim.lr=-1 must be a number > 0"),
+    (["optim._target_=torch.optim.Nope"], "optim._target_=torch.optim.Nope cannot be imported"),
+    (["optim=sgd", "optim._target_=torch.optim.Adam"],
+     "optim.momentum=null (or ~optim.momentum) for torch.optim.Adam"),
+    (["optim.scheduler._target_=torch.optim.lr_scheduler.ExponentialLR"],
+     "optim.scheduler: torch.optim.lr_scheduler.ExponentialLR refused its arguments"),
+    (["optim.scheduler.gamma=1.5"], "optim.scheduler.gamma=1.5 must be a number in (0, 1]"),
     (["module.loss=hinge"], "module.loss='hinge'"),
     (["data.batch_size=0"], "data.batch_size=0"),
+    (["data.normalize=true", "data.per_image_whitening=true"],
+     "data.per_image_whitening=true replaces data.normalize"),
     (["seed=-1"], "seed=-1"),
-    (["seed=true"], "seed=True must be an integer"),
-    (["noise.p=true"], "noise.p=True must be a number in [0, 1]"),
-    (["noise.p=abc"], "noise.p=abc must be a number in [0, 1]"),
-    (["stop_at_train_acc=abc"], "stop_at_train_acc=abc must be a number"),
-    (["data.val_size=abc"], "data.val_size=abc must be a number"),
-    (["data.batch_size=abc"], "data.batch_size=abc must be an integer"),
-    (["data.normalize=abc"], "data.normalize=abc must be true or false"),
-    (["model.depth=abc"], "model: "),
-    (["model.num_classes=null"], "model.num_classes=None but the data has 3 classes"),
-    (["+model.colour=red"], "model: "),
+    (["+model.colour=red"], "model.colour is not a key of model; its keys: in_shape"),
     (["optim.betas=[0.9]"], "optim.betas=[0.9] must be two numbers"),
     (["optim=sgd", "optim.momentum=-1"], "optim.momentum=-1"),
     (["ckpt_path=/nonexistent.ckpt"], "ckpt_path=/nonexistent.ckpt is not a file"),
@@ -117,6 +118,64 @@ def test_invalid_values_raise_config_error(make_cfg, overrides, message):
         validate(cfg)
     assert message in str(err.value)
     assert "\n" not in str(err.value)
+
+
+# a value of the wrong type (or a misspelt key) is refused by the schemas while Hydra composes
+# (memorization/schemas.py); root_error makes Hydra's several lines one, as the entry point does
+WRONG_TYPE = [
+    (["seed=true"], "seed=true must be an integer"),
+    (["noise.p=true"], "noise.p=true must be a number"),
+    (["noise.p=abc"], "noise.p=abc must be a number"),
+    (["stop_at_train_acc=abc"], "stop_at_train_acc=abc must be a number"),
+    (["data.val_size=abc"], "data.val_size=abc must be a number"),
+    (["data.batch_size=abc"], "data.batch_size=abc must be an integer"),
+    (["data.batch_size=1.5"], "data.batch_size=1.5 must be an integer"),
+    (["data.normalize=abc"], "data.normalize=abc must be true or false"),
+    (["data.shape=[1,a]"], "data.shape[1]=a must be an integer"),
+    (["optim.lr=abc"], "optim.lr=abc must be a number"),
+    (["model.depth=abc"], "model.depth=abc must be an integer"),
+    (["model.num_classes=null"], "model.num_classes=null is not allowed"),
+    (["module.adversarial.weight=abc"], "module.adversarial.weight=abc must be a number"),
+    (["threads=abc"], "threads=abc must be an integer"),
+    (["optim.lr_decay=0.95"], "optim.lr_decay is not a key of optim: check the spelling"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "message"), WRONG_TYPE)
+def test_wrong_types_fail_while_composing_with_one_line(make_cfg, overrides, message):
+    with pytest.raises(Exception) as err:
+        make_cfg(*overrides)
+    line = str(root_error(err.value))
+    assert message in line
+    assert "\n" not in line
+
+
+def test_every_data_option_takes_every_data_key(make_cfg):
+    """One schema for conf/data/*.yaml: a key of DataConfig composes on every option."""
+    from dataclasses import fields
+
+    from memorization.data import DataConfig
+
+    keys = {f.name for f in fields(DataConfig)}
+    for option in _options("data"):
+        cfg = make_cfg(f"data={option}", fast=False)
+        assert keys <= set(cfg.data), option
+    cfg = make_cfg("data=digits", "data.per_image_whitening=true", "data.normalize=false",
+                   fast=False)
+    assert cfg.data.per_image_whitening is True
+    validate(cfg)
+
+
+def test_base_presets_are_not_options():
+    """The experiment bases (conf/experiment/base/) are shared by presets, not run on their
+    own: neither --help nor the option check offers them."""
+    from memorization.help import _options as help_options
+    from memorization.run import _unknown_option
+
+    assert (CONF / "experiment" / "base" / "zhang_cifar10.yaml").is_file()
+    assert "base" not in help_options(CONF, "experiment")
+    assert not any(o.startswith("base") for o in help_options(CONF, "experiment"))
+    assert "experiment=base is not an option" in _unknown_option(["experiment=base"])
 
 
 def test_structured_noise_needs_square_images(make_cfg):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import fields
-from pathlib import Path
 
 import pytest
 import torch
@@ -123,10 +122,13 @@ def test_invalid_config_raises(kw, match):
 
 
 def test_yaml_matches_config():
-    path = Path(__file__).parents[1] / "conf" / "model" / "small_inception.yaml"
-    cfg = OmegaConf.to_container(OmegaConf.load(path))
+    from tests.conftest import compose_config
+
+    composed = compose_config(["model=small_inception", "data=synthetic",
+                               "data.shape=[3,28,28]", "data.num_classes=10"])
+    cfg = OmegaConf.to_container(composed.model, resolve=True)  # its YAML, on its schema
     assert cfg.pop("_target_") == "memorization.models.SmallInception"
     assert set(cfg) == {f.name for f in fields(SmallInceptionConfig)}
     assert cfg["batchnorm"] is True and cfg["stem"] == SmallInceptionConfig.stem
-    m = SmallInception(**{**cfg, "in_shape": [3, 28, 28], "num_classes": 10})
+    m = SmallInception(**cfg)
     assert m.cfg.in_shape == (3, 28, 28)

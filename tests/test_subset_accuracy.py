@@ -141,7 +141,7 @@ Y4 = torch.tensor([0, 2, 1, 2])
 
 
 def test_mse_loss_on_one_hot_targets(net):
-    module = Classifier(net, loss="mse", optim={"name": "adam", "lr": 1e-3})
+    module = Classifier(net, loss="mse", optim={"_target_": "torch.optim.Adam", "lr": 1e-3})
     logits = module(X)
     assert logits.shape == (4, 3)
     one_hot = torch.tensor([[1.0, 0, 0], [0, 0, 1], [0, 1, 0], [0, 0, 1]])
@@ -169,14 +169,16 @@ def test_num_classes_for_a_net_without_cfg():
                           F.mse_loss(logits, torch.eye(5)[Y4]))
 
 
+EXP = "torch.optim.lr_scheduler.ExponentialLR"  # Zhang et al.'s per-epoch decay
+
 @pytest.mark.parametrize(("kw", "match"), [
     (dict(loss="hinge"), "module.loss"),
-    (dict(optim={"name": "rmsprop"}), "optim.name"),
+    (dict(optim={"_target_": "torch.optim.Nope"}), "optim._target_"),
     (dict(optim={"lr": 0}), "optim.lr"),
     (dict(optim={"lr": -0.1}), "optim.lr"),
     (dict(optim={"weight_decay": -1}), "optim.weight_decay"),
-    (dict(optim={"lr_decay": 0}), "optim.lr_decay"),
-    (dict(optim={"lr_decay": 1.5}), "optim.lr_decay"),
+    (dict(optim={"scheduler": {"_target_": EXP, "gamma": 0}}), "optim.scheduler.gamma"),
+    (dict(optim={"scheduler": {"_target_": EXP, "gamma": 1.5}}), "optim.scheduler.gamma"),
 ])
 def test_bad_config_raises(net, kw, match):
     with pytest.raises(ConfigError, match=match):
@@ -185,8 +187,8 @@ def test_bad_config_raises(net, kw, match):
 
 # -- Classifier: optimizers ------------------------------------------------------------------------
 def test_sgd(net):
-    module = Classifier(net, optim={"name": "sgd", "lr": 0.05, "momentum": 0.5, "nesterov": True,
-                                    "weight_decay": 1e-4})
+    module = Classifier(net, optim={"_target_": "torch.optim.SGD", "lr": 0.05, "momentum": 0.5,
+                                    "nesterov": True, "weight_decay": 1e-4})
     opt = module.configure_optimizers()
     assert type(opt) is torch.optim.SGD
     group = opt.param_groups[0]
@@ -196,7 +198,8 @@ def test_sgd(net):
 
 
 def test_adam(net):
-    module = Classifier(net, optim={"name": "adam", "lr": 1e-3, "betas": [0.8, 0.99]})
+    module = Classifier(net, optim={"_target_": "torch.optim.Adam", "lr": 1e-3,
+                                    "betas": [0.8, 0.99]})
     opt = module.configure_optimizers()
     assert type(opt) is torch.optim.Adam
     assert opt.param_groups[0]["lr"] == 1e-3
@@ -204,16 +207,18 @@ def test_adam(net):
     assert len(opt.param_groups[0]["params"]) == len(list(module.parameters()))
 
 
-@pytest.mark.parametrize("name", ["sgd", "adam"])
+@pytest.mark.parametrize("name", ["torch.optim.SGD", "torch.optim.Adam"])
 def test_lr_decay_scheduler(net, name):
-    out = Classifier(net, optim={"name": name, "lr": 0.1, "lr_decay": 0.95}).configure_optimizers()
+    decay = {"_target_": EXP, "gamma": 0.95}
+    out = Classifier(net, optim={"_target_": name, "lr": 0.1, "scheduler": decay}
+                     ).configure_optimizers()
     sched = out["lr_scheduler"]["scheduler"]
     assert isinstance(sched, torch.optim.lr_scheduler.ExponentialLR)
     assert sched.gamma == 0.95
     assert out["lr_scheduler"]["interval"] == "epoch"
     assert sched.optimizer is out["optimizer"]
-    # lr_decay = 1 is constant: no scheduler
-    opt = Classifier(net, optim={"name": name, "lr": 0.1, "lr_decay": 1}).configure_optimizers()
+    # no scheduler _target_: a constant lr, no scheduler
+    opt = Classifier(net, optim={"_target_": name, "lr": 0.1}).configure_optimizers()
     assert isinstance(opt, torch.optim.Optimizer)
 
 
@@ -237,7 +242,7 @@ def fit(max_epochs: int, sanity: int = 0, optim: dict | None = None, best: float
     dm = DataModule(source="synthetic", shape=(1, 4, 4), num_classes=3, batch_size=16,
                     eval_batch_size=8, noise={"name": "label_flip", "p": 0.5, "seed": 0}, **data)
     module = Classifier(MLP(in_shape=(1, 4, 4), num_classes=3, depth=1, width=32),
-                        optim=optim or {"name": "adam", "lr": 1e-2})
+                        optim=optim or {"_target_": "torch.optim.Adam", "lr": 1e-2})
     if best is not None:  # as if resumed from a checkpoint that had reached this test accuracy
         module.best_test_acc.fill_(best)
     rec = TestAccs()
@@ -265,7 +270,8 @@ def evaluate(module, dm) -> dict[str, float]:
 
 def test_fit_logs_metrics_of_the_final_weights():
     trainer, module, dm, rec = fit(3, val_size=16,
-                                   optim={"name": "sgd", "lr": 0.1, "lr_decay": 0.5})
+                                   optim={"_target_": "torch.optim.SGD", "lr": 0.1,
+                                          "scheduler": {"_target_": EXP, "gamma": 0.5}})
     logged = {k: float(v) for k, v in trainer.callback_metrics.items()}
     expected = evaluate(module, dm)
     assert set(logged) == set(expected) | {"train/loss", "test/acc_best", "gap"}
@@ -306,11 +312,12 @@ def test_sanity_check_does_not_leak_into_first_epoch():
         assert logged[k] == pytest.approx(v, abs=1e-5), k
 
 
-def test_step_schedule_and_its_conflict_with_exponential():
+def test_step_schedule_and_any_optimizer_by_target():
     from memorization.models import MLP as _MLP
 
     net = _MLP(in_shape=(4,), num_classes=2, depth=1, width=4)
-    module = Classifier(net, optim={"name": "sgd", "lr": 0.1, "lr_step": 3, "lr_step_gamma": 0.5})
+    step = {"_target_": "torch.optim.lr_scheduler.StepLR", "step_size": 3, "gamma": 0.5}
+    module = Classifier(net, optim={"_target_": "torch.optim.SGD", "lr": 0.1, "scheduler": step})
     sched = module.configure_optimizers()["lr_scheduler"]["scheduler"]
     assert isinstance(sched, torch.optim.lr_scheduler.StepLR)
     lrs = []
@@ -318,5 +325,10 @@ def test_step_schedule_and_its_conflict_with_exponential():
         lrs.append(sched.optimizer.param_groups[0]["lr"])
         sched.step()
     assert lrs == pytest.approx([0.1, 0.1, 0.1, 0.05, 0.05, 0.05, 0.025])
-    with pytest.raises(ConfigError, match="two schedules"):
-        Classifier(net, optim={"lr_step": 3, "lr_decay": 0.9})
+    # any torch optimizer, with an argument the schema does not list (+optim.alpha=...)
+    opt = Classifier(net, optim={"_target_": "torch.optim.RMSprop", "lr": 0.01, "alpha": 0.9}
+                     ).configure_optimizers()
+    assert type(opt) is torch.optim.RMSprop and opt.param_groups[0]["alpha"] == 0.9
+    with pytest.raises(ConfigError, match=r"set optim\.momentum=null"):  # Adam takes none
+        Classifier(net, optim={"_target_": "torch.optim.Adam", "momentum": 0.9}
+                   ).configure_optimizers()

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from memorization.errors import ConfigError
+from memorization.errors import ConfigError, check_bool, check_number
 
 
 @dataclass
@@ -42,8 +42,8 @@ class AugmentConfig:
                 or self.crop_padding < 0:
             raise ConfigError(f"data.augment.crop_padding={self.crop_padding} must be an integer "
                               ">= 0 (pixels of padding before the random crop)")
-        if not 0 <= self.rotation <= 180:
-            raise ConfigError(f"data.augment.rotation={self.rotation} must be in [0, 180] degrees")
+        check_number(self.rotation, "data.augment.rotation", lo=0, hi=180, what=" degrees")
+        check_bool(self.hflip, "data.augment.hflip")
 
     @property
     def enabled(self) -> bool:

@@ -15,8 +15,8 @@ edit of equal length). A copy made with ``cp -p``/``rsync -t`` keeps the mtime a
 same bytes, rightly keeps the cache.
 
 Safety: the cache is written to a temporary file beside it and renamed into place only when
-complete, so a crash or a full disk never leaves a half-written cache under the final name (an
-interrupted write can leave a ``.*.part.npz`` file, which is never read and can be deleted). A
+complete, so a crash or a full disk never leaves a half-written cache under the final name (a
+killed write can leave a hidden ``.<name>.*.tmp`` file, which is never read and can be deleted). A
 cache that cannot be read (truncated, damaged, not ours) is ignored with a warning and rebuilt;
 a root that cannot be written (read-only) just skips caching. ``cache=False`` in a loader's
 ``source_options`` neither reads nor writes it.
@@ -28,7 +28,6 @@ import errno
 import hashlib
 import logging
 import os
-import secrets
 import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ import numpy as np
 import torch
 
 from memorization.data.sources import RawData
+from memorization.io import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -134,18 +134,12 @@ def _validate(a: Arrays) -> None:
 
 def write_cache(path: Path, key: str, arrays: Arrays) -> bool:
     """Save atomically (temporary file, then rename); False, leaving nothing, when it cannot."""
-    tmp = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.part.npz"
-        # os.open, not mkstemp: the cache gets the umask's permissions, like any other file
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        with os.fdopen(fd, "wb") as f:
+        # opened by open(), not mkstemp: the cache gets the umask's permissions, like any file
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
             np.savez(f, format=np.int64(FORMAT), key=np.str_(key),
                      num_classes=np.int64(arrays.num_classes),
                      **{k: getattr(arrays, k) for k in _SPLITS})
-        os.replace(tmp, path)
-        tmp = None
         return True
     except OSError as e:
         if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):  # a read-only root
@@ -153,9 +147,6 @@ def write_cache(path: Path, key: str, arrays: Arrays) -> bool:
         else:
             log.warning("could not write the cache %s (%s); going on without it", path, e)
         return False
-    finally:
-        if tmp is not None:
-            tmp.unlink(missing_ok=True)
 
 
 def load_or_parse(path: Path, key: str, parse: Callable[[], Arrays], enabled: bool = True

@@ -13,45 +13,87 @@ import os
 from dataclasses import dataclass, field
 
 import lightning as L
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from memorization.data.augment import AugmentConfig, augment
 from memorization.data.preprocess import center_crop, per_image_whitening
-from memorization.data.sources import RawData, load_source
-from memorization.distributed import rank_world
-from memorization.errors import ConfigError
-from memorization.noise import CorruptionRecord, corrupt_dataset
+from memorization.data.sources import SOURCES, RawData, load_source
+from memorization.distributed import epoch_generator, rank_world
+from memorization.errors import ConfigError, check_bool, check_number
+from memorization.noise import CORRUPTIONS, CorruptionRecord, corrupt_dataset
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class NoiseConfig:
+    """The ``noise`` group: which corruption (memorization/noise/), of which fraction."""
+
     name: str = "none"
-    p: float = 0.0
-    seed: int = 0
-    apply_to_test: bool = False
+    p: float = 0.0  # the probability that a training sample is corrupted
+    seed: int = 0  # the corruption's own seed (the training seed is the top-level seed)
+    apply_to_test: bool = False  # shuffled_pixels only: permute test and validation images too
+
+    def __post_init__(self):
+        if self.name not in CORRUPTIONS:
+            raise ConfigError(f"noise.name={self.name!r} is unknown; choose one of: "
+                              f"{', '.join(sorted(CORRUPTIONS))}")
+        check_number(self.p, "noise.p", lo=0, hi=1,
+                     what=": the probability that a training sample is corrupted")
+        check_number(self.seed, "noise.seed", integer=True, lo=0)
+        check_bool(self.apply_to_test, "noise.apply_to_test")
 
 
 @dataclass
 class DataConfig:
-    source: str = "digits"
+    """The ``data`` group: every key each data option accepts, with its default."""
+
+    source: str = "digits"  # a registered source (memorization/data/sources.py)
     shape: tuple[int, ...] = (1, 8, 8)  # declared, so a model can be checked before loading
     num_classes: int = 10
-    source_options: dict = field(default_factory=dict)
+    source_options: dict = field(default_factory=dict)  # the source loader's own keywords
     batch_size: int = 128
     eval_batch_size: int = 1024
-    val_size: float = 0  # a count (>= 1) or a fraction of the training split (< 1)
+    # validation hold-out carved from train: a count (>= 1), or a fraction in (0, 1)
+    val_size: float = 0
     val_seed: int = 0
     normalize: bool = True  # per-channel standardization with the clean training statistics
     center_crop: int | None = None  # Zhang et al.'s CIFAR recipe: 28
     per_image_whitening: bool = False  # Zhang et al.'s CIFAR recipe (instead of normalize)
-    on_device: bool = True
-    shuffle_seed: int | None = 0
+    on_device: bool = True  # keep the tensors on the accelerator when they fit
+    shuffle_seed: int | None = 0  # the training batches' order; null: a fresh one
     eval_train: bool = True  # evaluate the whole training set in eval mode every epoch
-    augment: dict = field(default_factory=dict)  # AugmentConfig: training batches, on the device
+    augment: AugmentConfig = field(default_factory=AugmentConfig)  # training batches, on device
+
+    def __post_init__(self):
+        self.shape = tuple(self.shape)
+        self.source_options = dict(self.source_options or {})
+        if isinstance(self.augment, dict):
+            self.augment = AugmentConfig(**self.augment)
+        if self.source not in SOURCES:
+            raise ConfigError(f"data.source={self.source!r} is unknown; choose one of: "
+                              f"{', '.join(sorted(SOURCES))}")
+        if not (self.shape and all(isinstance(d, int) and d >= 1 for d in self.shape)):
+            raise ConfigError(f"data.shape={list(self.shape)} must be a list of positive "
+                              "integers")
+        check_number(self.num_classes, "data.num_classes", integer=True, lo=2)
+        for key in ("batch_size", "eval_batch_size"):
+            check_number(getattr(self, key), f"data.{key}", integer=True, lo=1)
+        v = check_number(self.val_size, "data.val_size", lo=0,
+                         what=" (a count, or a fraction of the training split in (0, 1))")
+        if v >= 1 and v != int(v):
+            raise ConfigError(f"data.val_size={v} must be an integer count or a fraction in "
+                              "(0, 1) of the training split")
+        check_number(self.center_crop, "data.center_crop", integer=True, lo=1, allow_none=True)
+        for key in ("normalize", "per_image_whitening", "on_device", "eval_train"):
+            check_bool(getattr(self, key), f"data.{key}")
+        if self.per_image_whitening and self.normalize:
+            raise ConfigError("data.per_image_whitening=true replaces data.normalize: set "
+                              "data.normalize=false")
+        if self.augment.enabled and len(self.shape) != 3:
+            raise ConfigError(f"data.augment transforms images (C, H, W), but data.shape="
+                              f"{list(self.shape)}; turn data.augment off for this data")
 
 
 class TensorDictDataset(Dataset):
@@ -130,16 +172,8 @@ class DataModule(L.LightningDataModule):
 
     def __init__(self, noise: dict | NoiseConfig | None = None, **data):
         super().__init__()
-        data = dict(data)
-        if "shape" in data:
-            data["shape"] = tuple(data["shape"])
-        data["source_options"] = dict(data.get("source_options") or {})
-        data["augment"] = dict(data.get("augment") or {})
         self.cfg = DataConfig(**data)
-        self.augment = AugmentConfig(**self.cfg.augment)
-        if self.augment.enabled and len(self.cfg.shape) != 3:
-            raise ConfigError(f"data.augment transforms images (C, H, W), but data.shape="
-                              f"{list(self.cfg.shape)}; turn data.augment off for this data")
+        self.augment = self.cfg.augment
         self._aug_gen: tuple[tuple, torch.Generator] | None = None
         self.noise = noise if isinstance(noise, NoiseConfig) else NoiseConfig(**(noise or {}))
         self.record: CorruptionRecord | None = None
@@ -164,12 +198,9 @@ class DataModule(L.LightningDataModule):
     def _load(self) -> RawData:
         cfg = self.cfg
         raw = load_source(cfg.source, **cfg.source_options)
-        if cfg.per_image_whitening and cfg.normalize:
-            raise ConfigError("data.per_image_whitening=true replaces data.normalize: set "
-                              "data.normalize=false")
         if cfg.center_crop is not None:
             size = cfg.center_crop
-            if len(raw.shape) != 3 or not 1 <= size <= min(raw.shape[1:]):
+            if len(raw.shape) != 3 or size > min(raw.shape[1:]):
                 raise ConfigError(f"data.center_crop={size} does not fit inputs "
                                   f"{list(raw.shape)}")
             raw = RawData(center_crop(raw.x_train, size), raw.y_train,
@@ -225,10 +256,7 @@ class DataModule(L.LightningDataModule):
 
     def _val_count(self, n_train: int) -> int:
         """``val_size``: an integer count, or a fraction of the training split in (0, 1)."""
-        v = self.cfg.val_size
-        if v < 0 or (v >= 1 and v != int(v)):
-            raise ConfigError(f"data.val_size={v} must be an integer count or a fraction in "
-                              "(0, 1) of the training split")
+        v = self.cfg.val_size  # its form is checked by DataConfig; here: against the split
         count = round(v * n_train) if 0 < v < 1 else int(v)
         if v > 0 and count == 0:
             raise ConfigError(f"data.val_size={v} is less than one of the {n_train} training "
@@ -297,9 +325,7 @@ class DataModule(L.LightningDataModule):
         after a resume at an epoch boundary."""
         key = (device, epoch)
         if self._aug_gen is None or self._aug_gen[0] != key:
-            seed = np.random.SeedSequence([self.augment.seed, epoch, rank_world()[0]])
-            gen = torch.Generator(device=device).manual_seed(int(seed.generate_state(1)[0]))
-            self._aug_gen = (key, gen)
+            self._aug_gen = (key, epoch_generator(self.augment.seed, epoch, device))
         return self._aug_gen[1]
 
     # -- checkpoint --------------------------------------------------------------------------------

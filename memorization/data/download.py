@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import urllib.request
 import zlib
 from collections.abc import Callable
@@ -14,6 +13,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from memorization.errors import ConfigError
+from memorization.io import atomic_path
 
 
 def default_root(name: str) -> Path:
@@ -26,26 +26,25 @@ def fetch(url: str, dest: Path, check: Callable[[Path], bool], timeout: float = 
     """Download ``url`` to ``dest``: into a temporary file beside it first, renamed only when
     ``check(temp_path)`` returns True (it may also raise ConfigError to refuse). Returns False,
     leaving nothing behind, when the network fails or the check refuses."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, suffix=".part" + dest.suffix)
-    os.close(fd)
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as r, open(tmp, "wb") as f, \
-                tqdm(total=int(getattr(r, "headers", {}).get("Content-Length") or 0) or None,
-                     unit="B",
-                     unit_scale=True, unit_divisor=1024, desc=f"downloading {dest.name}",
-                     leave=False, disable=None) as bar:  # disable=None: no bar off a terminal
-            while block := r.read(1 << 20):
-                f.write(block)
-                bar.update(len(block))
-        if not check(Path(tmp)):
-            return False
-        os.replace(tmp, dest)
+    try:  # the temporary name ends in dest's suffix too: a check may read it by its extension
+        with atomic_path(dest, suffix=dest.suffix) as tmp:
+            with urllib.request.urlopen(url, timeout=timeout) as r, open(tmp, "wb") as f, \
+                    tqdm(total=int(getattr(r, "headers", {}).get("Content-Length") or 0) or None,
+                         unit="B", unit_scale=True, unit_divisor=1024,
+                         desc=f"downloading {dest.name}",
+                         leave=False, disable=None) as bar:  # disable=None: no bar off a terminal
+                while block := r.read(1 << 20):
+                    f.write(block)
+                    bar.update(len(block))
+            if not check(tmp):
+                raise _Refused  # atomic_path removes the temporary file
         return True
-    except (OSError, EOFError, zlib.error, ConfigError):
+    except (OSError, EOFError, zlib.error, ConfigError, _Refused):
         return False
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+
+
+class _Refused(Exception):
+    """The downloaded file failed its check."""
 
 
 def file_md5(path: Path) -> str:

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from memorization.errors import ConfigError
+from memorization.io import atomic_path
 
 FORMAT_VERSION = 1
 
@@ -81,9 +82,7 @@ class CorruptionRecord:
     def save(self, path: str | Path) -> Path:
         """Write the record as one ``.npz`` (numpy arrays plus metadata), atomically."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as f:
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
             np.savez(
                 f,
                 format_version=np.array(FORMAT_VERSION),
@@ -97,7 +96,6 @@ class CorruptionRecord:
                 inputs_hash=np.array(self.inputs_hash),
                 hash=np.array(self.hash),
             )
-        tmp.replace(path)  # never leave a half-written record under the final name
         return path
 
     @classmethod

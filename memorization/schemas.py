@@ -1,0 +1,120 @@
+"""The config dataclasses as Hydra structured configs, registered in Hydra's ConfigStore.
+
+Each config of a group starts its defaults list with its schema, e.g. conf/data/digits.yaml:
+
+    defaults:
+      - /schema/data/base@_here_
+      - _self_
+
+so the schema's keys, types and defaults come first and the file overrides what differs. A key
+that is not in the schema, or a value of the wrong type, fails while Hydra composes
+(errors.root_error turns that into one line); the range checks run in each dataclass's
+``__post_init__``, which OmegaConf does not call while composing: config.validate builds each
+group's dataclass with ``OmegaConf.to_object``.
+
+A new group's schema is one line here, e.g. ``register("metrics", MetricsConfig)``, and the
+``- /schema/metrics/base@_here_`` line in its YAML files; config.validate then builds it too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import Field, dataclass, field, make_dataclass
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import II, OmegaConf
+
+from memorization.data.augment import AugmentConfig
+from memorization.data.datamodule import DataConfig, NoiseConfig
+from memorization.errors import ConfigError, check_bool, check_number
+from memorization.models import (
+    AlexNetConfig,
+    CNNConfig,
+    MLPConfig,
+    SmallAlexNetConfig,
+    SmallInceptionConfig,
+)
+from memorization.module import ModuleConfig
+from memorization.optim import OptimConfig
+
+GROUP = "schema"
+
+
+def register(group: str, node: type, name: str = "base") -> None:
+    """Store dataclass ``node`` as ``/schema/<group>/<name>``, the first entry of the defaults
+    list of that group's configs."""
+    ConfigStore.instance().store(group=f"{GROUP}/{group}", name=name, node=node)
+
+
+def with_target(cls: type, target: str, **defaults: tuple[Any, Any]) -> type:
+    """``cls`` with the ``_target_`` Hydra instantiates, and ``defaults``: ``key=(type,
+    default)`` for what the YAML files share, e.g. interpolations such as ``${data.shape}``
+    (a ``field(...)`` as the default for a dataclass one)."""
+    extra = [("_target_", str, field(default=target))]
+    extra += [(key, kind, value if isinstance(value, Field) else field(default=value))
+              for key, (kind, value) in defaults.items()]
+    return make_dataclass(f"{cls.__name__}Schema", extra, bases=(cls,))
+
+
+@dataclass
+class AugmentSchema(AugmentConfig):
+    seed: int = II("seed")  # the training seed unless given
+
+
+# the training seed orders the batches and seeds the augmentation, unless given their own
+DataSchema = with_target(
+    DataConfig, "memorization.data.DataModule", shuffle_seed=(int | None, II("seed")),
+    augment=(AugmentSchema, field(default_factory=AugmentSchema)))
+_SHAPE = {"in_shape": (tuple[int, ...], II("data.shape")),
+          "num_classes": (int, II("data.num_classes"))}
+MODELS = {
+    # width and bias take a number or string, or a list: OmegaConf has no union of those
+    "mlp": with_target(MLPConfig, "memorization.models.MLP", **_SHAPE, width=(Any, 512),
+                       bias=(Any, "all")),
+    "cnn": with_target(CNNConfig, "memorization.models.CNN", **_SHAPE),
+    "alexnet": with_target(AlexNetConfig, "memorization.models.AlexNet", **_SHAPE),
+    "small_alexnet": with_target(SmallAlexNetConfig, "memorization.models.SmallAlexNet",
+                                 **_SHAPE),
+    "small_inception": with_target(SmallInceptionConfig, "memorization.models.SmallInception",
+                                   **_SHAPE),
+}
+ModuleSchema = with_target(ModuleConfig, "memorization.module.Classifier")
+
+
+@dataclass
+class RunConfig:
+    """The top-level keys of conf/config.yaml (their meaning: the comments there)."""
+
+    seed: int | None = 0
+    stop_at_train_acc: float | None = 1.0
+    ckpt_path: str | None = None
+    resume: bool = True
+    threads: int | None = None
+    module: ModuleSchema = field(default_factory=ModuleSchema)
+
+    def __post_init__(self):
+        check_number(self.seed, "seed", integer=True, lo=0, allow_none=True)
+        stop = check_number(self.stop_at_train_acc, "stop_at_train_acc", lo=0, hi=1,
+                            allow_none=True, what=" (null trains for trainer.max_epochs)")
+        if stop == 0:
+            raise ConfigError("stop_at_train_acc=0 would stop at once; use a value in (0, 1] "
+                              "or null")
+        check_bool(self.resume, "resume")
+        check_number(self.threads, "threads", integer=True, lo=1, allow_none=True,
+                     what=" (null: the launcher's share of the cores)")
+
+
+def _register_all() -> None:
+    register("data", DataSchema)
+    register("noise", NoiseConfig)
+    register("optim", OptimConfig)
+    for name, schema in MODELS.items():
+        register("model", schema, name=name)
+    # the primary config's: open (struct off), so a key conf/config.yaml adds needs no schema
+    # first; Hydra turns struct on once composed, so a misspelt override still fails
+    root = OmegaConf.structured(RunConfig)
+    OmegaConf.set_struct(root, False)
+    ConfigStore.instance().store(group=GROUP, name="config", node=root)
+
+
+_register_all()
