@@ -27,6 +27,11 @@ from omegaconf import II, OmegaConf
 from memorization.data.augment import AugmentConfig
 from memorization.data.datamodule import DataConfig, NoiseConfig
 from memorization.errors import ConfigError, check_bool, check_number
+from memorization.metrics.config import MetricsConfig
+from memorization.metrics.cosine import CosineMetric
+from memorization.metrics.csr import CSRMetric
+from memorization.metrics.masc_probe import MASCMetric
+from memorization.metrics.polarization import PolarizationMetric
 from memorization.models import (
     AlexNetConfig,
     CNNConfig,
@@ -53,7 +58,12 @@ def with_target(cls: type, target: str, **defaults: tuple[Any, Any]) -> type:
     extra = [("_target_", str, field(default=target))]
     extra += [(key, kind, value if isinstance(value, Field) else field(default=value))
               for key, (kind, value) in defaults.items()]
-    return make_dataclass(f"{cls.__name__}Schema", extra, bases=(cls,))
+    name = f"{cls.__name__}Schema"
+    # importable by name, so configs holding it pickle (submitit and Ray send jobs' configs so)
+    schema = make_dataclass(name, extra, bases=(cls,))
+    schema.__module__ = __name__
+    globals()[name] = schema
+    return schema
 
 
 @dataclass
@@ -104,12 +114,33 @@ class RunConfig:
                      what=" (null: the launcher's share of the cores)")
 
 
+def open_node(cls: type, **keys: Any):
+    """``cls`` as a structured node with struct off: typed fields, room for other keys (the
+    metrics group's entries; a metric entry's ``class``, which no dataclass field can be
+    called)."""
+    node = OmegaConf.structured(cls)
+    OmegaConf.set_struct(node, False)
+    for key, value in keys.items():
+        node[key] = value
+    return node
+
+
+def register_metric(kind: type) -> None:
+    """A metric's config (protocol.py) as ``/schema/metrics/<name>``, with its ``class``: the
+    metrics group's YAML places it with ``- /schema/metrics/<name>@<name>``."""
+    register("metrics", open_node(kind.Config, **{"class": f"{kind.__module__}.{kind.__name__}"}),
+             name=kind.name)
+
+
 def _register_all() -> None:
     register("data", DataSchema)
     register("noise", NoiseConfig)
     register("optim", OptimConfig)
     for name, schema in MODELS.items():
         register("model", schema, name=name)
+    register("metrics", open_node(MetricsConfig))  # every other key of the group is a metric
+    for kind in (CosineMetric, PolarizationMetric, MASCMetric, CSRMetric):
+        register_metric(kind)
     # the primary config's: open (struct off), so a key conf/config.yaml adds needs no schema
     # first; Hydra turns struct on once composed, so a misspelt override still fails
     root = OmegaConf.structured(RunConfig)

@@ -138,6 +138,9 @@ WRONG_TYPE = [
     (["module.adversarial.weight=abc"], "module.adversarial.weight=abc must be a number"),
     (["threads=abc"], "threads=abc must be an integer"),
     (["optim.lr_decay=0.95"], "optim.lr_decay is not a key of optim: check the spelling"),
+    (["metrics.cosine.enabled=maybe"], "metrics.cosine.enabled=maybe must be true or false"),
+    (["metrics.masc.variance=abc"], "metrics.masc.variance=abc must be a number"),
+    (["metrics.every_n_epochs=1.5"], "metrics.every_n_epochs=1.5 must be an integer"),
 ]
 
 

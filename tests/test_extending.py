@@ -197,7 +197,6 @@ def test_metrics_none_turns_every_metric_off(tmp_path):
     (["metrics.masc.variance=2"], "metrics.masc.variance=2 is outside (0, 1]"),
     (["metrics.masc.method=svd"], "metrics.masc.method='svd' must be auto, gram or samples"),
     (["metrics.csr.n=0"], "metrics.csr.n=0 must be >= 1"),
-    (["metrics.cosine.enabled=maybe"], "metrics.cosine.enabled='maybe' must be true or false"),
     (["+metrics.masc.colour=red"], "metrics.masc: "),
     (["+metrics.active.threshold=1"], "metrics.active is not a metric entry"),
     ([f"+metrics.active.class={HERE}.Nope"], f"metrics.active.class={HERE}.Nope cannot be"),

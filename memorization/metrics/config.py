@@ -74,7 +74,9 @@ def read_metrics_config(d: dict | DictConfig | None) -> MetricsSuite:
     as it is there): the first value that cannot work raises one :class:`ConfigError` line."""
     if isinstance(d, DictConfig):
         d = OmegaConf.to_container(d, resolve=True)
-    d = OmegaConf.to_container(OmegaConf.merge(OmegaConf.load(_defaults()), d or {}))
+    base = OmegaConf.load(_defaults())
+    base.pop("defaults", None)  # Hydra's defaults list (the schemas), not a metric
+    d = OmegaConf.to_container(OmegaConf.merge(base, d or {}))
     own = {f.name for f in fields(MetricsConfig)}
     settings = MetricsConfig(**{k: v for k, v in d.items() if k in own})
     return MetricsSuite(settings, {key: _entry(key, value) for key, value in d.items()

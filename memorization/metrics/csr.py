@@ -45,7 +45,7 @@ import torch
 from torch import nn
 from torchmetrics import Metric
 
-from memorization.errors import ConfigError, check_all
+from memorization.errors import ConfigError, check_all, shown
 from memorization.metrics.protocol import MetricConfig, ModelMetric, fixed_subset
 
 PAPER_ALPHA, PAPER_BETA, PAPER_R, PAPER_PIXEL_SCALE = 0.25, 0.2, 0.3, 255.0
@@ -221,13 +221,14 @@ class CSRConfig(MetricConfig):
             value = getattr(self, name)
             real = isinstance(value, numbers.Real) and not isinstance(value, bool)
             if not real or not math.isfinite(value) or value < 0:
-                raise ConfigError(f"metrics.csr.{name}={value} must be >= 0 and finite; it is "
-                                  f"{_MEANING[name]}")
+                raise ConfigError(f"metrics.csr.{name}={shown(value)} must be >= 0 and finite; "
+                                  f"it is {_MEANING[name]}")
         check_all([
             (self.split in ("train", "test"),
              f"metrics.csr.split={self.split!r} must be train or test"),
             (isinstance(self.n, int) and self.n >= 1, f"metrics.csr.n={self.n} must be >= 1"),
-            (self.pixel_scale > 0, f"metrics.csr.pixel_scale={self.pixel_scale} must be > 0"),
+            (self.pixel_scale > 0,
+             f"metrics.csr.pixel_scale={shown(self.pixel_scale)} must be > 0"),
             (isinstance(self.batch_size, int) and self.batch_size >= 1,
              f"metrics.csr.batch_size={self.batch_size} must be an integer >= 1"),
         ])

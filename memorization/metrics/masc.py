@@ -66,7 +66,7 @@ from collections.abc import Callable
 
 import torch
 
-from memorization.errors import ConfigError
+from memorization.errors import ConfigError, shown
 
 _log = logging.getLogger(__name__)
 
@@ -84,9 +84,9 @@ def gram_bytes(num_classes: int, dim: int, dtype_bytes: int = 4) -> int:
 def _check_variance(variance) -> float:
     if (isinstance(variance, bool) or not isinstance(variance, numbers.Real)
             or not 0 < variance <= 1):
-        raise ConfigError(f"metrics.masc.variance={variance} is outside (0, 1]; it is the fraction "
-                          "of each class's variance its kept principal components explain "
-                          "(the paper uses 0.99)")
+        raise ConfigError(f"metrics.masc.variance={shown(variance)} is outside (0, 1]; it is "
+                          "the fraction of each class's variance its kept principal components "
+                          "explain (the paper uses 0.99)")
     return float(variance)
 
 

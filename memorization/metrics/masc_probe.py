@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
-from memorization.errors import ConfigError, check_all
+from memorization.errors import ConfigError, check_all, shown
 from memorization.metrics.masc import _check_variance, flat_bases, gram_bytes, masc_predict
 from memorization.metrics.masc_states import MASCSamples, MASCSubspaces
 from memorization.metrics.protocol import Context, LayerMetric, MetricConfig, Probe
@@ -54,8 +54,8 @@ class MASCConfig(MetricConfig):
             (self.method in ("auto", "gram", "samples"),
              f"metrics.masc.method={self.method!r} must be auto, gram or samples"),
             (min(self.max_gram_gb, self.max_cache_gb) >= 0,
-             f"metrics.masc.max_gram_gb={self.max_gram_gb} and max_cache_gb={self.max_cache_gb} "
-             "must be >= 0"),
+             f"metrics.masc.max_gram_gb={shown(self.max_gram_gb)} and "
+             f"max_cache_gb={shown(self.max_cache_gb)} must be >= 0"),
             (self.layers is None or all(isinstance(p, str) for p in self.layers),
              f"metrics.masc.layers={self.layers} must be a list of layer names or globs, or null"),
         ])
