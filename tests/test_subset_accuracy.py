@@ -323,6 +323,7 @@ def test_step_schedule_and_any_optimizer_by_target():
     lrs = []
     for _ in range(7):
         lrs.append(sched.optimizer.param_groups[0]["lr"])
+        sched.optimizer.step()  # the order of an epoch (torch warns otherwise)
         sched.step()
     assert lrs == pytest.approx([0.1, 0.1, 0.1, 0.05, 0.05, 0.05, 0.025])
     # any torch optimizer, with an argument the schema does not list (+optim.alpha=...)
