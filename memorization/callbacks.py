@@ -213,13 +213,17 @@ def format_settings(config: dict, trainer: L.Trainer, pl_module: L.LightningModu
     net = str(model.get("_target_", "?")).rsplit(".", 1)[-1]
     shape = (f" {model['depth']}x{model['width']}" if isinstance(model.get("width"), int)
              and "depth" in model else "")
+    opt = str(optim.get("_target_", "?")).rsplit(".", 1)[-1]
+    schedule = (optim.get("scheduler") or {}).get("_target_")
+    if schedule:
+        opt += f" ({str(schedule).rsplit('.', 1)[-1]})"
     stop = config.get("stop_at_train_acc")
     until = (f"until train acc {stop:g} or {trainer.max_epochs} epochs" if stop is not None
              else f"{trainer.max_epochs} epochs")
     return "\n".join([
         f"data {data.get('source')} ({sizes}; {data.get('num_classes')} classes) · noise "
         f"{noise.get('name')} p={noise.get('p')} seed={noise.get('seed')}{corrupted}",
-        f"model {net}{shape} ({n_params:,} parameters) · {optim.get('name')} "
+        f"model {net}{shape} ({n_params:,} parameters) · {opt} "
         f"lr={optim.get('lr')} · batch {data.get('batch_size')} · seed={config.get('seed')} · "
         f"{until}",
     ])

@@ -182,3 +182,30 @@ def test_other_parameter_labels():
     _, colours = series_table(jobs, ["model.width", "noise.p", "seed"])
     assert list(colours) == ["model.width=64, p=0", "model.width=64, p=0.4",
                              "model.width=256, p=0", "model.width=256, p=0.4"]
+
+
+def test_time_to_convergence_against_width_and_training_size(tmp_path):
+    """Arpit et al. Fig. 6: epochs to fit against capacity and against dataset size, a line per
+    noise level; drawn only when the sweep varies one of them."""
+    rows = []
+    for p in (0.0, 0.4):
+        for width in (16, 64, 256):
+            for size in (100, 400):
+                fit = 5 + 40 * p * size / width
+                rows.append({"job": f"p{p}-w{width}-n{size}", "noise": "gaussian", "noise.p": p,
+                             "model.width": width,
+                             "data.train_size": "null" if size == 400 else size,  # all 400
+                             "n_train": size, "epochs": fit, "epochs_to_fit": fit})
+    jobs = pd.DataFrame(rows)
+    history = pd.DataFrame([(j, 1, "train", "", np.nan, "loss", 1.0) for j in jobs["job"]],
+                           columns=["job", "epoch", "split", "layer", "depth", "metric", "value"])
+    swept = ["noise.p", "model.width", "data.train_size"]
+    written, skipped = write_figures(jobs, history, swept, TITLE, tmp_path)
+    assert tmp_path / "time_to_convergence.png" in written
+    _assert_pngs([tmp_path / "time_to_convergence.png"])
+    assert not any("time_to_convergence" in line for line in skipped)
+    # the same jobs at one width and one size: no such figure, and no note about it
+    one = jobs[(jobs["model.width"] == 64) & (jobs["data.train_size"] == 100)]
+    written, skipped = write_figures(one, history, ["noise.p"], TITLE, tmp_path / "b")
+    assert not (tmp_path / "b" / "time_to_convergence.png").exists()
+    assert not any("time_to_convergence" in line for line in skipped)

@@ -20,7 +20,7 @@ from memorization.data.augment import AugmentConfig, augment
 from memorization.data.preprocess import center_crop, per_image_whitening
 from memorization.data.sources import SOURCES, RawData, load_source
 from memorization.distributed import epoch_generator, rank_world
-from memorization.errors import ConfigError, check_bool, check_number
+from memorization.errors import ConfigError, check_bool, check_number, shown
 from memorization.noise import CORRUPTIONS, CorruptionRecord, corrupt_dataset
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,11 @@ class DataConfig:
     # validation hold-out carved from train: a count (>= 1), or a fraction in (0, 1)
     val_size: float = 0
     val_seed: int = 0
+    # training samples kept (after the validation hold-out, before corruption, so the noise
+    # fraction stays exact): a count (>= 1), a fraction in (0, 1), or null for all of them;
+    # a uniform random subset drawn from train_seed (Arpit et al.'s 1,000 images, Fig. 6's sizes)
+    train_size: float | None = None
+    train_seed: int = 0
     normalize: bool = True  # per-channel standardization with the clean training statistics
     center_crop: int | None = None  # Zhang et al.'s CIFAR recipe: 28
     per_image_whitening: bool = False  # Zhang et al.'s CIFAR recipe (instead of normalize)
@@ -85,6 +90,12 @@ class DataConfig:
         if v >= 1 and v != int(v):
             raise ConfigError(f"data.val_size={v} must be an integer count or a fraction in "
                               "(0, 1) of the training split")
+        t = check_number(self.train_size, "data.train_size", lo=0, allow_none=True,
+                         what=" (a count, a fraction in (0, 1), or null for every sample)")
+        if t is not None and (t == 0 or (t >= 1 and t != int(t))):
+            raise ConfigError(f"data.train_size={shown(t)} must be an integer count >= 1, a "
+                              "fraction in (0, 1), or null (every training sample)")
+        check_number(self.train_seed, "data.train_seed", integer=True, lo=0)
         check_number(self.center_crop, "data.center_crop", integer=True, lo=1, allow_none=True)
         for key in ("normalize", "per_image_whitening", "on_device", "eval_train"):
             check_bool(getattr(self, key), f"data.{key}")
@@ -226,6 +237,9 @@ class DataModule(L.LightningDataModule):
             val, keep = perm[:n_val], perm[n_val:]
             val = (x_tr[val], y_tr[val])
             x_tr, y_tr = x_tr[keep], y_tr[keep]
+        keep = self._train_subset(len(y_tr))
+        if keep is not None:
+            x_tr, y_tr = x_tr[keep], y_tr[keep]
 
         n = self.noise
         res = corrupt_dataset(x_tr, y_tr, raw.num_classes, n.name, n.p, n.seed, n.apply_to_test)
@@ -253,6 +267,25 @@ class DataModule(L.LightningDataModule):
             self.splits["val"] = TensorDictDataset(x=norm(val[0]).to(device), y=val[1].to(device))
         self.splits["test"] = TensorDictDataset(x=norm(x_test).to(device), y=y_test.to(device))
         self.mean, self.std = self.mean.to(device), self.std.to(device)
+
+    def _train_subset(self, n_train: int) -> torch.Tensor | None:
+        """``train_size``'s samples of the ``n_train`` left after the hold-out, in their order
+        (None: all). Drawn from its own seed, so the same size gives the same subset whatever the
+        noise, and a noise seed corrupts the same fraction of any subset."""
+        t = self.cfg.train_size
+        if t is None:
+            return None
+        count = round(t * n_train) if t < 1 else int(t)  # as val_size: below 1, a fraction
+        if count < 1:
+            raise ConfigError(f"data.train_size={shown(t)} keeps no training sample out of "
+                              f"{n_train}; use a larger fraction or a count")
+        if count > n_train:
+            raise ConfigError(f"data.train_size={shown(t)} is more than the {n_train} training "
+                              "samples there are; use a count up to that or a fraction")
+        if count == n_train:
+            return None
+        g = torch.Generator().manual_seed(self.cfg.train_seed)
+        return torch.randperm(n_train, generator=g)[:count].sort().values
 
     def _val_count(self, n_train: int) -> int:
         """``val_size``: an integer count, or a fraction of the training split in (0, 1)."""

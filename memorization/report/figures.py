@@ -347,6 +347,36 @@ def fig_memorization_curve(sw: _Sweep) -> Figure | str:
     return fig
 
 
+# Arpit et al. Fig. 6 (and Zhang et al. Fig. 1b along noise.p, training_loss.png's panel b)
+# (swept key, axis label, the column of the x values: the run's own count of training samples
+# rather than data.train_size's text, which may be a fraction or null)
+_CAPACITY = (("model.width", "hidden units per layer", "model.width"),
+             ("data.train_size", "training samples", "n_train"))
+
+
+def fig_time_to_convergence(sw: _Sweep) -> Figure | str | None:
+    """Epochs to fit against capacity and against training-set size, a line per noise level;
+    None (no figure, no note) when the sweep varies neither."""
+    swept = [(k, label, x if x in sw.jobs.columns else k) for k, label, x in _CAPACITY
+             if k in sw.jobs.columns and sw.jobs[k].nunique(dropna=False) >= 2]
+    if not swept:
+        return None
+    if "epochs_to_fit" not in sw.jobs.columns:
+        return "no epochs_to_fit"
+    fig, axes = _figure(sw, "time to convergence: epochs to fit the training set", len(swept))
+    for ax, (key, label, x) in zip(axes[0], swept, strict=True):
+        job_series, colours = sw.series(exclude=(key,))
+        jobs = sw.jobs.assign(**{x: pd.to_numeric(sw.jobs[x], errors="coerce")})
+        sw.curve(ax, jobs, job_series, colours, x, "epochs_to_fit", marker="o")
+        values = jobs[x].dropna()
+        if len(values) and values.min() > 0 and values.max() / values.min() >= 8:
+            ax.set_xscale("log", base=2)
+        ax.set(xlabel=label, ylabel="epochs to fit", ylim=(0, None))
+        ax.legend(handles=[Line2D([], [], color=c, label=name) for name, c in colours.items()],
+                  fontsize="x-small")
+    return fig
+
+
 FIGURES: dict[str, Callable[[_Sweep], Figure | str]] = {
     "test_acc_vs_noise.png": fig_test_acc_vs_noise,
     "training_loss.png": fig_training_loss,
@@ -355,6 +385,10 @@ FIGURES: dict[str, Callable[[_Sweep], Figure | str]] = {
     "masc_per_layer.png": fig_masc_per_layer,
     "csr.png": fig_csr,
     "memorization_curve.png": fig_memorization_curve,
+}
+# drawn only for sweeps along their parameters (no note otherwise)
+SWEEP_FIGURES: dict[str, Callable[[_Sweep], Figure | str | None]] = {
+    "time_to_convergence.png": fig_time_to_convergence,
 }
 
 
@@ -368,9 +402,11 @@ def write_figures(jobs: pd.DataFrame, history: pd.DataFrame, swept: list[str], t
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    for name, draw in FIGURES.items():
+    for name, draw in {**FIGURES, **SWEEP_FIGURES}.items():
         sw.nseeds = 0
         fig = draw(sw)
+        if fig is None:
+            continue
         if isinstance(fig, str):
             sw.notes.append(f"skipped {name}: {fig}")
             continue
