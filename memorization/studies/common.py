@@ -22,10 +22,10 @@ import hydra
 import torch
 import torch.nn.functional as F
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from memorization.errors import ConfigError, check_number, first_line, root_error
-from memorization.io import atomic_path, say
+from memorization.io import atomic_path
 
 STUDY_KEYS = ("sensitivity", "easy_hard")
 """The top-level nodes of the studies' primary configs; a preset that sets one is theirs."""
@@ -195,7 +195,8 @@ class StudySweep(Callback):
 def finished_jobs(sweep_dir: Path, marker: str) -> list[Path]:
     """The job folders under ``sweep_dir`` holding ``marker`` (a study's file) and a
     metrics.json (written last: the job finished), in job order."""
-    jobs = [p.parent for p in sweep_dir.glob(f"*/{marker}") if (p.parent / "metrics.json").is_file()]
+    jobs = [p.parent for p in sweep_dir.glob(f"*/{marker}")
+            if (p.parent / "metrics.json").is_file()]
     return sorted(jobs, key=lambda p: (0, int(p.name), "") if p.name.isdigit() else
                   (1, 0, p.name))
 
@@ -229,11 +230,6 @@ def study_main(run: Callable[[DictConfig], dict], config_name: str) -> Callable[
 def finite(value: float) -> float | None:
     """A JSON-safe number: None for NaN or infinity."""
     return value if math.isfinite(value) else None
-
-
-def resolved(cfg: DictConfig) -> dict:
-    return {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
-            for k, v in cfg.items() if k != "hydra"}
 
 
 def study_entry(run: Callable[[DictConfig], dict], config_name: str) -> Callable[[], None]:
