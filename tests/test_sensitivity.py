@@ -40,10 +40,8 @@ def _tiny(n: int = 5, d: int = 3, k: int = 3):
 
 
 def _loss_after(net, x_train, x_eval, y, batches, opt):
-    params = start_params(net)
-    for params in unrolled_steps(net, params, x_train, y, batches, opt):
-        pass
-    return mean_loss(net, params, x_eval, y)
+    *_, last = unrolled_steps(net, start_params(net), x_train, y, batches, opt)
+    return mean_loss(net, last, x_eval, y)
 
 
 @pytest.mark.parametrize("direct", [False, True])
