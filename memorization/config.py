@@ -58,6 +58,9 @@ def validate(cfg: DictConfig, on_driver: bool = False) -> None:
     """Raise :class:`ConfigError` naming the first value that cannot work, and how to fix it.
     ``on_driver``: the checks of a sweep's jobs before launch, on a machine that may not be
     where they run (no GPU on a SLURM login node), so the devices are not checked."""
+    study = next((k for k in ("sensitivity", "easy_hard") if k in cfg), None)
+    _require(study is None, f"the config has a '{study}' node: that preset is for "
+                            f"python -m memorization.{study}, not memorization.run")
     for key in ("data", "noise", "model", "module", "optim", "trainer"):
         _require(cfg.get(key) is not None, f"the config has no '{key}' section; pick one with "
                                            f"{key}=<option> or restore conf/config.yaml")

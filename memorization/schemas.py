@@ -41,6 +41,8 @@ from memorization.models import (
 )
 from memorization.module import ModuleConfig
 from memorization.optim import OptimConfig
+from memorization.studies.easy_hard import EasyHardConfig
+from memorization.studies.sensitivity import SensitivityConfig
 
 GROUP = "schema"
 
@@ -141,6 +143,9 @@ def _register_all() -> None:
     register("metrics", open_node(MetricsConfig))  # every other key of the group is a metric
     for kind in (CosineMetric, PolarizationMetric, MASCMetric, CSRMetric):
         register_metric(kind)
+    # the studies' own nodes (conf/sensitivity.yaml, conf/easy_hard.yaml)
+    register("sensitivity", SensitivityConfig)
+    register("easy_hard", EasyHardConfig)
     # the primary config's: open (struct off), so a key conf/config.yaml adds needs no schema
     # first; Hydra turns struct on once composed, so a misspelt override still fails
     root = OmegaConf.structured(RunConfig)

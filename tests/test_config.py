@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 
 from memorization.config import validate
 from memorization.errors import ConfigError, root_error
+from memorization.studies.common import STUDY_KEYS
 from tests.conftest import CONF, run_cli
 
 GROUPS = ["data", "noise", "model", "optim", "trainer", "logger", "callbacks", "experiment"]
@@ -30,6 +31,11 @@ def test_every_option_composes_and_validates(make_cfg, override):
     for key in cfg:  # every interpolation resolves (hydra's own node is read-only)
         if key != "hydra" and OmegaConf.is_config(cfg[key]):
             OmegaConf.to_container(cfg[key], resolve=True)
+    study = next((k for k in STUDY_KEYS if k in cfg), None)
+    if study is not None:  # a study's preset (tests/test_sensitivity.py, test_easy_hard.py)
+        with pytest.raises(ConfigError, match=f"for python -m memorization.{study}"):
+            validate(cfg)
+        return
     if override == "trainer=gpu" and not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="no GPU is visible"):
             validate(cfg)

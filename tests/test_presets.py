@@ -8,7 +8,17 @@ import pytest
 from memorization.run import train
 from tests.conftest import CONF, compose_config
 
-PRESETS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+
+def _for_run(path) -> bool:
+    """A preset of python -m memorization.run, not of a study (memorization.sensitivity,
+    memorization.easy_hard: tests/test_sensitivity.py and tests/test_easy_hard.py run those)."""
+    from memorization.studies.common import STUDY_KEYS
+
+    return not any(line.startswith(f"{key}:") for line in path.read_text().splitlines()
+                   for key in STUDY_KEYS)
+
+
+PRESETS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml") if _for_run(p))
 
 
 @pytest.mark.parametrize("preset", PRESETS)

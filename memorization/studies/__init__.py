@@ -1,0 +1,3 @@
+"""Stand-alone studies that train many small networks with a plain loop: Arpit et al.'s loss
+sensitivity (``python -m memorization.sensitivity``) and easy and hard examples
+(``python -m memorization.easy_hard``)."""

@@ -1,0 +1,249 @@
+"""What the stand-alone studies (``python -m memorization.sensitivity``, ``python -m
+memorization.easy_hard``) share: their Hydra entry point, their checks, their data and network,
+their outputs, and the figure of a whole sweep.
+
+The studies compose the same groups as ``python -m memorization.run`` (data, noise, model, optim)
+from their own primary configs (conf/sensitivity.yaml, conf/easy_hard.yaml) and train with a
+plain loop over the DataModule's tensors: a study trains many tiny networks (100 seeds, or
+thousands of unrolled steps), for which a Lightning Trainer's set-up per run costs more than the
+training itself.
+"""
+
+from __future__ import annotations
+
+import errno
+import math
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+import torch.nn.functional as F
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from memorization.errors import ConfigError, check_number, first_line, root_error
+from memorization.io import atomic_path
+
+STUDY_KEYS = ("sensitivity", "easy_hard")
+"""The top-level nodes of the studies' primary configs; a preset that sets one is theirs."""
+
+
+def conf_dir() -> str:
+    from memorization.run import _conf_dir
+
+    return _conf_dir()
+
+
+def device_of(name: str) -> torch.device:
+    """``auto``: the first GPU when there is one, else the CPU; or any torch device name."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def validate_study(cfg: DictConfig, key: str):
+    """The checks of ``python -m memorization.run`` that apply to a study (the groups' own
+    ranges, the noise against the data), then the study's node; returns the study's
+    dataclass. The model's in_shape and num_classes are set by the study (downscaled images,
+    one class per example), so they are not checked against the data here."""
+    from memorization.config import build
+    from memorization.noise import get_corruption
+
+    for group in ("data", "noise", "model", "optim", key):
+        if cfg.get(group) is None:
+            raise ConfigError(f"the config has no '{group}' section; pick one with "
+                              f"{group}=<option> or restore conf/{key}.yaml")
+    check_number(cfg.get("seed"), "seed", integer=True, lo=0)
+    check_number(cfg.get("threads"), "threads", integer=True, lo=1, allow_none=True)
+    for group in ("data", "noise", "model"):
+        build(cfg, group)
+    optim = build(cfg, "optim")
+    optim.build([torch.zeros(1, requires_grad=True)])
+    noise = cfg.noise
+    corruption = get_corruption(noise.name, apply_to_test=bool(noise.get("apply_to_test")))
+    if corruption.fixed_p is not None and noise.p != corruption.fixed_p:
+        raise ConfigError(f"noise={noise.name} is defined with p={corruption.fixed_p}, got "
+                          f"noise.p={noise.p}; drop the noise.p override")
+    corruption.check_shape(tuple(cfg.data.shape))
+    return build(cfg, key)
+
+
+def load_examples(cfg: DictConfig, split: str, n: int | None, subset_seed: int,
+                  image_size: int | None, device: torch.device) -> dict[str, torch.Tensor]:
+    """One split of the DataModule (corrupted and normalized there, as in a normal job) as
+    tensors on ``device``: ``x``, ``y`` (training labels), ``y_true``, ``corrupted``, ``index``
+    (the position in the DataModule's split), ``num_classes`` (a 0-d tensor).
+
+    ``n``: a subset of that many examples drawn with ``subset_seed`` (sorted by index), or all.
+    The DataModule corrupts its whole training split first, so a subset holds about a fraction
+    ``noise.p`` of corrupted examples, selected by ``noise.seed`` as in a normal job, and the
+    normalization uses the whole clean training split's statistics. (``data.train_size``, being
+    added to the DataModule, can replace this subset once it exists.)
+    ``image_size``: images larger than that are downscaled to it by averaging pixel areas
+    (Arpit et al.'s "downscaled 14x14" MNIST); smaller ones are kept as they are."""
+    dm = hydra.utils.instantiate(cfg.data, noise=cfg.noise, _convert_="all")
+    dm.setup("fit")
+    ds = dm.splits[split]
+    total = len(ds)
+    if n is not None and n > total:
+        raise ConfigError(f"the {split} split has {total} examples, fewer than the {n} asked "
+                          "for; ask for fewer, or null for all")
+    if n is None or n == total:
+        pick = torch.arange(total)
+    else:
+        gen = torch.Generator().manual_seed(subset_seed)
+        pick = torch.randperm(total, generator=gen)[:n].sort().values
+    pick = pick.to(ds.tensors["x"].device)
+    out = {k: v[pick] for k, v in ds.tensors.items()}
+    if "y_true" not in out:  # the test split has no corruption record
+        out["y_true"] = out["y"]
+        out["corrupted"] = torch.zeros_like(out["y"], dtype=torch.bool)
+        out["index"] = pick
+    x = out["x"]
+    if image_size is not None and x.dim() == 4 and max(x.shape[-2:]) > image_size:
+        size = (min(image_size, x.shape[-2]), min(image_size, x.shape[-1]))
+        x = F.interpolate(x, size=size, mode="area")  # averages: linear, so after normalizing
+    out["x"] = x.float()
+    out = {k: v.to(device) for k, v in out.items()}
+    out["num_classes"] = torch.tensor(dm.cfg.num_classes)
+    return out
+
+
+def build_net(cfg: DictConfig, in_shape, num_classes: int, device: torch.device,
+              seed: int | None = None) -> torch.nn.Module:
+    """The configured model for inputs of ``in_shape`` and ``num_classes`` outputs, its
+    weights drawn from ``seed`` (the global generator is reseeded: the studies are one
+    process that trains its networks one after the other)."""
+    if seed is not None:
+        torch.manual_seed(seed)
+    net = hydra.utils.instantiate(cfg.model, in_shape=list(in_shape), num_classes=num_classes,
+                                  _convert_="all")
+    return net.to(device)
+
+
+def output_dir() -> Path:
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        return Path(HydraConfig.get().runtime.output_dir)
+    return Path.cwd()
+
+
+def apply_job_threads(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    from memorization.launch import apply_threads, job_threads
+
+    if HydraConfig.initialized():
+        apply_threads(job_threads(HydraConfig.get(), cfg.get("threads")))
+
+
+def write_csv(path: Path, frame) -> None:
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
+
+
+def save_figure(fig, path: Path) -> None:
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=120, bbox_inches="tight")
+
+
+def new_figure(cols: int = 1, width: float = 5.5, height: float = 4.0):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width * cols, height))  # no pyplot: no global state, no display
+    return fig, fig.subplots(1, cols, squeeze=False)[0]
+
+
+def job_label(folder: Path) -> str:
+    """A job's overrides as a short label (``noise=gaussian,noise.p=1``), else its folder."""
+    import yaml
+
+    path = folder / ".hydra" / "overrides.yaml"
+    try:
+        items = [str(o) for o in yaml.safe_load(path.read_text()) or []]
+    except (OSError, yaml.YAMLError):
+        items = []
+    items = [o for o in items if not o.startswith(("hydra.", "experiment="))]
+    return ",".join(items) or folder.name
+
+
+class StudySweep(Callback):
+    """At the end of a ``-m`` sweep of a study: ``combine(sweep_dir)`` draws every job's
+    curve into one figure in the sweep folder (as Arpit et al.'s Figs. 1 and 3 show real data,
+    randX and randY together). ``combine``: a function's dotted path."""
+
+    def __init__(self, combine: str, enabled: bool = True):
+        self.combine, self.enabled = combine, enabled
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if not self.enabled:
+            return
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        try:
+            made = hydra.utils.get_method(self.combine)(sweep_dir)
+        except Exception as e:  # the jobs are written: say so, do not fail the sweep
+            print(f"sweep figure: not drawn ({first_line(e)})", file=sys.stderr)
+            return
+        if made is not None:
+            print(f"sweep figure: {made}", flush=True)
+
+
+def finished_jobs(sweep_dir: Path, marker: str) -> list[Path]:
+    """The job folders under ``sweep_dir`` holding ``marker`` (a study's file) and a
+    metrics.json (written last: the job finished), in job order."""
+    jobs = [p.parent for p in sweep_dir.glob(f"*/{marker}")
+            if (p.parent / "metrics.json").is_file()]
+    return sorted(jobs, key=lambda p: (0, int(p.name), "") if p.name.isdigit() else
+                  (1, 0, p.name))
+
+
+def study_main(run: Callable[[DictConfig], dict], config_name: str) -> Callable[[], None]:
+    """The ``main`` of a study: Hydra composes conf/<config_name>.yaml, ``run`` does the job;
+    an error is one line (``error: ...``), a bad value exits 2, another error 1; in a sweep
+    the other jobs go on."""
+
+    @hydra.main(version_base="1.3", config_path=conf_dir(), config_name=config_name)
+    def _main(cfg: DictConfig) -> None:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        try:
+            run(cfg)
+        except Exception as exc:
+            err = root_error(exc)
+            line = first_line(err)
+            if isinstance(err, OSError) and err.errno in (errno.EACCES, errno.EROFS,
+                                                          errno.ENOSPC):
+                line += " (is the output folder writable, with free space?)"
+            print(f"error: {line}", file=sys.stderr)
+            if HydraConfig.get().mode == RunMode.MULTIRUN:
+                return
+            sys.exit(2 if isinstance(err, ConfigError) else 1)
+
+    return _main
+
+
+def finite(value: float) -> float | None:
+    """A JSON-safe number: None for NaN or infinity."""
+    return value if math.isfinite(value) else None
+
+
+def study_entry(run: Callable[[DictConfig], dict], config_name: str) -> Callable[[], None]:
+    """``main`` of ``python -m memorization.<config_name>``: an unknown option of a group fails
+    in one line before Hydra starts (as in memorization.run), then :func:`study_main`."""
+    hydra_main = study_main(run, config_name)
+
+    def main() -> None:
+        from memorization.run import _unknown_option
+
+        err = _unknown_option(sys.argv[1:])
+        if err:
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(2)
+        hydra_main()
+
+    return main

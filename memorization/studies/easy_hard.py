@@ -1,0 +1,222 @@
+"""``python -m memorization.easy_hard``: Arpit et al.'s easy and hard examples (Sec. 3.1, Fig. 1).
+
+The paper: "for each setting (real data, randX, randY), we train an MLP for a single epoch
+starting from 100 different random initializations and shufflings of the data", and Fig. 1 shows
+the "average (over 100 experiments) misclassification rate for each of 1000 examples after one
+epoch of training", sorted, with "1000 points samples from a binomial distribution with n=100 and
+p equal to the average estimated P(correct) for randX". Its MLPs (Sec. 2): 2 hidden layers of
+4096 ReLU units, SGD with learning rate 0.01; the batch size is not stated.
+
+Our reading and choices. The examples scored are the training examples (``split=train``), each
+against its training label (the random one under randY): how well one epoch fits them. Run k
+(k = 0..N-1) draws its weights and its batch order from seed ``seed + k``; the data (its
+subset and its corruption) is the same for every run. Each run trains with the project's model
+and optimizer settings (``model``, ``optim``, ``data.batch_size``) by a plain loop over the
+DataModule's tensors, sequentially in one process: on this 2-core CPU a Lightning Trainer per
+seed costs about a second of set-up each, more than one epoch of a 1,000-example MLP.
+
+The reference curve. With N runs and mean error rate p (the measured one, per job), if every
+example's error count were independently Binomial(N, p), the per-example rates sorted
+ascending would be the order statistics of n such draws divided by N. We draw the *expected*
+order statistics, computed exactly rather than simulated:
+
+    E[X_(k)] = sum_{x=1..N} P(X_(k) >= x) = sum_{x=1..N} P(#{i: X_i <= x-1} <= k-1)
+             = sum_{x=1..N} BinomCDF(k-1; n, F(x-1)),    F the Binomial(N, p) CDF,
+
+so the curve is deterministic, and its mean is exactly p (the order statistics sum to the sum
+of the draws, whose expectation is n N p). Where the paper draws one binomial reference at
+randX's mean, every job here gets its own, at its own mean.
+
+Writes into the job folder: ``rates.csv`` (per example: index in the DataModule's split, labels,
+corrupted, errors out of N, rate), ``easy_hard.png`` (the sorted rates and the reference, as
+Fig. 1), ``metrics.json``; a sweep also gets ``easy_hard.png`` in its folder with every job.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+from tqdm import tqdm
+
+from memorization.errors import ConfigError, check_number
+from memorization.io import say, write_json_atomic
+from memorization.studies import common
+
+SPLITS = ("train", "test")
+
+
+@dataclass
+class EasyHardConfig:
+    """The ``easy_hard`` node of conf/easy_hard.yaml (the meaning of each key: there)."""
+
+    n_seeds: int = 100
+    epochs: int = 1
+    split: str = "train"
+    n_train: int | None = 1000
+    subset_seed: int = 0
+    image_size: int | None = None
+    device: str = "auto"
+
+    def __post_init__(self):
+        check_number(self.n_seeds, "easy_hard.n_seeds", integer=True, lo=1)
+        check_number(self.epochs, "easy_hard.epochs", integer=True, lo=1)
+        if self.split not in SPLITS:
+            raise ConfigError(f"easy_hard.split={self.split} must be one of {', '.join(SPLITS)}")
+        check_number(self.n_train, "easy_hard.n_train", integer=True, lo=1, allow_none=True,
+                     what=" (null: the whole training split)")
+        check_number(self.subset_seed, "easy_hard.subset_seed", integer=True, lo=0)
+        check_number(self.image_size, "easy_hard.image_size", integer=True, lo=1,
+                     allow_none=True, what=" (null keeps the images' size)")
+        if not isinstance(self.device, str) or not self.device:
+            raise ConfigError(f"easy_hard.device={self.device} must be auto or a torch device")
+
+
+def binomial_reference(n_examples: int, n_runs: int, p: float) -> np.ndarray:
+    """The expected ascending order statistics of ``n_examples`` independent Binomial(n_runs,
+    p) error counts, divided by ``n_runs`` (module docstring); their mean is p."""
+    from scipy.stats import binom
+
+    if not 0 <= p <= 1:
+        raise ValueError(f"p={p} must be in [0, 1]")
+    counts = np.arange(n_runs)  # x - 1 for x = 1..N
+    below = binom.cdf(counts, n_runs, p)  # F(x - 1) = P(X <= x - 1)
+    k = np.arange(n_examples)[:, None]  # k - 1 for k = 1..n
+    expected = binom.cdf(k, n_examples, below[None, :]).sum(axis=1)
+    return expected / n_runs
+
+
+def train_one(net: torch.nn.Module, build_optim: Callable, x: torch.Tensor, y: torch.Tensor,
+              batch_size: int, epochs: int, seed: int) -> torch.nn.Module:
+    """``epochs`` epochs of minibatch training with cross-entropy, batches in an order drawn
+    from ``seed`` (a fresh permutation per epoch); the schedule, if any, steps per epoch."""
+    opt, sched = build_optim(net.parameters())
+    gen = torch.Generator().manual_seed(seed)
+    net.train()
+    for _ in range(epochs):
+        for b in torch.randperm(len(y), generator=gen).split(batch_size):
+            b = b.to(x.device)
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(net(x[b]), y[b]).backward()
+            opt.step()
+        if sched is not None:
+            sched.step()
+    return net
+
+
+@torch.no_grad()
+def errors_of(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
+              batch_size: int = 4096) -> torch.Tensor:
+    """1 where the network (eval mode) misclassifies an example, else 0."""
+    net.eval()
+    pred = torch.cat([net(xb).argmax(1) for xb in x.split(batch_size)])
+    return (pred != y).long()
+
+
+def error_counts(make_net: Callable[[int], torch.nn.Module], build_optim: Callable,
+                 train: tuple[torch.Tensor, torch.Tensor], score: tuple[torch.Tensor, torch.Tensor],
+                 seeds: list[int], batch_size: int, epochs: int,
+                 progress: bool = False) -> torch.Tensor:
+    """For each scored example, in how many of the runs (one per seed: a network from
+    ``make_net(seed)`` trained on ``train``) it is misclassified afterwards."""
+    counts = torch.zeros(len(score[1]), dtype=torch.long, device=score[1].device)
+    bar = tqdm(seeds, desc="seeds", unit="run", disable=not progress, dynamic_ncols=True)
+    for done, s in enumerate(bar, start=1):
+        net = train_one(make_net(s), build_optim, *train, batch_size, epochs, s)
+        counts += errors_of(net, *score)
+        bar.set_postfix(mean_error=f"{float(counts.sum()) / (len(counts) * done):.3f}")
+    return counts
+
+
+def run(cfg: DictConfig) -> dict:
+    from memorization.config import build
+
+    ec: EasyHardConfig = common.validate_study(cfg, "easy_hard")
+    common.apply_job_threads(cfg)
+    device, out, started = common.device_of(ec.device), common.output_dir(), time.time()
+    data = common.load_examples(cfg, "train", ec.n_train, ec.subset_seed, ec.image_size, device)
+    scored = data if ec.split == "train" else common.load_examples(
+        cfg, "test", None, 0, ec.image_size, device)
+    k = int(data["num_classes"])
+    optim = build(cfg, "optim")
+    seeds = [cfg.seed + i for i in range(ec.n_seeds)]
+
+    def make_net(seed: int) -> torch.nn.Module:
+        return common.build_net(cfg, data["x"].shape[1:], k, device, seed=seed)
+
+    params = sum(p.numel() for p in make_net(seeds[0]).parameters())
+    say(f"easy and hard examples: {ec.n_seeds} runs of {ec.epochs} epoch(s) on "
+        f"{cfg.data.source} ({len(data['y'])} training examples {list(data['x'].shape[1:])}, "
+        f"{int(data['corrupted'].sum())} corrupted, noise {cfg.noise.name} p={cfg.noise.p}); "
+        f"{params} parameters, {optim._target_} lr={optim.lr}, batch {cfg.data.batch_size}; "
+        f"scoring the {len(scored['y'])} {ec.split} examples")
+    counts = error_counts(make_net, optim.build, (data["x"], data["y"]),
+                          (scored["x"], scored["y"]), seeds, cfg.data.batch_size, ec.epochs,
+                          progress=True).cpu()
+    rates = counts.double() / ec.n_seeds
+    p = float(rates.mean())
+    ref = binomial_reference(len(rates), ec.n_seeds, p)
+    cpu = {key: v.cpu() for key, v in scored.items()}
+    common.write_csv(out / "rates.csv", pd.DataFrame({
+        "index": cpu["index"].numpy(), "label": cpu["y"].numpy(),
+        "true_label": cpu["y_true"].numpy(), "corrupted": cpu["corrupted"].numpy(),
+        "errors": counts.numpy(), "rate": rates.numpy()}))
+    ordered = np.sort(rates.numpy())
+    label = common.job_label(out)
+    _figure(out / "easy_hard.png", [(label, ordered, ref)], ec)
+    summary = {
+        "n_seeds": ec.n_seeds, "epochs": ec.epochs, "split": ec.split,
+        "n_examples": len(rates), "corrupted": int(cpu["corrupted"].sum()),
+        "noise": cfg.noise.name, "noise_p": float(cfg.noise.p), "mean_error": p,
+        "std_rate": float(rates.std(unbiased=False)), "reference_std": float(ref.std()),
+        "always_correct": float((counts == 0).double().mean()),
+        "always_wrong": float((counts == ec.n_seeds).double().mean()),
+        # the mean gap between the sorted rates and the reference curve: 0 when every example
+        # is as hard as every other (up to binomial noise)
+        "distance_to_reference": float(np.abs(ordered - ref).mean()),
+        "seconds": round(time.time() - started, 2)}
+    write_json_atomic(out / "metrics.json", summary)
+    say(f"mean misclassification {p:.3f}, spread of the rates {summary['std_rate']:.3f} "
+        f"(binomial reference {summary['reference_std']:.3f}); outputs: {out}")
+    return summary
+
+
+def _figure(path: Path, curves: list[tuple[str, np.ndarray, np.ndarray]],
+            ec: EasyHardConfig | None = None) -> None:
+    fig, (ax,) = common.new_figure(width=6.5)
+    for i, (label, ordered, ref) in enumerate(curves):
+        color = f"C{i}"
+        ax.plot(np.arange(len(ordered)), ordered, color=color, label=label)
+        ax.plot(np.arange(len(ref)), ref, color=color, ls=":", alpha=0.8,
+                label=f"binomial reference (p={ordered.mean():.3f})")
+    runs = f" over {ec.n_seeds} runs of {ec.epochs} epoch(s)" if ec else ""
+    ax.set(xlabel="examples, sorted by misclassification rate",
+           ylabel=f"misclassification rate{runs}", ylim=(-0.02, 1.02),
+           title="easy and hard examples")
+    ax.legend(fontsize=8)
+    common.save_figure(fig, path)
+
+
+def sweep_figure(sweep_dir: Path) -> Path | None:
+    """Every finished job's sorted rates with its reference, in one figure (Fig. 1)."""
+    import json
+
+    curves = []
+    for job in common.finished_jobs(sweep_dir, "rates.csv"):
+        rates = pd.read_csv(job / "rates.csv")
+        n_seeds = json.loads((job / "metrics.json").read_text())["n_seeds"]
+        ordered = np.sort(rates["rate"].to_numpy())
+        curves.append((common.job_label(job), ordered,
+                       binomial_reference(len(ordered), n_seeds, float(ordered.mean()))))
+    if not curves:
+        return None
+    path = sweep_dir / "easy_hard.png"
+    _figure(path, curves)
+    return path

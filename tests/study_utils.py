@@ -1,0 +1,38 @@
+"""Helpers of the studies' tests (memorization.sensitivity, memorization.easy_hard)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+from tests.conftest import CONF, ROOT
+
+
+def study_presets(key: str) -> list[str]:
+    """The presets in conf/experiment/ that set the study's node ``key``."""
+    return sorted(p.stem for p in (CONF / "experiment").glob("*.yaml")
+                  if any(line.startswith(f"{key}:") for line in p.read_text().splitlines()))
+
+
+def compose_study(name: str, overrides: list[str], output_dir: Path) -> DictConfig:
+    """The config ``python -m memorization.<name> <overrides>`` would get, Hydra's runtime set."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(name, overrides=overrides, return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(output_dir)
+    HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
+def run_study(name: str, args: list[str], timeout: int = 300):
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", f"memorization.{name}", *args], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=timeout)
