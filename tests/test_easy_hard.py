@@ -17,7 +17,7 @@ from memorization.studies import easy_hard
 from memorization.studies.easy_hard import binomial_reference, error_counts
 from tests.study_utils import compose_study, run_study, study_presets
 
-TINY = ["easy_hard.n_seeds=3", "easy_hard.n_train=200", "easy_hard.device=cpu"]
+TINY = ["easy_hard.n_seeds=3", "data.train_size=200", "easy_hard.device=cpu"]
 
 
 @pytest.mark.parametrize(("n", "runs", "p"), [(1000, 100, 0.3137), (50, 3, 0.5), (7, 10, 0.9),
@@ -84,7 +84,7 @@ def test_presets_compose_and_run_on_synthetic_data_of_their_shape(tmp_path, pres
     shape, k = list(own.data.shape), own.data.num_classes
     cfg = compose_study("easy_hard", [
         f"experiment={preset}", "data=synthetic", f"data.shape={shape}", f"data.num_classes={k}",
-        "data.source_options.n_train=40", "model.width=8", *TINY[:1], "easy_hard.n_train=30",
+        "data.source_options.n_train=40", "model.width=8", *TINY[:1], "data.train_size=30",
         "easy_hard.device=cpu"], tmp_path)
     assert cfg.model.depth == own.model.depth and cfg.optim == own.optim
     assert easy_hard.run(cfg)["n_examples"] == 30

@@ -25,7 +25,7 @@ from memorization.studies.gradients import (
 )
 from tests.study_utils import compose_study, run_study, study_presets
 
-SYNTHETIC = ["data=synthetic", "sensitivity.n_train=24", "sensitivity.batch_size=4",
+SYNTHETIC = ["data=synthetic", "data.train_size=24", "sensitivity.batch_size=4",
              "sensitivity.steps=6", "sensitivity.every=2", "sensitivity.class_every=4",
              "sensitivity.device=cpu"]
 

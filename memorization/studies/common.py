@@ -71,37 +71,25 @@ def validate_study(cfg: DictConfig, key: str):
     return build(cfg, key)
 
 
-def load_examples(cfg: DictConfig, split: str, n: int | None, subset_seed: int,
-                  image_size: int | None, device: torch.device) -> dict[str, torch.Tensor]:
+def load_examples(cfg: DictConfig, split: str, image_size: int | None,
+                  device: torch.device) -> dict[str, torch.Tensor]:
     """One split of the DataModule (corrupted and normalized there, as in a normal job) as
     tensors on ``device``: ``x``, ``y`` (training labels), ``y_true``, ``corrupted``, ``index``
     (the position in the DataModule's split), ``num_classes`` (a 0-d tensor).
 
-    ``n``: a subset of that many examples drawn with ``subset_seed`` (sorted by index), or all.
-    The DataModule corrupts its whole training split first, so a subset holds about a fraction
-    ``noise.p`` of corrupted examples, selected by ``noise.seed`` as in a normal job, and the
-    normalization uses the whole clean training split's statistics. (``data.train_size``, being
-    added to the DataModule, can replace this subset once it exists.)
+    The training split is ``data.train_size`` of the training examples (Arpit et al.'s 1,000),
+    drawn from ``data.train_seed`` before the corruption, so a fraction ``noise.p`` of exactly
+    these examples is corrupted (selected by ``noise.seed`` as in a normal job), and the
+    normalization uses their clean statistics.
     ``image_size``: images larger than that are downscaled to it by averaging pixel areas
     (Arpit et al.'s "downscaled 14x14" MNIST); smaller ones are kept as they are."""
     dm = hydra.utils.instantiate(cfg.data, noise=cfg.noise, _convert_="all")
     dm.setup("fit")
-    ds = dm.splits[split]
-    total = len(ds)
-    if n is not None and n > total:
-        raise ConfigError(f"the {split} split has {total} examples, fewer than the {n} asked "
-                          "for; ask for fewer, or null for all")
-    if n is None or n == total:
-        pick = torch.arange(total)
-    else:
-        gen = torch.Generator().manual_seed(subset_seed)
-        pick = torch.randperm(total, generator=gen)[:n].sort().values
-    pick = pick.to(ds.tensors["x"].device)
-    out = {k: v[pick] for k, v in ds.tensors.items()}
+    out = dict(dm.splits[split].tensors)
     if "y_true" not in out:  # the test split has no corruption record
         out["y_true"] = out["y"]
         out["corrupted"] = torch.zeros_like(out["y"], dtype=torch.bool)
-        out["index"] = pick
+        out["index"] = torch.arange(len(out["y"]), device=out["y"].device)
     x = out["x"]
     if image_size is not None and x.dim() == 4 and max(x.shape[-2:]) > image_size:
         size = (min(image_size, x.shape[-2]), min(image_size, x.shape[-1]))

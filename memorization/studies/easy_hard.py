@@ -60,8 +60,6 @@ class EasyHardConfig:
     n_seeds: int = 100
     epochs: int = 1
     split: str = "train"
-    n_train: int | None = 1000
-    subset_seed: int = 0
     image_size: int | None = None
     device: str = "auto"
 
@@ -70,9 +68,6 @@ class EasyHardConfig:
         check_number(self.epochs, "easy_hard.epochs", integer=True, lo=1)
         if self.split not in SPLITS:
             raise ConfigError(f"easy_hard.split={self.split} must be one of {', '.join(SPLITS)}")
-        check_number(self.n_train, "easy_hard.n_train", integer=True, lo=1, allow_none=True,
-                     what=" (null: the whole training split)")
-        check_number(self.subset_seed, "easy_hard.subset_seed", integer=True, lo=0)
         check_number(self.image_size, "easy_hard.image_size", integer=True, lo=1,
                      allow_none=True, what=" (null keeps the images' size)")
         if not isinstance(self.device, str) or not self.device:
@@ -141,9 +136,9 @@ def run(cfg: DictConfig) -> dict:
     ec: EasyHardConfig = common.validate_study(cfg, "easy_hard")
     common.apply_job_threads(cfg)
     device, out, started = common.device_of(ec.device), common.output_dir(), time.time()
-    data = common.load_examples(cfg, "train", ec.n_train, ec.subset_seed, ec.image_size, device)
+    data = common.load_examples(cfg, "train", ec.image_size, device)
     scored = data if ec.split == "train" else common.load_examples(
-        cfg, "test", None, 0, ec.image_size, device)
+        cfg, "test", ec.image_size, device)
     k = int(data["num_classes"])
     optim = build(cfg, "optim")
     seeds = [cfg.seed + i for i in range(ec.n_seeds)]

@@ -6,8 +6,9 @@ layers of 16 units on 1000 downscaled 14 x 14 MNIST digits using SGD" (conf/expe
 arpit_loss_sensitivity_mnist.yaml). It states neither the learning rate, the batch size, the
 number of steps T nor how often g_x^t was taken; ours are in :class:`SensitivityConfig`.
 
-One job: a seeded subset of the DataModule's (corrupted, normalized) training split, downscaled,
-trained by plain SGD written functionally (torch.func) for ``steps`` updates; every ``every``
+One job: the DataModule's (corrupted, normalized) training split of ``data.train_size``
+examples, downscaled, trained by plain SGD written functionally (torch.func) for ``steps``
+updates; every ``every``
 updates, g_x^t for every example by backpropagating through all t updates so far, and the Gini
 coefficient over examples of g-bar_x (the mean of the recorded g_x^t up to that step: the
 paper's T is the step plotted) and of g_x^t alone. ``method=input_grad_norm`` is the cheap
@@ -54,8 +55,6 @@ class SensitivityConfig:
     """The ``sensitivity`` node of conf/sensitivity.yaml (the meaning of each key: there)."""
 
     method: str = "unrolled"
-    n_train: int | None = 1000
-    subset_seed: int = 0
     image_size: int | None = 14
     unique_labels: bool = False
     batch_size: int = 10
@@ -70,9 +69,6 @@ class SensitivityConfig:
         if self.method not in METHODS:
             raise ConfigError(f"sensitivity.method={self.method} must be one of "
                               f"{', '.join(METHODS)}")
-        check_number(self.n_train, "sensitivity.n_train", integer=True, lo=2, allow_none=True,
-                     what=" (null: the whole training split)")
-        check_number(self.subset_seed, "sensitivity.subset_seed", integer=True, lo=0)
         check_number(self.image_size, "sensitivity.image_size", integer=True, lo=1,
                      allow_none=True, what=" (null keeps the images' size)")
         for key in ("unique_labels", "direct"):
@@ -171,7 +167,7 @@ def run(cfg: DictConfig) -> dict:
     sc: SensitivityConfig = common.validate_study(cfg, "sensitivity")
     common.apply_job_threads(cfg)
     device, out, started = common.device_of(sc.device), common.output_dir(), time.time()
-    data = common.load_examples(cfg, "train", sc.n_train, sc.subset_seed, sc.image_size, device)
+    data = common.load_examples(cfg, "train", sc.image_size, device)
     x, y, k = data["x"], data["y"], int(data["num_classes"])
     n = len(y)
     if sc.unique_labels:  # Fig. 3 right: "as many classes as examples"
