@@ -8,9 +8,8 @@ number of steps T nor how often g_x^t was taken; ours are in :class:`Sensitivity
 
 One job: the DataModule's (corrupted, normalized) training split of ``data.train_size``
 examples, downscaled, trained by plain SGD written functionally (torch.func) for ``steps``
-updates; every ``every``
-updates, g_x^t for every example by backpropagating through all t updates so far, and the Gini
-coefficient over examples of g-bar_x (the mean of the recorded g_x^t up to that step: the
+updates; every ``every`` updates, g_x^t for every example by backpropagating through all t
+updates so far, and the Gini coefficient over examples of g-bar_x (the mean of the recorded g_x^t up to that step: the
 paper's T is the step plotted) and of g_x^t alone. ``method=input_grad_norm`` is the cheap
 stand-in for big models, not the paper's measure: the network is trained normally (any
 optimizer, whole split) and at every epoch end each example's own input-gradient L1 norm is
