@@ -16,8 +16,9 @@ from memorization.optim import OptimConfig
 from memorization.studies import easy_hard
 from memorization.studies.easy_hard import binomial_reference, error_counts
 from tests.study_utils import compose_study, run_study, study_presets
+from tests.wandb_offline import read_offline_run
 
-TINY = ["easy_hard.n_seeds=3", "data.train_size=200", "easy_hard.device=cpu"]
+TINY = ["easy_hard.n_seeds=3", "data.train_size=200", "easy_hard.device=cpu", "logger=none"]
 
 
 @pytest.mark.parametrize(("n", "runs", "p"), [(1000, 100, 0.3137), (50, 3, 0.5), (7, 10, 0.9),
@@ -92,7 +93,8 @@ def test_presets_compose_and_run_on_synthetic_data_of_their_shape(tmp_path, pres
 
 def test_command_sweep_end_to_end(tmp_path):
     """Real data and randY on a digits subset, N = 3; one figure for the sweep."""
-    res = run_study("easy_hard", ["-m", "noise=none,random_labels", *TINY,
+    with_wandb = [a for a in TINY if a != "logger=none"]  # offline (the tests' WANDB_MODE)
+    res = run_study("easy_hard", ["-m", "noise=none,random_labels", *with_wandb,
                                   f"hydra.sweep.dir={tmp_path}"])
     assert res.returncode == 0, res.stderr[-2000:]
     for job in ("0", "1"):
@@ -102,3 +104,7 @@ def test_command_sweep_end_to_end(tmp_path):
         assert set(np.round(rates["rate"] * 3, 9)) <= {0, 1, 2, 3}
     assert summary["noise"] == "random_labels" and summary["corrupted"] > 0
     assert (tmp_path / "easy_hard.png").is_file()
+    run = read_offline_run(tmp_path / "1")  # the job's W&B run: the sorted curve, its summary
+    curve = [row["rate_sorted"] for row in run["history"] if "rate_sorted" in row]
+    assert curve == sorted(rates["rate"].tolist())
+    assert run["summary"]["mean_error"] == summary["mean_error"]

@@ -24,10 +24,11 @@ from memorization.studies.gradients import (
     unrolled_steps,
 )
 from tests.study_utils import compose_study, run_study, study_presets
+from tests.wandb_offline import read_offline_run
 
 SYNTHETIC = ["data=synthetic", "data.train_size=24", "sensitivity.batch_size=4",
              "sensitivity.steps=6", "sensitivity.every=2", "sensitivity.class_every=4",
-             "sensitivity.device=cpu"]
+             "sensitivity.device=cpu", "logger=none"]
 
 
 def _tiny(n: int = 5, d: int = 3, k: int = 3):
@@ -160,7 +161,8 @@ def test_presets_compose_and_run_on_synthetic_data_of_their_shape(tmp_path, pres
 
 
 def test_command_sweep_end_to_end(tmp_path):
-    res = run_study("sensitivity", ["-m", "noise=none,random_labels", *SYNTHETIC,
+    with_wandb = [a for a in SYNTHETIC if a != "logger=none"]  # offline (the tests' WANDB_MODE)
+    res = run_study("sensitivity", ["-m", "noise=none,random_labels", *with_wandb,
                                     f"hydra.sweep.dir={tmp_path}"])
     assert res.returncode == 0, res.stderr[-2000:]
     for job in ("0", "1"):
@@ -168,6 +170,11 @@ def test_command_sweep_end_to_end(tmp_path):
         assert summary["steps"] == 6
     assert summary["corrupted"] > 0 and summary["noise"] == "random_labels"
     assert (tmp_path / "gini.png").is_file()  # the sweep's figure, a line per job
+    run = read_offline_run(tmp_path / "1")  # each job's W&B run: its curve, figures, summary
+    steps = [row["step"] for row in run["history"] if "gini" in row]
+    assert steps == [2, 4, 6] and run["summary"]["gini"] == summary["gini"]
+    assert any("image-file" in str(row.get("figures/gini")) for row in run["history"])
+    assert run["config"]["noise"]["name"] == "random_labels"
 
 
 def test_a_study_preset_is_refused_by_memorization_run(tmp_path):

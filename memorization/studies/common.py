@@ -25,7 +25,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from memorization.errors import ConfigError, check_number, first_line, root_error
-from memorization.io import atomic_path
+from memorization.io import atomic_path, say
 
 STUDY_KEYS = ("sensitivity", "easy_hard")
 """The top-level nodes of the studies' primary configs; a preset that sets one is theirs."""
@@ -68,6 +68,7 @@ def validate_study(cfg: DictConfig, key: str):
         raise ConfigError(f"noise={noise.name} is defined with p={corruption.fixed_p}, got "
                           f"noise.p={noise.p}; drop the noise.p override")
     corruption.check_shape(tuple(cfg.data.shape))
+    check_wandb(cfg)
     return build(cfg, key)
 
 
@@ -213,6 +214,55 @@ def study_main(run: Callable[[DictConfig], dict], config_name: str) -> Callable[
             sys.exit(2 if isinstance(err, ConfigError) else 1)
 
     return _main
+
+
+def log_to_wandb(cfg: DictConfig, out: Path, axis: str, rows: list[dict],
+                 figures: list[Path], summary: dict) -> None:
+    """The job's W&B run, when the config has ``logger.wandb`` (offline unless set otherwise,
+    as for memorization.run; ``logger=none``: no run): ``rows`` as its history against
+    ``axis`` (``step``, ``epoch`` or ``rank``), the figures as images, ``summary`` as its
+    summary, the resolved config; named and grouped as the training jobs are. Logged at the end
+    of the job, from what it wrote."""
+    w = (cfg.get("logger") or {}).get("wandb")
+    if not w:
+        return
+    import os
+
+    import wandb
+    from omegaconf import OmegaConf
+
+    opts = OmegaConf.to_container(w, resolve=True)
+    config = {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+              for k, v in cfg.items() if k != "hydra"}
+    run = wandb.init(project=opts.get("project"), group=opts.get("group") or None,
+                     name=opts.get("name") or None, tags=opts.get("tags") or None,
+                     mode=os.environ.get("WANDB_MODE") or opts.get("mode", "offline"),
+                     dir=str(out), settings=wandb.Settings(silent=True))
+    try:
+        run.config.update(config)
+        run.define_metric(axis)
+        run.define_metric("*", step_metric=axis)
+        for row in rows:
+            run.log({k: v for k, v in row.items() if v is not None})
+        run.log({f"figures/{path.stem}": wandb.Image(str(path))
+                 for path in figures if path.is_file()})
+        run.summary.update({k: v for k, v in summary.items() if v is not None})
+    finally:
+        run.finish()
+    say(f"W&B: {opts.get('mode', 'offline')} run {run.id} in {out / 'wandb'}")
+
+
+def check_wandb(cfg: DictConfig) -> None:
+    """W&B online needs a key here; without one wandb.init waits on the network."""
+    from memorization.config import _wandb_key_available
+
+    w = (cfg.get("logger") or {}).get("wandb") or {}
+    import os
+
+    mode = os.environ.get("WANDB_MODE") or str(w.get("mode", "offline"))
+    if w and mode == "online" and not _wandb_key_available():
+        raise ConfigError("logger.wandb.mode=online but no W&B API key is set here: run "
+                          "`wandb login`, or use logger.wandb.mode=offline (logger=none: no W&B)")
 
 
 def finite(value: float) -> float | None:

@@ -177,7 +177,11 @@ def run(cfg: DictConfig) -> dict:
         # is as hard as every other (up to binomial noise)
         "distance_to_reference": float(np.abs(ordered - ref).mean()),
         "seconds": round(time.time() - started, 2)}
-    write_json_atomic(out / "metrics.json", summary)
+    common.log_to_wandb(cfg, out, "rank", [
+        {"rank": i, "rate_sorted": float(r), "binomial_reference": float(b)}
+        for i, (r, b) in enumerate(zip(ordered, ref, strict=True))],
+        [out / "easy_hard.png"], summary)
+    write_json_atomic(out / "metrics.json", summary)  # last: the job is finished
     say(f"mean misclassification {p:.3f}, spread of the rates {summary['std_rate']:.3f} "
         f"(binomial reference {summary['reference_std']:.3f}); outputs: {out}")
     return summary

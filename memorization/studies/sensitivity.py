@@ -9,11 +9,11 @@ number of steps T nor how often g_x^t was taken; ours are in :class:`Sensitivity
 One job: the DataModule's (corrupted, normalized) training split of ``data.train_size``
 examples, downscaled, trained by plain SGD written functionally (torch.func) for ``steps``
 updates; every ``every`` updates, g_x^t for every example by backpropagating through all t
-updates so far, and the Gini coefficient over examples of g-bar_x (the mean of the recorded g_x^t up to that step: the
-paper's T is the step plotted) and of g_x^t alone. ``method=input_grad_norm`` is the cheap
-stand-in for big models, not the paper's measure: the network is trained normally (any
-optimizer, whole split) and at every epoch end each example's own input-gradient L1 norm is
-taken (no unrolling); its Gini likewise.
+updates so far, and the Gini coefficient over examples of g-bar_x (the mean of the recorded
+g_x^t up to that step: the paper's T is the step plotted) and of g_x^t alone.
+``method=input_grad_norm`` is the cheap stand-in for big models, not the paper's measure: the
+network is trained normally (any optimizer, whole split) and at every epoch end each example's
+own input-gradient L1 norm is taken (no unrolling); its Gini likewise.
 
 Writes into the job folder: ``gini.csv`` (step, epoch, gini of g-bar, gini of the step's g,
 training loss and accuracy), ``per_example.csv`` (index in the DataModule's training split,
@@ -202,7 +202,11 @@ def run(cfg: DictConfig) -> dict:
                "epochs": float(last["epoch"]), "gini": last["gini"],
                "gini_step": last["gini_step"], "train_loss": common.finite(last["train_loss"]),
                "train_acc": last["train_acc"], "seconds": round(time.time() - started, 2)}
-    write_json_atomic(out / "metrics.json", summary)
+    common.log_to_wandb(cfg, out, "step" if sc.method == "unrolled" else "epoch",
+                        [{k: common.finite(v) if isinstance(v, float) else v
+                          for k, v in row.items()} for row in rows],
+                        [out / "gini.png", out / "class_sensitivity.png"], summary)
+    write_json_atomic(out / "metrics.json", summary)  # last: the job is finished
     say(f"Gini of g-bar {last['gini']:.3f} after {last['step']} steps (train acc "
         f"{last['train_acc']:.1%}); outputs: {out}")
     return summary
