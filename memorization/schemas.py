@@ -41,6 +41,7 @@ from memorization.models import (
 )
 from memorization.module import ModuleConfig
 from memorization.optim import OptimConfig
+from memorization.relabel.config import RelabelConfig
 
 GROUP = "schema"
 
@@ -136,6 +137,7 @@ def _register_all() -> None:
     register("data", DataSchema)
     register("noise", NoiseConfig)
     register("optim", OptimConfig)
+    register("relabel", RelabelConfig)
     for name, schema in MODELS.items():
         register("model", schema, name=name)
     register("metrics", open_node(MetricsConfig))  # every other key of the group is a metric
