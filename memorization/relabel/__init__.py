@@ -19,9 +19,11 @@ labels:
 Our readings, where the paper is silent:
 
 - **Fit set**: the whole training set (every sample is relabeled, so every sample's layer outputs
-  are computed anyway), not the metrics' probe subset; float32 Gram matrices with MASC's float64
-  refit of unsettled classes (``masc_layers.py``). Every probe layer by default, the input
-  included (the paper probes all MLP layers; ``relabel.layers`` picks some, e.g. for CNNs).
+  are computed anyway), not the metrics' probe subset, by the metrics' routes: float32 Gram
+  matrices with MASC's float64 refit of unsettled classes, or the exact sample-space fit when
+  classes have fewer samples than the layer has units (``masc_layers.py``). Every probe layer
+  by default, the input included (the paper probes all MLP layers; ``relabel.layers`` picks
+  some, e.g. for CNNs).
 - **Split**: a permutation of the test set from ``relabel.split_seed`` alone; the held-out part
   has ``round(0.2 * n)`` samples. Everything called ``test`` in the stage's results is the 80%
   part; ``val`` is the 20% part.

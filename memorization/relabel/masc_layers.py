@@ -1,14 +1,17 @@
 """MASC per probe layer for the relabel stage: class subspaces fitted on the whole training set
 under two labellings, then a prediction for every training and test sample at every layer.
 
-The subspaces come from :class:`~memorization.metrics.masc_states.MASCSubspaces` (float32 Gram
-matrices summed over batches, the rows where both labellings agree multiplied once) and its
-:func:`~memorization.metrics.masc.fit_subspaces`; a class whose component count float32 cannot
-settle is refitted in float64 from the layer's outputs when they were kept (up to
-``relabel.max_cache_gb`` over all layers, in layer order), else from its Gram matrix cast to
-float64 (the float32 sums' own rounding is then the limit, as ``fit_subspaces`` says). A layer
-whose Gram matrices exceed ``relabel.max_gram_gb`` is skipped with a warning. Predictions are
-:func:`~memorization.metrics.masc.masc_predict`'s: -1 for a zero output vector.
+The routes are the per-layer metric's (``masc_probe.py``, ``method: auto``). The layers'
+outputs on the training set are kept on the device while they fit in ``relabel.max_cache_gb``
+(over all layers, in layer order). A kept layer with fewer training samples per class than
+units is fitted from its samples (:func:`~memorization.metrics.masc.fit_subspaces_from_samples`,
+the dual PCA in float64); any other layer from float32 Gram matrices summed over batches
+(:class:`~memorization.metrics.masc_states.MASCSubspaces`, the rows where both labellings agree
+multiplied once) by :func:`~memorization.metrics.masc.fit_subspaces`, which refits a class whose
+component count float32 cannot settle in float64: from the kept outputs, else from the Gram
+matrix cast to float64 (the float32 sums' own rounding is then the limit). A layer that fits
+neither budget (``relabel.max_gram_gb`` for the Gram matrices) is skipped with a warning.
+Predictions are :func:`~memorization.metrics.masc.masc_predict`'s: -1 for a zero vector.
 """
 
 from __future__ import annotations
@@ -21,7 +24,12 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
 from memorization.errors import ConfigError
-from memorization.metrics.masc import flat_bases, gram_bytes, masc_predict
+from memorization.metrics.masc import (
+    fit_subspaces_from_samples,
+    flat_bases,
+    gram_bytes,
+    masc_predict,
+)
 from memorization.metrics.masc_states import MASCSubspaces
 from memorization.models.probes import capture
 
@@ -62,8 +70,9 @@ def _batches(n: int, batch_size: int, device: torch.device):
 def _fit(net: nn.Module, names: list[str], x: torch.Tensor, labels: torch.Tensor,
          num_classes: int, variance: float, batch_size: int, device: torch.device,
          max_gram: int, max_cache: int, skipped: list[str]) -> dict:
-    """The pass over the training set: Gram matrices per layer, both labellings."""
-    fits: dict[str, MASCSubspaces | None] = {}
+    """The pass over the training set, then the subspaces of every layer and labelling:
+    {(labelling, layer): (bases, flat_bases(bases), n_components)}."""
+    fits: dict[str, MASCSubspaces | None] = {}  # None: the sample route, or skipped
     kept: dict[str, list[torch.Tensor]] = {}
     n, cache_left = x.shape[0], max_cache
     with capture(net, names=names) as store:
@@ -73,33 +82,46 @@ def _fit(net: nn.Module, names: list[str], x: torch.Tensor, labels: torch.Tensor
             for name in names:
                 out = store["out"][name].flatten(1)
                 if name not in fits:
-                    dim = out.shape[1]
-                    if gram_bytes(num_classes, dim) > max_gram:
+                    dim, need = out.shape[1], 4 * n * out.shape[1]
+                    keep = need <= cache_left
+                    cache_left -= need if keep else 0
+                    if keep:
+                        kept[name] = []
+                    # as the metrics' "auto" route: classes with fewer samples than the layer
+                    # has units are fitted from their samples (n_k x n_k kernels, float64)
+                    if keep and n / num_classes < dim:
+                        fits[name] = None
+                    elif gram_bytes(num_classes, dim) <= max_gram:
+                        with torch.device(device):  # the states straight on the device
+                            fits[name] = MASCSubspaces(num_classes, dim, variance=variance,
+                                                       max_bytes=max_gram,
+                                                       labellings=len(LABELLINGS)).to(device)
+                    else:
                         rank_zero_warn(f"relabel: MASC skips layer {name} ({dim} wide: its Gram "
-                                       f"matrices exceed relabel.max_gram_gb="
-                                       f"{max_gram / GIB:g})")
+                                       f"matrices exceed relabel.max_gram_gb={max_gram / GIB:g}"
+                                       ", its outputs relabel.max_cache_gb)")
                         skipped.append(name)
+                        kept.pop(name, None)
                         fits[name] = None
                         continue
-                    with torch.device(device):  # the states straight on the device
-                        fits[name] = MASCSubspaces(num_classes, dim, variance=variance,
-                                                   max_bytes=max_gram,
-                                                   labellings=len(LABELLINGS)).to(device)
-                    if 4 * n * dim <= cache_left:
-                        cache_left -= 4 * n * dim
-                        kept[name] = []
-                if fits[name] is None:
+                if name in skipped:
                     continue
-                fits[name].update(out, lab)
+                if fits[name] is not None:
+                    fits[name].update(out, lab)
                 if name in kept:
                     kept[name].append(out)
     bases = {}
+    labels = labels.to(device)
     for name, f in fits.items():
-        if f is None:
+        if name in skipped:
             continue
-        samples = (torch.cat(kept[name]), labels.to(device)) if name in kept else None
+        samples = (torch.cat(kept[name]), labels) if name in kept else None
         for j, lab_name in enumerate(LABELLINGS):
-            basis, n_comp = f.fit(j, samples=samples, name=f"relabel {lab_name}/{name}")
+            if f is None:
+                basis, n_comp = fit_subspaces_from_samples(samples[0], labels[:, j],
+                                                           num_classes, variance)
+            else:
+                basis, n_comp = f.fit(j, samples=samples, name=f"relabel {lab_name}/{name}")
             bases[(lab_name, name)] = (basis, flat_bases(basis), n_comp)
     return bases
 
