@@ -126,7 +126,7 @@ def run_relabel(cfg: RelabelConfig, net: nn.Module, dm, optim: OptimConfig, loss
                  "layer_train_acc": per["train_acc"],
                  "layer_train_true_acc": per["train_true_acc"],
                  "components": {n: preds.components[f"{lab}/{n}"] for n in preds.layers}}
-        node["relabeled"] = new_y  # for the caller's checks; dropped from the report below
+        node["relabeled"] = new_y  # for relabel.npz (job.py); report_node leaves it out
         out[lab] = node
     if cfg.control and init_state is not None:
         init = copy.deepcopy(trained)

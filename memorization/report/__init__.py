@@ -118,13 +118,14 @@ def _log_to_wandb(report: Report) -> None:
                      reinit="finish_previous", **quiet)
     report.wandb_dir = Path(run.settings.sync_dir) if run.settings.mode == "offline" else None
     try:
-        rows = summary_rows(report.sweep)
         logs = {f"report/{p.stem}": wandb.Image(str(p)) for p in report.files
                 if p.suffix == ".png"}
-        if rows:
-            cols = list(rows[0])
-            logs["report/summary"] = wandb.Table(columns=cols,
-                                                 data=[[r[c] for c in cols] for r in rows])
+        for name, rows in (("summary", summary_rows(report.sweep)),
+                           ("relabel", relabel_rows(report.sweep))):
+            if rows:
+                cols = list(rows[0])
+                logs[f"report/{name}"] = wandb.Table(columns=cols,
+                                                     data=[[r[c] for c in cols] for r in rows])
         run.log(logs)
     finally:
         run.finish()
