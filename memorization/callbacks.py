@@ -13,6 +13,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_only
 
 from memorization.io import say, write_json_atomic, write_text_atomic
+from memorization.jobs import FIT
 
 
 class StopAtTrainAccuracy(Callback):
@@ -126,15 +127,22 @@ class RunReport(Callback):
       (its summary as hyperparameters; the file as a W&B artifact);
     - at the end of fit: ``metrics.json`` with the final epoch's values, ``epochs_to_fit``, the
       corruption summary, and a summary table on stdout. A crashed run writes no metrics.json.
+
+    With ``stage_pending`` (a stage runs after the fit: memorization/relabel/), the end of fit
+    writes ``fit.json`` instead, and :meth:`complete` writes ``metrics.json`` once the stage is
+    done, so a job killed in between is not taken for finished (memorization/jobs.py).
     """
 
     def __init__(self, output_dir: str | None = None, print_summary: bool = True):
         self.output_dir = Path(output_dir) if output_dir else None
         self.print_summary = print_summary
         self.summary: dict | None = None
+        self.stage_pending = False
 
-    def _dir(self, trainer: L.Trainer) -> Path:
+    def folder(self, trainer: L.Trainer) -> Path:
         return self.output_dir or Path(trainer.default_root_dir)
+
+    _dir = folder
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         record = getattr(trainer.datamodule, "record", None)
@@ -197,9 +205,19 @@ class RunReport(Callback):
     def _write(self, trainer: L.Trainer) -> None:
         out = self._dir(trainer)
         out.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(out / "metrics.json", self.summary)
+        pending = self.stage_pending and not self.summary["interrupted"]
+        write_json_atomic(out / (FIT if pending else "metrics.json"), self.summary)
         if self.print_summary:
             say(format_summary(self.summary, out))
+
+    @rank_zero_only
+    def complete(self, trainer: L.Trainer, extra: dict, summary: dict | None = None) -> None:
+        """After the stage: the fit's summary (``summary``, read back from fit.json by a later
+        attempt; by default this run's) with ``extra`` as ``metrics.json``; fit.json goes."""
+        self.summary = {**(summary if summary is not None else self.summary or {}), **extra}
+        out = self._dir(trainer)
+        write_json_atomic(out / "metrics.json", self.summary)
+        (out / FIT).unlink(missing_ok=True)
 
 
 def format_settings(config: dict, trainer: L.Trainer, pl_module: L.LightningModule) -> str:

@@ -66,7 +66,7 @@ def validate(cfg: DictConfig, on_driver: bool = False) -> None:
                                            f"{key}=<option> or restore conf/config.yaml")
     check_run(cfg)
     data, noise, model, trainer = cfg.data, cfg.noise, cfg.model, cfg.trainer
-    for key in ("data", "noise", "model", "module"):
+    for key in ("data", "noise", "model", "module", "relabel"):
         build(cfg, key)
     optim = build(cfg, "optim")
     if optim is not None:  # the arguments its _target_ takes: built on one dummy parameter

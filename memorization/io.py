@@ -45,3 +45,15 @@ def say(text: str) -> None:
     """Print ``text`` and copy it into the job's run.log (when Hydra set up logging)."""
     print(text, flush=True)
     _FILE_LOG.info(text)
+
+
+def flat_keys(node: dict, prefix: str = "") -> dict:
+    """A nested dict as one level, keys joined by "/" (``{"a": {"b": 1}}`` -> ``{"a/b": 1}``)."""
+    out = {}
+    for key, value in node.items():
+        name = f"{prefix}/{key}" if prefix else str(key)
+        if isinstance(value, dict):
+            out |= flat_keys(value, name)
+        else:
+            out[name] = value
+    return out

@@ -4,6 +4,9 @@
 A job folder is in one of these states, decided by :func:`job_state` from its files:
 
 - ``finished``: ``metrics.json`` exists and does not say ``interrupted``; a rerun skips it;
+- ``fitted``: ``fit.json`` exists (and no metrics.json): the fit finished but the stage after it
+  (memorization/relabel/) did not; a rerun loads the trained weights from the checkpoint and
+  runs the stage again, whole (or starts over without a checkpoint);
 - ``failed``: ``FAILED`` holds the error of its last attempt (an exception, a NaN loss, out of
   memory); a rerun resumes it from its checkpoint, or starts it over when its loss diverged
   (from the checkpoint it would diverge again) or it has none;
@@ -31,6 +34,7 @@ from memorization.errors import TrainingDiverged, first_line
 from memorization.io import atomic_path, write_text_atomic
 
 LAST = Path("checkpoints") / "last.ckpt"
+FIT = "fit.json"  # the fit's report, while a stage after the fit has not finished
 
 
 def job_state(folder: str | os.PathLike) -> str:
@@ -42,6 +46,8 @@ def job_state(folder: str | os.PathLike) -> str:
                 return "finished"
         except (json.JSONDecodeError, OSError):
             pass  # written atomically: damage means something else wrote it; not finished
+    if (folder / FIT).is_file():
+        return "fitted"  # the stage after the fit failed or was killed: rerun the stage
     if (folder / "FAILED").is_file():
         return "failed"  # its rerun decides whether its checkpoint is worth resuming
     if (folder / LAST).is_file():
@@ -70,7 +76,7 @@ def clear_markers(folder: str | os.PathLike) -> None:
     """Before a job starts over in its folder: no old result, failure, checkpoint (a kill
     before the new run's first epoch ends must not resume the old run) or W&B run id stays."""
     folder = Path(folder)
-    for name in ("metrics.json", "FAILED", "wandb/run_id", str(LAST)):
+    for name in ("metrics.json", FIT, "FAILED", "wandb/run_id", str(LAST)):
         (folder / name).unlink(missing_ok=True)
     for tmp in (folder / LAST.parent).glob(f".{LAST.name}.*.tmp"):
         tmp.unlink(missing_ok=True)
@@ -137,10 +143,15 @@ def config_changes(folder: str | os.PathLike, resolved: dict) -> list[str]:
     if not path.is_file():
         return []
     old, new = _flat(yaml.safe_load(path.read_text()) or {}), _flat(resolved)
+    free = _FREE
+    if not old.get("relabel.enabled") and not new.get("relabel.enabled"):
+        # a stage that runs in neither is no setting of the run (folders from before it
+        # existed have no relabel keys at all)
+        free = (*free, "relabel")
     keys = sorted(set(old) | set(new))
     return [f"{k}: {old.get(k)} -> {new.get(k)}" for k in keys
             if old.get(k) != new.get(k) and not any(k == f or k.startswith(f + ".")
-                                                    for f in _FREE)]
+                                                    for f in free)]
 
 
 class EpochCheckpoint(Checkpoint):

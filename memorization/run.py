@@ -30,7 +30,7 @@ from lightning.pytorch.callbacks import ProgressBar as ProgressBarBase  # noqa: 
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from memorization.callbacks import LogConfig  # noqa: E402
-from memorization.config import validate  # noqa: E402  (and registers the schemas)
+from memorization.config import build, validate  # noqa: E402  (and registers the schemas)
 from memorization.errors import (  # noqa: E402
     ConfigError,
     TrainingDiverged,
@@ -39,6 +39,7 @@ from memorization.errors import (  # noqa: E402
 )
 from memorization.io import say  # noqa: E402
 from memorization.jobs import (  # noqa: E402
+    FIT,
     LAST,
     check_checkpoint,
     clear_markers,
@@ -98,10 +99,13 @@ def _output_dir() -> Path | None:
     return Path(out) if out else None
 
 
+STAGE = "stage"  # _resume_point's answer for a job whose fit finished but not its stage
+
+
 def _resume_point(out: Path, resolved: dict, cfg: DictConfig) -> str | None:
     """What a run in a used job folder does: "skip" a finished run, resume an unfinished one
-    (its checkpoint's path), start a failed one over (None), after checking that the settings
-    are those of the run in the folder."""
+    (its checkpoint's path), rerun the stage after a finished fit (STAGE), start a failed one
+    over (None), after checking that the settings are those of the run in the folder."""
     state = job_state(out)
     if state == "new":
         return None
@@ -119,6 +123,12 @@ def _resume_point(out: Path, resolved: dict, cfg: DictConfig) -> str | None:
             hint = f"; ckpt_path={last} trains it on to trainer.max_epochs={cfg.trainer.max_epochs}"
         say(f"skip {out}: finished before (its metrics.json){hint}; resume=false runs it again")
         return "skip"
+    if state == "fitted":  # the fit finished before, the stage after it did not
+        if last.is_file():
+            say(f"resuming {out}: its fit finished before; running its relabel stage again")
+            return STAGE
+        say(f"start over {out}: its fit finished but left no {LAST} for its relabel stage")
+        return None
     if state == "failed":
         why, kind = failure(out)
         if last.is_file() and kind != TrainingDiverged.__name__:
@@ -140,17 +150,31 @@ def train(cfg: DictConfig) -> dict | None:
     out, ckpt = _output_dir(), cfg.get("ckpt_path")
     resolved = {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
                 for k, v in cfg.items() if k != "hydra"}  # hydra's node: in tests only
+    fitted = None  # the fit's report, when an earlier attempt finished the fit
     if out is not None and ckpt is None and cfg.get("resume", True):
         ckpt = _resume_point(out, resolved, cfg)
         if ckpt == "skip":
             return json.loads((out / "metrics.json").read_text())
-    if out is not None and ckpt is None:
+        if ckpt == STAGE:
+            fitted, ckpt = json.loads((out / FIT).read_text()), None
+    if out is not None and ckpt is None and fitted is None:
         clear_markers(out)  # a fresh start: no old result, failure, checkpoint or W&B run id
     if cfg.get("seed") is not None:  # `if cfg.get("seed")` would skip seed 0
         L.seed_everything(cfg.seed, workers=True, verbose=False)
+    elif fitted is not None:  # the same initial weights as the attempt that fitted
+        torch.manual_seed(fitted["torch_seed"])
 
     datamodule = hydra.utils.instantiate(cfg.data, noise=cfg.noise, _convert_="all")
     net = hydra.utils.instantiate(cfg.model, _convert_="all")
+    relabel = build(cfg, "relabel")
+    relabel = relabel if relabel is not None and relabel.enabled else None
+    init_state = None
+    if relabel is not None:
+        from memorization.relabel.masc_layers import probe_names
+
+        probe_names(net, relabel.layers)  # a pattern matching no layer fails before training
+        if relabel.control:  # the untrained network, for the random-initialization control
+            init_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
     # optim as plain options: Hydra would build its _target_ here, before the parameters exist
     options = OmegaConf.to_container(cfg.module, resolve=True)
     module = hydra.utils.get_class(options.pop("_target_"))(
@@ -168,11 +192,25 @@ def train(cfg: DictConfig) -> dict | None:
     saves = any(isinstance(c, Checkpoint) for c in callbacks)
     trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
                                       **({} if saves else {"enable_checkpointing": False}))
+    report = next((c for c in callbacks if hasattr(c, "summary")), None)
+    if relabel is not None and report is not None:
+        report.stage_pending = True  # metrics.json only once the stage is done
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
+        if fitted is None:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
+        summary = fitted or (report.summary if report is not None else None)
+        if (relabel is not None and report is not None and summary is not None
+                and not summary.get("interrupted") and trainer.is_global_zero):
+            from memorization.relabel.job import load_trained, run_stage
+
+            if fitted is not None:
+                check_checkpoint(out / LAST, module)
+                load_trained(module, out / LAST)
+            seed = cfg.seed if cfg.get("seed") is not None else summary["torch_seed"]
+            run_stage(relabel, trainer=trainer, module=module, dm=datamodule, report=report,
+                      init_state=init_state, seed=seed, summary=fitted)
     finally:
         _finish_wandb()
-    report = next((c for c in callbacks if hasattr(c, "summary")), None)
     return report.summary if report is not None else None
 
 

@@ -41,6 +41,7 @@ from memorization.models import (
 )
 from memorization.module import ModuleConfig
 from memorization.optim import OptimConfig
+from memorization.relabel.config import RelabelConfig
 from memorization.studies.easy_hard import EasyHardConfig
 from memorization.studies.sensitivity import SensitivityConfig
 
@@ -138,6 +139,7 @@ def _register_all() -> None:
     register("data", DataSchema)
     register("noise", NoiseConfig)
     register("optim", OptimConfig)
+    register("relabel", RelabelConfig)
     for name, schema in MODELS.items():
         register("model", schema, name=name)
     register("metrics", open_node(MetricsConfig))  # every other key of the group is a metric

@@ -47,6 +47,7 @@ from memorization.io import write_text_atomic
 
 COLUMNS = ("epoch", "split", "layer", "depth", "metric", "value")
 SPLITS = ("train", "val", "test")
+STAGES = ("relabel",)  # key prefixes of the stages after a fit (memorization/relabel/)
 # bookkeeping keys Lightning adds to every log call, not values of the run
 _SKIP = {"epoch", "step", "trainer/global_step"}
 
@@ -56,8 +57,12 @@ def parse_key(key: str) -> tuple[str, str, str]:
 
     Two-part keys put the split first when it is one of ``train``, ``val``, ``test``
     (``train/acc``) and second otherwise (``csr/test``); three-part keys are
-    ``metric/split/layer`` (``masc_true/test/fc1``)."""
+    ``metric/split/layer`` (``masc_true/test/fc1``). A stage's keys (``relabel/...``, logged
+    once after the fit) have the stage as split and the rest as metric
+    (``relabel/masc/test_acc_after``: metric ``masc/test_acc_after`` of split ``relabel``)."""
     parts = key.split("/")
+    if parts[0] in STAGES and len(parts) > 1:
+        return "/".join(parts[1:]), parts[0], ""
     if len(parts) >= 3:
         return parts[0], parts[1], "/".join(parts[2:])
     if len(parts) == 2:

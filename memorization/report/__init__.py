@@ -7,6 +7,9 @@ Reads every job folder of the sweep(s) (:mod:`memorization.report.data`) and wri
   split, layer, depth, metric, value);
 - ``final.csv``: one row per job, its status, swept parameters and final values;
 - ``summary.md``: the Markdown table of the finished jobs (also printed);
+- ``relabel.md`` and ``relabel.csv``, when jobs ran the MASC relabel stage
+  (memorization/relabel/): per job, test accuracies before and after retraining and of MASC's
+  best layer, wrong training labels before and after relabeling (also printed);
 - the figures (:mod:`memorization.report.figures`), each a PNG, seeds aggregated as mean with
   a min–max band; a figure the sweep has no data for is skipped with one line.
 
@@ -26,7 +29,14 @@ from pathlib import Path
 
 from memorization.io import atomic_path, write_text_atomic
 from memorization.report.data import Sweep, load_sweep
-from memorization.report.tables import finals, markdown, summary_rows, tidy
+from memorization.report.tables import (
+    finals,
+    markdown,
+    markdown_rows,
+    relabel_rows,
+    summary_rows,
+    tidy,
+)
 
 __all__ = ["Report", "load_sweep", "write_report"]
 
@@ -58,6 +68,17 @@ def write_report(dirs: list[str | Path], out: str | Path | None = None, figures:
     report.files += [_csv(tidy(sweep), out / "history.csv"), _csv(finals(sweep), out / "final.csv")]
     write_text_atomic(out / "summary.md", f"# {sweep.title}\n\n{table}")
     report.files.append(out / "summary.md")
+    relabel = relabel_rows(sweep)
+    if relabel:
+        text = ("MASC relabel and retrain (test accuracies on the reported 80% of the test set; "
+                "wrong labels: fractions of the training set)\n\n"
+                + "\n".join(markdown_rows(relabel)) + "\n")
+        write_text_atomic(out / "relabel.md", f"# {sweep.title}\n\n{text}")
+        cols = [c for c in sweep.finished.columns if c.startswith("relabel/")]
+        done = sweep.finished[sweep.finished["relabel/model/test_acc_before"].notna()]
+        report.files += [out / "relabel.md", _csv(done[["job", *sweep.swept, *cols]],
+                                                  out / "relabel.csv")]
+        report.table += "\n" + text
     if figures:
         from memorization.report.figures import write_figures
 
@@ -97,13 +118,14 @@ def _log_to_wandb(report: Report) -> None:
                      reinit="finish_previous", **quiet)
     report.wandb_dir = Path(run.settings.sync_dir) if run.settings.mode == "offline" else None
     try:
-        rows = summary_rows(report.sweep)
         logs = {f"report/{p.stem}": wandb.Image(str(p)) for p in report.files
                 if p.suffix == ".png"}
-        if rows:
-            cols = list(rows[0])
-            logs["report/summary"] = wandb.Table(columns=cols,
-                                                 data=[[r[c] for c in cols] for r in rows])
+        for name, rows in (("summary", summary_rows(report.sweep)),
+                           ("relabel", relabel_rows(report.sweep))):
+            if rows:
+                cols = list(rows[0])
+                logs[f"report/{name}"] = wandb.Table(columns=cols,
+                                                     data=[[r[c] for c in cols] for r in rows])
         run.log(logs)
     finally:
         run.finish()

@@ -24,6 +24,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from memorization.io import flat_keys
 from memorization.loggers.history import COLUMNS, read_history
 
 STATUSES = ("finished", "interrupted", "failed", "unfinished")
@@ -185,6 +186,11 @@ def _job_row(job: Job, swept: list[str]) -> dict:
         row[k] = corruption.get(k)
     for k, v in (m.get("final") or {}).items():
         row[k] = v
+    # a stage after the fit (memorization/relabel/): its values as relabel/... columns; the
+    # per-epoch lists stay in metrics.json
+    for k, v in flat_keys(m.get("relabel") or {}, "relabel").items():
+        if not isinstance(v, list):
+            row[k] = v
     return row
 
 

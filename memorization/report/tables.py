@@ -83,6 +83,57 @@ def summary_rows(sweep: Sweep) -> list[dict[str, str]]:
     return rows
 
 
+# the relabel table's columns: (title, relabel/... key); per labelling (masc: subspaces of the
+# training labels, masc_true: of the true labels), as the MASC paper's Fig. 4 and Tables 6-8
+RELABEL_COLUMNS = [
+    ("model test acc before", "model/test_acc_before"),
+    ("MASC best layer", "masc/best_layer"),
+    ("MASC test acc", "masc/masc_test_acc"),
+    ("retrained test acc", "masc/test_acc_after"),
+    ("MASC-true best layer", "masc_true/best_layer"),
+    ("MASC-true test acc", "masc_true/masc_test_acc"),
+    ("retrained (true) test acc", "masc_true/test_acc_after"),
+    ("wrong labels before", "masc/wrong_before"),
+    ("wrong after", "masc/wrong_after"),
+    ("fixed", "masc/fixed"),
+    ("broken", "masc/broken"),
+    ("wrong after (true)", "masc_true/wrong_after"),
+    ("fixed (true)", "masc_true/fixed"),
+    ("broken (true)", "masc_true/broken"),
+    ("init MASC test acc, same layer", None),
+]
+
+
+def relabel_rows(sweep: Sweep) -> list[dict[str, str]]:
+    """One row per finished job with relabel results (the MASC paper's Fig. 4 and Tables 6-8:
+    test accuracies on the reported 80% of the test set, wrong training labels before and after
+    relabeling as fractions of the training set); [] when no job has any."""
+    done = sweep.finished
+    if "relabel/model/test_acc_before" not in done.columns:
+        return []
+    rows = []
+    for _, r in done.iterrows():
+        if _num(r.get("relabel/model/test_acc_before")) is None:
+            continue
+        row = {"job": str(r["job"])} | {k: _cell(r.get(k)) for k in sweep.swept}
+        for title, key in RELABEL_COLUMNS:
+            if key is None:  # the random-initialization control at the chosen layer
+                layer = r.get("relabel/masc/best_layer")
+                row[title] = _pct(_num(r.get(f"relabel/init/masc/test/{layer}")))
+            elif key.endswith("best_layer"):
+                row[title] = _cell(r.get(f"relabel/{key}"))
+            else:
+                row[title] = _pct(_num(r.get(f"relabel/{key}")))
+        rows.append(row)
+    return rows
+
+
+def markdown_rows(rows: list[dict[str, str]]) -> list[str]:
+    cols = list(rows[0])
+    return (["| " + " | ".join(cols) + " |", "| " + " | ".join("---" for _ in cols) + " |"]
+            + ["| " + " | ".join(r[c] for c in cols) + " |" for r in rows])
+
+
 def _cell(v) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "–"
@@ -96,10 +147,7 @@ def markdown(sweep: Sweep) -> str:
     rows = summary_rows(sweep)
     lines = []
     if rows:
-        cols = list(rows[0])
-        lines.append("| " + " | ".join(cols) + " |")
-        lines.append("| " + " | ".join("---" for _ in cols) + " |")
-        lines += ["| " + " | ".join(r[c] for c in cols) + " |" for r in rows]
+        lines += markdown_rows(rows)
     else:
         lines.append("(no finished job yet)")
     counts = sweep.jobs["status"].value_counts()
