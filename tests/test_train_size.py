@@ -114,3 +114,26 @@ def test_the_settings_line_names_the_optimizer_and_schedule():
     assert "SGD (ExponentialLR) lr=0.1" in text and "40 train" in text
     config["optim"] = {"_target_": "torch.optim.Adam", "lr": 0.001, "scheduler": {}}
     assert "Adam lr=0.001" in format_settings(config, trainer, nn.Linear(2, 3))
+
+
+def test_time_to_convergence_sweep_end_to_end(tmp_path):
+    """Arpit et al. Fig. 6 scaled down, from its preset (which carries its own sweep; the
+    command line narrows it): two widths on 50 digits, each trained until it fits; the report
+    draws epochs to fit against the width from the jobs' own epochs_to_fit."""
+    import json
+
+    import pandas as pd
+
+    from tests.conftest import run_cli
+
+    res = run_cli(["-m", "experiment=arpit_convergence_digits", "noise.p=0", "model.width=32,64",
+                   "data.train_size=50", "trainer.max_epochs=150", "logger=none",
+                   f"hydra.sweep.dir={tmp_path}"], cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    fits = [json.loads((tmp_path / j / "metrics.json").read_text())["epochs_to_fit"]
+            for j in ("0", "1")]
+    assert all(isinstance(f, int) and 1 <= f < 150 for f in fits)
+    final = pd.read_csv(tmp_path / "report" / "final.csv")
+    assert sorted(final["epochs_to_fit"]) == sorted(fits)
+    assert set(final["n_train"]) == {50}
+    assert (tmp_path / "report" / "time_to_convergence.png").read_bytes()[:4] == b"\x89PNG"
