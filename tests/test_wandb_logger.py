@@ -213,30 +213,3 @@ def test_lightning_fit_logs_one_row_per_epoch(tmp_path):
     _, data = read_table(run, run["history"][-1]["layers/table"])
     assert [r[:4] for r in data] == [["fc1", 1, "cosine", "train"],
                                      ["input", 0, "polarization", "train"]]
-
-
-def test_a_run_id_still_in_use_is_waited_for(tmp_path, monkeypatch):
-    """A job rerun right after a kill -9: W&B's service may still hold the run id for a moment
-    ("run ID ... is in use"); the logger retries instead of failing the job. Other errors are
-    not retried."""
-    from lightning.pytorch.loggers import WandbLogger as Base
-
-    calls = []
-
-    def flaky(self):
-        calls.append(1)
-        if len(calls) < 3:
-            raise RuntimeError("run ID abc is in use")
-        return "run"
-
-    monkeypatch.setattr(Base, "experiment", property(flaky))
-    monkeypatch.setattr("memorization.loggers.wandb_logger.time.sleep", lambda s: None)
-    logger = WandbLogger(project="test", save_dir=tmp_path, mode="offline")
-    assert logger._start() == "run" and len(calls) == 3
-    calls.clear()
-    monkeypatch.setattr(Base, "experiment", property(lambda self: 1 / 0))
-    with pytest.raises(ZeroDivisionError):
-        logger._start()
-    monkeypatch.setattr(Base, "experiment", property(flaky))
-    with pytest.raises(RuntimeError, match="in use"):  # past the deadline: the error stands
-        logger._start(wait=-1)

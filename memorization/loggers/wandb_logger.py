@@ -29,7 +29,6 @@ import math
 import os
 import secrets
 import string
-import time
 from collections.abc import Mapping
 from numbers import Number
 from pathlib import Path
@@ -87,7 +86,7 @@ class WandbLogger(_LightningWandbLogger):
     @rank_zero_experiment
     def experiment(self):
         try:
-            run = self._start()
+            run = super().experiment
         except Exception as e:  # no key, no network, a bad setting: one line, what to do
             mode = self._wandb_init.get("mode") or os.environ.get("WANDB_MODE", "online")
             raise ConfigError(
@@ -109,19 +108,6 @@ class WandbLogger(_LightningWandbLogger):
             run.define_metric("epoch")
             run.define_metric("*", step_metric="epoch", overwrite=True)
         return run
-
-    def _start(self, wait: float = 60.0):
-        """Lightning's run, retried while W&B says the run id "is in use": a job killed a moment
-        ago (kill -9, a preempted node) leaves W&B's service holding its run until that service
-        notices, and the rerun resumes the same run id."""
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                return super().experiment
-            except Exception as e:
-                if "is in use" not in str(e) or time.monotonic() > deadline:
-                    raise
-                time.sleep(2.0)
 
     @staticmethod
     def _is_disabled(run: Any) -> bool:
