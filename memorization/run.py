@@ -348,7 +348,16 @@ def _checked(args: list[str]) -> str | None:
     return None
 
 
+def own_wandb_service() -> None:
+    """Forget a W&B service inherited from the process that started this one (wandb exports
+    WANDB_SERVICE so that children share a parent's service). A job killed with kill -9 leaves
+    its run registered in that shared service, which outlives it, and the rerun that resumes
+    the run's id is refused ("run ID ... is in use"); a service of the job's own ends with it."""
+    os.environ.pop("WANDB_SERVICE", None)
+
+
 def main() -> None:
+    own_wandb_service()
     args = sys.argv[1:]
     err = _checked(args) or missing_plugin(args)
     if not err and {"--help", "-h"} & set(args):  # every group and top-level key

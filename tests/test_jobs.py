@@ -221,3 +221,14 @@ def test_a_rerun_with_other_settings_is_refused_in_one_line(tmp_path):
                   cwd=tmp_path)
     assert res.returncode == 0 and f"ckpt_path={out / 'checkpoints/last.ckpt'} trains it on" \
         in res.stdout
+
+
+def test_a_job_uses_its_own_wandb_service(tmp_path):
+    """wandb exports WANDB_SERVICE so children share their parent's service; a job killed with
+    kill -9 would leave its run registered there and its rerun refused. A job ignores an
+    inherited service (here a token no service answers to: W&B would fail on it)."""
+    env = {"WANDB_SERVICE": "1-999999-tcp-localhost-1"}
+    res = run_cli(["trainer.max_epochs=1", "metrics=none", f"hydra.run.dir={tmp_path / 'job'}"],
+                  cwd=tmp_path, env=env)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert (tmp_path / "job" / "metrics.json").is_file()

@@ -276,8 +276,9 @@ def study_entry(run: Callable[[DictConfig], dict], config_name: str) -> Callable
     hydra_main = study_main(run, config_name)
 
     def main() -> None:
-        from memorization.run import _unknown_option
+        from memorization.run import _unknown_option, own_wandb_service
 
+        own_wandb_service()
         err = _unknown_option(sys.argv[1:])
         if err:
             print(f"error: {err}", file=sys.stderr)
