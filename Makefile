@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 # torch pinned by constraints.txt: without it pip would pull a multi-GB CUDA build here.
 PIP_INSTALL := $(PY) -m pip install -c constraints.txt
 
-.PHONY: help install test test-all lint run sweep report clean
+.PHONY: help install test test-all lint bench run sweep report clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -20,6 +20,10 @@ test:  ## run the test suite (W&B offline, CPU)
 
 lint:  ## ruff
 	$(PY) -m ruff check .
+
+bench:  ## speed: training overhead and hardware use, then the metrics suite (docs/performance.md)
+	$(PY) benchmarks/training.py
+	$(PY) benchmarks/metrics.py
 
 run:  ## train the default job (MLP on the bundled digits, 20% label noise)
 	$(PY) -m memorization.run
