@@ -21,9 +21,10 @@ test:  ## run the test suite (W&B offline, CPU)
 lint:  ## ruff
 	$(PY) -m ruff check .
 
-bench:  ## speed: training overhead and hardware use, then the metrics suite (docs/performance.md)
+bench:  ## speed: training overhead, hardware use, metrics suite, parallel jobs (docs/performance.md)
 	$(PY) benchmarks/training.py
 	$(PY) benchmarks/metrics.py
+	$(PY) benchmarks/parallel.py
 
 run:  ## train the default job (MLP on the bundled digits, 20% label noise)
 	$(PY) -m memorization.run

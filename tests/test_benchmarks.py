@@ -17,3 +17,11 @@ def test_training_benchmark_runs_and_prints_its_figures():
     assert res.returncode == 0, res.stderr[-2000:]
     assert "fp32 matmul peak" in res.stdout
     assert "MLP 1x512, synthetic 600 train" in res.stdout and "ratio" in res.stdout
+
+
+def test_parallel_benchmark_runs_both_sweeps():
+    res = subprocess.run([sys.executable, "benchmarks/parallel.py", "--no-record", "--epochs",
+                          "1", "--model", "mlp"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "one after the other" in res.stdout and "two at once" in res.stdout
