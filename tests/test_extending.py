@@ -12,7 +12,6 @@ import torch
 from torchmetrics import Metric
 
 from memorization.config import validate
-from memorization.data import DataModule
 from memorization.errors import ConfigError
 from memorization.metrics.callback import LayerMetrics
 from memorization.metrics.config import read_metrics_config
@@ -20,9 +19,8 @@ from memorization.metrics.protocol import Context, LayerMetric, MetricConfig, Pr
 from memorization.models import MLP
 from memorization.run import train
 from tests.conftest import compose_config
+from tests.test_layer_metrics import _setup
 
-SYN = dict(source="synthetic", shape=(1, 4, 4), num_classes=3, batch_size=16,
-           source_options={"n_train": 120, "n_test": 45, "num_classes": 3, "shape": (1, 4, 4)})
 HERE = "tests.test_extending"
 
 
@@ -115,16 +113,6 @@ class Spread(LayerMetric):
 
     def compute(self) -> dict[str, torch.Tensor]:
         return {f"spread/train/{name}": s / self.n[name] for name, s in self.sq.items()}
-
-
-def _setup(**metrics):
-    dm = DataModule(**SYN, noise={"name": "label_flip", "p": 0.3, "seed": 1})
-    dm.setup("fit")
-    torch.manual_seed(0)
-    net = MLP(in_shape=(1, 4, 4), num_classes=3, depth=2, width=8)
-    cb = LayerMetrics(metrics)
-    cb.setup(type("T", (), {"datamodule": dm})(), type("M", (), {"net": net})(), "fit")
-    return dm, net, cb
 
 
 def _by_hand(net: MLP, x: torch.Tensor) -> dict[str, torch.Tensor]:
