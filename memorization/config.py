@@ -73,11 +73,7 @@ def validate(cfg: DictConfig, on_driver: bool = False) -> None:
         optim.build([torch.zeros(1, requires_grad=True)])
 
     shape = tuple(data.shape)
-    corruption = get_corruption(noise.name, apply_to_test=bool(noise.get("apply_to_test")))
-    _require(corruption.fixed_p is None or noise.p == corruption.fixed_p,
-             f"noise={noise.name} is defined with p={corruption.fixed_p}, got noise.p={noise.p}; "
-             "drop the noise.p override (or use noise=label_uniform for a fraction)")
-    corruption.check_shape(shape)
+    check_noise(noise, shape)
     _validate_model(model, shape, data.num_classes)
 
     check_number(trainer.get("max_epochs"), "trainer.max_epochs", integer=True, lo=1)
@@ -102,15 +98,29 @@ def validate(cfg: DictConfig, on_driver: bool = False) -> None:
     every = ((cfg.get("callbacks") or {}).get("checkpoint") or {}).get("every_n_epochs", 1)
     check_number(every, "callbacks.checkpoint.every_n_epochs", integer=True, lo=1,
                  what=" (callbacks=no_checkpoint turns checkpoints off)")
+    check_wandb(cfg)
+    if cfg.get("metrics") is not None:
+        from memorization.metrics.config import read_metrics_config
+
+        read_metrics_config(cfg.metrics)
+
+
+def check_noise(noise: DictConfig, shape: tuple[int, ...]) -> None:
+    """The noise against the data: a type whose p is fixed, one that needs images."""
+    corruption = get_corruption(noise.name, apply_to_test=bool(noise.get("apply_to_test")))
+    _require(corruption.fixed_p is None or noise.p == corruption.fixed_p,
+             f"noise={noise.name} is defined with p={corruption.fixed_p}, got noise.p={noise.p}; "
+             "drop the noise.p override (or use noise=label_uniform for a fraction)")
+    corruption.check_shape(tuple(shape))
+
+
+def check_wandb(cfg: DictConfig) -> None:
+    """W&B online needs a key here: without one, wandb.init waits on the network."""
     wandb_cfg = (cfg.get("logger") or {}).get("wandb") or {}
     mode = os.environ.get("WANDB_MODE") or str(wandb_cfg.get("mode", "offline"))
     _require(not wandb_cfg or mode != "online" or _wandb_key_available(),
              "logger.wandb.mode=online but no W&B API key is set here: run `wandb login` (or set "
              "WANDB_API_KEY), or use logger.wandb.mode=offline and `wandb sync` later")
-    if cfg.get("metrics") is not None:
-        from memorization.metrics.config import read_metrics_config
-
-        read_metrics_config(cfg.metrics)
 
 
 def _wandb_key_available() -> bool:

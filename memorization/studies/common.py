@@ -49,8 +49,7 @@ def validate_study(cfg: DictConfig, key: str):
     ranges, the noise against the data), then the study's node; returns the study's
     dataclass. The model's in_shape and num_classes are set by the study (downscaled images,
     one class per example), so they are not checked against the data here."""
-    from memorization.config import build
-    from memorization.noise import get_corruption
+    from memorization.config import build, check_noise, check_wandb
 
     for group in ("data", "noise", "model", "optim", key):
         if cfg.get(group) is None:
@@ -62,12 +61,7 @@ def validate_study(cfg: DictConfig, key: str):
         build(cfg, group)
     optim = build(cfg, "optim")
     optim.build([torch.zeros(1, requires_grad=True)])
-    noise = cfg.noise
-    corruption = get_corruption(noise.name, apply_to_test=bool(noise.get("apply_to_test")))
-    if corruption.fixed_p is not None and noise.p != corruption.fixed_p:
-        raise ConfigError(f"noise={noise.name} is defined with p={corruption.fixed_p}, got "
-                          f"noise.p={noise.p}; drop the noise.p override")
-    corruption.check_shape(tuple(cfg.data.shape))
+    check_noise(cfg.noise, cfg.data.shape)
     check_wandb(cfg)
     return build(cfg, key)
 
@@ -250,19 +244,6 @@ def log_to_wandb(cfg: DictConfig, out: Path, axis: str, rows: list[dict],
     finally:
         run.finish()
     say(f"W&B: {opts.get('mode', 'offline')} run {run.id} in {out / 'wandb'}")
-
-
-def check_wandb(cfg: DictConfig) -> None:
-    """W&B online needs a key here; without one wandb.init waits on the network."""
-    from memorization.config import _wandb_key_available
-
-    w = (cfg.get("logger") or {}).get("wandb") or {}
-    import os
-
-    mode = os.environ.get("WANDB_MODE") or str(w.get("mode", "offline"))
-    if w and mode == "online" and not _wandb_key_available():
-        raise ConfigError("logger.wandb.mode=online but no W&B API key is set here: run "
-                          "`wandb login`, or use logger.wandb.mode=offline (logger=none: no W&B)")
 
 
 def finite(value: float) -> float | None:
