@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from memorization.loop import train_epoch
 from memorization.optim import OptimConfig
 
 
@@ -78,16 +79,8 @@ def retrain(net: nn.Module, x: torch.Tensor, y: torch.Tensor,
     best, best_epoch, best_state, since = None, 0, None, 0
     stopped = False
     for epoch in range(1, max_epochs + 1):
-        net.train()
         order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed + epoch))
-        total = torch.zeros((), dtype=torch.float64, device=device)
-        for idx in order.to(y.device).split(batch_size):
-            xb, yb = x[idx].to(device, non_blocking=True), y[idx].to(device, non_blocking=True)
-            loss = loss_fn(net(xb), yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += loss.detach().double() * idx.numel()
+        total = train_epoch(net, opt, x, y, order, batch_size, loss_fn)
         if sched is not None:
             sched.step()
         val_acc, val_loss = evaluate(net, *val, loss_fn, eval_batch_size, device)

@@ -42,12 +42,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from omegaconf import DictConfig
 from tqdm import tqdm
 
 from memorization.errors import ConfigError, check_number
 from memorization.io import say, write_json_atomic
+from memorization.loop import train_epoch
 from memorization.studies import common
 
 SPLITS = ("train", "test")
@@ -94,13 +94,8 @@ def train_one(net: torch.nn.Module, build_optim: Callable, x: torch.Tensor, y: t
     from ``seed`` (a fresh permutation per epoch); the schedule, if any, steps per epoch."""
     opt, sched = build_optim(net.parameters())
     gen = torch.Generator().manual_seed(seed)
-    net.train()
     for _ in range(epochs):
-        for b in torch.randperm(len(y), generator=gen).split(batch_size):
-            b = b.to(x.device)
-            opt.zero_grad(set_to_none=True)
-            F.cross_entropy(net(x[b]), y[b]).backward()
-            opt.step()
+        train_epoch(net, opt, x, y, torch.randperm(len(y), generator=gen), batch_size)
         if sched is not None:
             sched.step()
     return net

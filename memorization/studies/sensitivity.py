@@ -37,6 +37,7 @@ from tqdm import tqdm
 
 from memorization.errors import ConfigError, check_bool, check_number
 from memorization.io import atomic_path, say, write_json_atomic
+from memorization.loop import train_epoch
 from memorization.studies import common
 from memorization.studies.gradients import (
     SGD,
@@ -150,12 +151,9 @@ def _input_grads(cfg, sc: SensitivityConfig, net, x, y):
     net.train()
     note(0)
     for epoch in tqdm(range(1, sc.epochs + 1), desc="epochs", unit="epoch", dynamic_ncols=True):
-        for b in torch.randperm(n, generator=gen).split(sc.batch_size):
-            b = b.to(x.device)
-            opt.zero_grad(set_to_none=True)
-            F.cross_entropy(net(x[b]), y[b]).backward()
-            opt.step()
-            step += 1
+        order = torch.randperm(n, generator=gen)
+        train_epoch(net, opt, x, y, order, sc.batch_size)
+        step += -(-n // sc.batch_size)
         if sched is not None:
             sched.step()
         note(epoch)
