@@ -99,6 +99,18 @@ class _MASCFit(torch.nn.Module):
                     for j, name in enumerate(LABELLINGS)}
 
 
+def pick_layers(names: list[str], patterns: list[str] | None, key: str) -> list[str]:
+    """The probe layers ``patterns`` (names or globs; None: all) pick, in probe order; one
+    line naming ``key`` and a pattern that matches no layer."""
+    for pattern in patterns or []:
+        if not fnmatch.filter(names, pattern):
+            raise ConfigError(f"{key}: {pattern!r} matches no probe layer of this model; its "
+                              f"layers are {', '.join(names)}")
+    if patterns is None:
+        return list(names)
+    return [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
+
+
 def _labels(batch: dict[str, torch.Tensor]) -> torch.Tensor:
     return torch.stack([batch["y"], batch["y_true"]], dim=1)
 
@@ -116,11 +128,7 @@ class MASCMetric(LayerMetric):
         self.extras = {"masc_components": {}}
 
     def setup(self, dm, layers: list[ProbeLayer]) -> None:
-        names = [layer.name for layer in layers]
-        for pattern in self.cfg.layers or []:
-            if not fnmatch.filter(names, pattern):
-                raise ConfigError(f"metrics.masc.layers: {pattern!r} matches no probe layer of "
-                                  f"this model; its layers are {', '.join(names)}")
+        pick_layers([layer.name for layer in layers], self.cfg.layers, "metrics.masc.layers")
 
     def covers(self, layer: ProbeLayer) -> bool:
         patterns = self.cfg.layers

@@ -16,7 +16,6 @@ Predictions are :func:`~memorization.metrics.masc.masc_predict`'s: -1 for a zero
 
 from __future__ import annotations
 
-import fnmatch
 from dataclasses import dataclass, field
 
 import torch
@@ -30,6 +29,7 @@ from memorization.metrics.masc import (
     gram_bytes,
     masc_predict,
 )
+from memorization.metrics.masc_probe import pick_layers
 from memorization.metrics.masc_states import MASCSubspaces
 from memorization.models.probes import capture
 
@@ -42,14 +42,7 @@ def probe_names(net: nn.Module, patterns: list[str] | None) -> list[str]:
     line naming a pattern that matches none."""
     if not hasattr(net, "probe_layers"):
         raise ConfigError("relabel needs a model with probe_layers() (memorization/models/)")
-    names = [layer.name for layer in net.probe_layers()]
-    for pattern in patterns or []:
-        if not fnmatch.filter(names, pattern):
-            raise ConfigError(f"relabel.layers: {pattern!r} matches no probe layer of this "
-                              f"model; its layers are {', '.join(names)}")
-    if patterns is None:
-        return names
-    return [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
+    return pick_layers([layer.name for layer in net.probe_layers()], patterns, "relabel.layers")
 
 
 @dataclass
