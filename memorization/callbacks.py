@@ -148,16 +148,7 @@ class RunReport(Callback):
         record = getattr(trainer.datamodule, "record", None)
         if record is None or not trainer.is_global_zero:
             return
-        path = record.save(self._dir(trainer) / "corruption.npz")
-        for logger in trainer.loggers:
-            logger.log_hyperparams({"corruption": record.summary()})
-            if type(logger).__name__ == "WandbLogger":
-                import wandb
-
-                art = wandb.Artifact(f"corruption-{record.hash[:16]}", type="corruption",
-                                     metadata=record.summary())
-                art.add_file(str(path))
-                logger.experiment.log_artifact(art)
+        save_record(record, self._dir(trainer), trainer.loggers)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # histories keep the epochs already done (a resumed run) and drop any later rows
@@ -218,6 +209,22 @@ class RunReport(Callback):
         out = self._dir(trainer)
         write_json_atomic(out / "metrics.json", self.summary)
         (out / FIT).unlink(missing_ok=True)
+
+
+def save_record(record, folder: Path, loggers) -> Path:
+    """``corruption.npz`` in ``folder``; its summary to every logger (W&B: also the file, as
+    an artifact)."""
+    path = record.save(Path(folder) / "corruption.npz")
+    for logger in loggers:
+        logger.log_hyperparams({"corruption": record.summary()})
+        if type(logger).__name__ == "WandbLogger":
+            import wandb
+
+            art = wandb.Artifact(f"corruption-{record.hash[:16]}", type="corruption",
+                                 metadata=record.summary())
+            art.add_file(str(path))
+            logger.experiment.log_artifact(art)
+    return path
 
 
 def format_settings(config: dict, trainer: L.Trainer, pl_module: L.LightningModule) -> str:

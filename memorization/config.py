@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 import memorization.schemas  # noqa: F401  (registers the schemas, for composing in tests too)
 from memorization.errors import ConfigError, check_number, first_line, root_error
 from memorization.noise import get_corruption
+from memorization.replicas.config import check_stackable, replica_count
 
 
 def _require(ok: bool, message: str) -> None:
@@ -77,6 +78,8 @@ def validate(cfg: DictConfig, on_driver: bool = False) -> None:
     _validate_model(model, shape, data.num_classes)
 
     check_number(trainer.get("max_epochs"), "trainer.max_epochs", integer=True, lo=1)
+    if replica_count(cfg) > 1:
+        check_stackable(cfg)
     _require(trainer.get("use_distributed_sampler") is False,
              "trainer.use_distributed_sampler must be false: the data module shards batches "
              "over ranks itself")

@@ -61,8 +61,18 @@ def mark_failed(folder: str | os.PathLike, exc: BaseException, err: BaseExceptio
     ``kind: <its type>``, then the traceback of ``exc``."""
     path = Path(folder) / "FAILED"
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    write_text_atomic(path, f"{first_line(err)}\nkind: {type(err).__name__}\n\n{tb}")
+    text = f"{first_line(err)}\nkind: {type(err).__name__}\n\n{tb}"
+    write_text_atomic(path, text)
+    for run in _replicas(folder):  # a stacked job's unfinished replicas failed with it
+        if not (run / "metrics.json").is_file():
+            write_text_atomic(run / "FAILED", text)
     return path
+
+
+def _replicas(folder: str | os.PathLike) -> list[Path]:
+    """The replica folders of a stacked job (memorization/replicas/), [] for others."""
+    where = Path(folder) / "replicas"
+    return sorted(p for p in where.iterdir() if p.is_dir()) if where.is_dir() else []
 
 
 def failure(folder: str | os.PathLike) -> tuple[str, str]:
@@ -78,6 +88,9 @@ def clear_markers(folder: str | os.PathLike) -> None:
     folder = Path(folder)
     for name in ("metrics.json", FIT, "FAILED", "wandb/run_id", str(LAST)):
         (folder / name).unlink(missing_ok=True)
+    for run in _replicas(folder):
+        for name in ("metrics.json", "FAILED", "wandb/run_id", "model.pt"):
+            (run / name).unlink(missing_ok=True)
     for tmp in (folder / LAST.parent).glob(f".{LAST.name}.*.tmp"):
         tmp.unlink(missing_ok=True)
 

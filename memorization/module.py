@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchmetrics import MeanMetric
+from torchmetrics import Metric
 
 from memorization.distributed import epoch_generator
 from memorization.errors import ConfigError
@@ -83,18 +83,31 @@ class ModuleConfig:
             raise ConfigError(f"module.loss={self.loss!r} is not one of {', '.join(LOSSES)}")
 
 
-def mean_loss() -> MeanMetric:
-    """Sample-weighted mean loss, summed over batches and ranks: torchmetrics' MeanMetric fed
-    ``loss.expand(n)`` (a batch's mean loss once per sample). ``nan_strategy="disable"``: its
-    default checks every update for NaNs, ``if nans.any()``, a device sync per step on a GPU
-    (a NaN loss is the divergence guard's business, memorization/jobs.py); "disable" also drops
-    the ``weight`` argument (torchmetrics 1.9), hence the expand. float64 sums, as long runs add
-    many steps. Measured on the CPU here (2 threads, MLP step of 128 samples, 2000 steps): 866 us
-    a step against 856 us for the hand-written sum it replaces, within the noise of the
-    machine; no GPU was available to measure the sync it avoids."""
-    metric = MeanMetric(nan_strategy="disable")
-    metric.set_dtype(torch.float64)
-    return metric
+class MeanLoss(Metric):
+    """Sample-weighted mean loss of each of ``replicas`` networks (1: a single run's, computed
+    as a scalar), summed over batches and ranks in float64: ``update(losses, n)`` adds each
+    network's batch-mean loss times the batch's ``n`` samples. Our own rather than torchmetrics'
+    MeanMetric: that one casts its input to the metric's dtype, which Lightning resets to
+    float32 when it moves the module, so its sums were float32 (about 1e-7 off the mean after
+    one epoch of digits); it also checks for NaNs with a host sync per step unless told not to
+    (a NaN loss is the divergence guard's business, memorization/jobs.py)."""
+
+    full_state_update = False
+
+    def __init__(self, replicas: int = 1, **kwargs):
+        super().__init__(**kwargs)
+        self.add_state("total", default=torch.zeros(replicas, dtype=torch.float64),
+                       dist_reduce_fx="sum")
+        self.add_state("count", default=torch.zeros((), dtype=torch.float64),
+                       dist_reduce_fx="sum")
+
+    def update(self, losses: torch.Tensor, n: int) -> None:
+        self.total += losses.detach().to(torch.float64).reshape(-1) * n
+        self.count += n
+
+    def compute(self) -> torch.Tensor:
+        # (torchmetrics returns a one-element result as a scalar)
+        return self.total / self.count
 
 
 class Classifier(L.LightningModule):
@@ -123,7 +136,7 @@ class Classifier(L.LightningModule):
         splits = ("fit", "train", "val", "test")
         # keyed "<split>_" because ModuleDict keys may not shadow nn.Module attributes ("train")
         self.accs = nn.ModuleDict({f"{s}_": SubsetAccuracy() for s in splits})
-        self.losses = nn.ModuleDict({f"{s}_": mean_loss() for s in splits})
+        self.losses = nn.ModuleDict({f"{s}_": MeanLoss() for s in splits})
         self.register_buffer("best_test_acc", torch.tensor(float("nan"), dtype=torch.float64))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -155,7 +168,7 @@ class Classifier(L.LightningModule):
         if w > 0:
             x_adv = self._adversarial_points(batch["x"])
             loss = (1 - w) * loss + w * self.loss_fn(self.net(x_adv), batch["y"])
-        self.losses["fit_"].update(loss.detach().expand(batch["y"].numel()))
+        self.losses["fit_"].update(loss, batch["y"].numel())
         if not self._eval_train():
             self.accs["fit_"].update(logits.detach(), batch["y"], batch.get("y_true"),
                                    batch.get("corrupted"))
@@ -189,7 +202,7 @@ class Classifier(L.LightningModule):
 
     def _eval_step(self, batch: dict, split: str) -> None:
         logits, y = self.net(batch["x"]), batch["y"]
-        self.losses[split + "_"].update(self.loss_fn(logits, y).detach().expand(y.numel()))
+        self.losses[split + "_"].update(self.loss_fn(logits, y), y.numel())
         self.accs[split + "_"].update(logits, y, batch.get("y_true"), batch.get("corrupted"))
 
     def _collect(self, split: str, name: str, with_loss: bool) -> dict[str, torch.Tensor]:

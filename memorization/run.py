@@ -49,6 +49,7 @@ from memorization.jobs import (  # noqa: E402
     mark_failed,
 )
 from memorization.launch import apply_threads, job_threads, missing_plugin  # noqa: E402
+from memorization.replicas.config import replica_count, trainer_options  # noqa: E402
 
 
 def _conf_dir() -> str:
@@ -159,6 +160,13 @@ def train(cfg: DictConfig) -> dict | None:
             fitted, ckpt = json.loads((out / FIT).read_text()), None
     if out is not None and ckpt is None and fitted is None:
         clear_markers(out)  # a fresh start: no old result, failure, checkpoint or W&B run id
+    if replica_count(cfg) > 1:  # stacked seeds: memorization/replicas/
+        from memorization.replicas.job import train_replicas
+
+        try:
+            return train_replicas(cfg, resolved, out, ckpt)
+        finally:
+            _finish_wandb()
     if cfg.get("seed") is not None:  # `if cfg.get("seed")` would skip seed 0
         L.seed_everything(cfg.seed, workers=True, verbose=False)
     elif fitted is not None:  # the same initial weights as the attempt that fitted
@@ -190,7 +198,8 @@ def train(cfg: DictConfig) -> dict | None:
         loggers.append(hydra.utils.instantiate(cfg.history))
     # no Checkpoint callback (callbacks=no_checkpoint): no checkpoint at all, not Lightning's own
     saves = any(isinstance(c, Checkpoint) for c in callbacks)
-    trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
+    trainer = hydra.utils.instantiate(trainer_options(cfg), callbacks=callbacks,
+                                      logger=loggers or False,
                                       **({} if saves else {"enable_checkpointing": False}))
     report = next((c for c in callbacks if hasattr(c, "summary")), None)
     if relabel is not None and report is not None:

@@ -42,6 +42,7 @@ from memorization.models import (
 from memorization.module import ModuleConfig
 from memorization.optim import OptimConfig
 from memorization.relabel.config import RelabelConfig
+from memorization.replicas.config import ReplicasConfig
 from memorization.studies.easy_hard import EasyHardConfig
 from memorization.studies.sensitivity import SensitivityConfig
 
@@ -104,6 +105,7 @@ class RunConfig:
     resume: bool = True
     threads: int | None = None
     module: ModuleSchema = field(default_factory=ModuleSchema)
+    replicas: ReplicasConfig = field(default_factory=ReplicasConfig)
 
     def __post_init__(self):
         check_number(self.seed, "seed", integer=True, lo=0, allow_none=True)

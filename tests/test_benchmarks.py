@@ -25,3 +25,14 @@ def test_parallel_benchmark_runs_both_sweeps():
                          timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert res.returncode == 0, res.stderr[-2000:]
     assert "one after the other" in res.stdout and "two at once" in res.stdout
+
+
+def test_stacked_benchmark_runs_both_modes_and_whole_jobs():
+    res = subprocess.run([sys.executable, "benchmarks/stacked.py", "--no-record", "--synthetic",
+                          "--n-train", "600", "--depth", "1", "--replicas", "1", "2",
+                          "--jobs", "2", "--job-epochs", "1"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "one run's epoch (MLP 1x512, synthetic 600 train)" in res.stdout
+    assert "S= 2: loop" in res.stdout and "vmap" in res.stdout
+    assert "trainer.replicas=2" in res.stdout and "2 jobs one after another" in res.stdout

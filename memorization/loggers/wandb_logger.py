@@ -86,6 +86,12 @@ class WandbLogger(_LightningWandbLogger):
     @rank_zero_experiment
     def experiment(self):
         try:
+            if self._experiment is None and self._wandb_init.get("reinit") == "create_new":
+                # a run of its own beside others in this process (a stacked job's replicas);
+                # Lightning's logger would reuse the run already open
+                import wandb
+
+                self._experiment = wandb.init(**self._wandb_init)
             run = super().experiment
         except Exception as e:  # no key, no network, a bad setting: one line, what to do
             mode = self._wandb_init.get("mode") or os.environ.get("WANDB_MODE", "online")
@@ -108,6 +114,16 @@ class WandbLogger(_LightningWandbLogger):
             run.define_metric("epoch")
             run.define_metric("*", step_metric="epoch", overwrite=True)
         return run
+
+    @rank_zero_only
+    def close(self, status: str = "success") -> None:
+        """Finalize, and finish the run when it is one of several in this process (a
+        stacked job's replica; a single job's run is finished by the entry point)."""
+        self.finalize(status)
+        if self._experiment is not None and self._wandb_init.get("reinit") == "create_new":
+            if not self._is_disabled(self._experiment):
+                self._experiment.finish(exit_code=0 if status == "success" else 1)
+            self._experiment = None
 
     @staticmethod
     def _is_disabled(run: Any) -> bool:

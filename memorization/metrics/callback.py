@@ -65,17 +65,21 @@ class LayerMetrics(Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if not self.cfg.enabled:
             return
-        dm = trainer.datamodule
-        if not hasattr(dm, "splits") or not hasattr(pl_module.net, "probe_layers"):
+        self.prepare(trainer.datamodule, pl_module.net, getattr(trainer, "loggers", []))
+
+    def prepare(self, dm, net: nn.Module, loggers=()) -> None:
+        """Draw the probe sets of ``dm``, tell ``loggers`` the layer order, set up the metrics
+        for ``net``'s probe layers (what ``setup`` does; a stacked job calls it per replica)."""
+        if not hasattr(dm, "splits") or not hasattr(net, "probe_layers"):
             raise ConfigError("metrics need the project's DataModule and a model with "
                               "probe_layers(); set metrics=none for other setups")
-        layers = pl_module.net.probe_layers()
+        layers = net.probe_layers()
         self.probe = {"train": fixed_subset(len(dm.splits["train"]), self.cfg.probe_size,
                                             self.cfg.probe_seed)}
         if self.cfg.test:
             self.probe["test"] = torch.arange(len(dm.splits["test"]))
         self._static = {}
-        for logger in getattr(trainer, "loggers", []):  # loggers charting against depth
+        for logger in loggers:  # loggers charting against depth
             if hasattr(logger, "set_layers"):
                 logger.set_layers([layer.name for layer in layers])
         for m in self.metrics.values():

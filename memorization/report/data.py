@@ -73,18 +73,30 @@ def is_job(folder: Path) -> bool:
     return (folder / "config_resolved.yaml").is_file() or (folder / ".hydra/config.yaml").is_file()
 
 
+def _runs(job: Path) -> list[Path]:
+    """A job folder's runs: itself, or the replicas of a stacked job (``replicas/<k>/``)."""
+    stacked = job / "replicas"
+    if stacked.is_dir():
+        found = [p for p in stacked.iterdir() if p.is_dir() and is_job(p)]
+        if found:
+            return sorted(found, key=lambda p: (0, int(p.name)) if p.name.isdigit()
+                          else (1, p.name))
+    return [job]
+
+
 def find_jobs(sweep_dir: Path) -> list[Path]:
     """The job folders of a sweep folder (or the folder itself, for a single run), in job-number
-    order; ``report/`` and hidden folders are not jobs."""
+    order; ``report/`` and hidden folders are not jobs. A stacked job (trainer.replicas > 1)
+    counts as its replicas, each a run of its own."""
     if is_job(sweep_dir):
-        return [sweep_dir]
+        return _runs(sweep_dir)
     found = []
     for root, dirs, _ in os.walk(sweep_dir):
         dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in ("report", "wandb",
                                                                               "checkpoints"))
         here = Path(root)
         if here != sweep_dir and is_job(here):
-            found.append(here)
+            found += _runs(here)
             dirs[:] = []
     # numbers in number order, before names (a name and a number never compare)
     return sorted(found, key=lambda p: [(0, int(s), "") if s.isdigit() else (1, 0, s)
@@ -112,9 +124,11 @@ def override_items(overrides: list[str]) -> list[tuple[str, str, bool]]:
 
 def _read_job(folder: Path, job_id: str) -> Job:
     config = _yaml(folder / "config_resolved.yaml") or _yaml(folder / ".hydra/config.yaml") or {}
-    hydra_cfg = _yaml(folder / ".hydra/hydra.yaml") or {}
+    # a stacked job's replica: Hydra's files are its job's
+    hydra_dir = (folder.parent.parent if folder.parent.name == "replicas" else folder) / ".hydra"
+    hydra_cfg = _yaml(hydra_dir / "hydra.yaml") or {}
     choices = ((hydra_cfg.get("hydra") or {}).get("runtime") or {}).get("choices") or {}
-    overrides = _yaml(folder / ".hydra/overrides.yaml") or []
+    overrides = _yaml(hydra_dir / "overrides.yaml") or []
     metrics = None
     if (folder / "metrics.json").is_file():
         try:

@@ -1,0 +1,108 @@
+"""A stacked job: ``trainer.replicas=S`` trains S runs of one config in one process (see
+memorization/replicas/__init__.py). Called by the entry point once the job folder's state is
+settled (skip, resume or start over apply to the whole job)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+import lightning as L
+from lightning.pytorch.callbacks import Checkpoint
+from lightning.pytorch.callbacks import ProgressBar as ProgressBarBase
+from omegaconf import DictConfig, OmegaConf
+
+from memorization.callbacks import LogConfig, RunReport, StopAtTrainAccuracy
+from memorization.io import say
+from memorization.jobs import check_checkpoint
+from memorization.metrics.callback import LayerMetrics
+from memorization.replicas.config import (
+    check_net,
+    replica_cfg,
+    replica_count,
+    replicas_config,
+    trainer_options,
+)
+from memorization.replicas.data import StackedData
+from memorization.replicas.module import StackedClassifier
+from memorization.replicas.report import Replicas, replica_folder
+
+
+def resolved_dict(cfg: DictConfig) -> dict:
+    return {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+            for k, v in cfg.items() if k != "hydra"}
+
+
+def _run_name(cfg: DictConfig, rcfg: DictConfig, vary: list[str]) -> str:
+    base = str(OmegaConf.select(cfg, "logger.wandb.name", default=None) or "")
+    mine = ",".join(f"{key}={OmegaConf.select(rcfg, key)}" for key in vary)
+    return f"{base},{mine}" if base and base != "default" else mine
+
+
+def replica_loggers(cfg: DictConfig, rcfg: DictConfig, folder: Path, name: str,
+                    group: str) -> list:
+    """Replica k's loggers: the config's, writing into its folder; W&B a run of its own."""
+    out = []
+    for c in (cfg.get("logger") or {}).values():
+        if c is None:
+            continue
+        kw: dict = {"save_dir": str(folder)} if "save_dir" in c else {}
+        if str(c.get("_target_", "")).endswith("WandbLogger"):
+            kw |= {"name": name, "group": c.get("group") or group, "reinit": "create_new"}
+        out.append(hydra.utils.instantiate(c, **kw))
+    if cfg.get("history") is not None:
+        out.append(hydra.utils.instantiate(cfg.history, save_dir=str(folder)))
+    return out
+
+
+def train_replicas(cfg: DictConfig, resolved: dict, out: Path | None,
+                   ckpt: str | None) -> dict | None:
+    S, rc = replica_count(cfg), replicas_config(cfg)
+    job = Path(out) if out is not None else Path(str(cfg.trainer.default_root_dir))
+    rcfgs = [replica_cfg(cfg, k, rc.vary) for k in range(S)]
+    dms, nets = [], []
+    for rcfg in rcfgs:  # replica k's weights: those its single run would draw
+        if rcfg.get("seed") is not None:
+            L.seed_everything(rcfg.seed, workers=True, verbose=False)
+        dms.append(hydra.utils.instantiate(rcfg.data, noise=rcfg.noise, _convert_="all"))
+        nets.append(hydra.utils.instantiate(rcfg.model, _convert_="all"))
+    check_net(nets[0], S)
+    module_opts = OmegaConf.to_container(cfg.module, resolve=True)
+    module = StackedClassifier(nets, loss=module_opts.get("loss", "ce"),
+                               optim=OmegaConf.to_container(cfg.optim, resolve=True),
+                               num_classes=cfg.data.num_classes, mode=rc.mode,
+                               in_dims=len(cfg.data.shape))
+    if ckpt is not None:
+        check_checkpoint(ckpt, module, cfg.trainer.get("max_epochs"))
+
+    callbacks, threshold, monitor, print_summary = [], None, "train/acc", True
+    for c in (cfg.get("callbacks") or {}).values():
+        if c is None:
+            continue
+        cb = hydra.utils.instantiate(c)
+        if isinstance(cb, StopAtTrainAccuracy):  # per replica, in Replicas
+            threshold, monitor = cb.threshold, cb.monitor
+        elif isinstance(cb, RunReport):
+            print_summary = cb.print_summary
+        elif not isinstance(cb, LayerMetrics):  # per replica, in Replicas
+            callbacks.append(cb)
+    if not cfg.trainer.get("enable_progress_bar", True):
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBarBase)]
+    with_metrics = cfg.get("metrics") is not None and any(
+        isinstance(c, dict | DictConfig) and "LayerMetrics" in str(c.get("_target_", ""))
+        for c in (cfg.get("callbacks") or {}).values())
+    metrics = [LayerMetrics(rcfg.metrics) if with_metrics else None for rcfg in rcfgs]
+    group = str(OmegaConf.select(cfg, "logger.wandb.group", default=None) or job)
+    loggers = [replica_loggers(cfg, rcfg, replica_folder(job, k), _run_name(cfg, rcfg, rc.vary),
+                               group) for k, rcfg in enumerate(rcfgs)]
+    replicas = Replicas(job, [resolved_dict(r) for r in rcfgs], loggers, metrics,
+                        threshold=threshold, monitor=monitor, print_summary=print_summary)
+    callbacks = [*callbacks, LogConfig(resolved), replicas]
+    saves = any(isinstance(c, Checkpoint) for c in callbacks)
+    trainer = hydra.utils.instantiate(trainer_options(cfg), callbacks=callbacks, logger=False,
+                                      **({} if saves else {"enable_checkpointing": False}))
+    if trainer.is_global_zero:
+        say(f"stacked: {S} replicas in one process (replicas.vary={rc.vary}, "
+            f"mode {rc.mode}); each reported in {job / 'replicas'}/<k>/")
+    trainer.fit(module, datamodule=StackedData(dms), ckpt_path=ckpt, weights_only=True)
+    return replicas.summary
