@@ -21,9 +21,10 @@ test:  ## run the test suite (W&B offline, CPU)
 lint:  ## ruff
 	$(PY) -m ruff check .
 
-bench:  ## speed: training overhead, hardware use, metrics suite, parallel jobs (docs/performance.md)
+bench:  ## speed: training overhead, hardware use, metrics suite, stacked seeds, parallel jobs (docs/performance.md)
 	$(PY) benchmarks/training.py
 	$(PY) benchmarks/metrics.py
+	$(PY) benchmarks/stacked.py
 	$(PY) benchmarks/parallel.py
 
 run:  ## train the default job (MLP on the bundled digits, 20% label noise)

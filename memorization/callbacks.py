@@ -234,7 +234,7 @@ def format_settings(config: dict, trainer: L.Trainer, pl_module: L.LightningModu
     sizes = ", ".join(f"{len(v)} {k}" for k, v in splits.items())
     record = getattr(trainer.datamodule, "record", None)
     corrupted = f" ({record.n_corrupted} corrupted)" if record is not None else ""
-    n_params = sum(p.numel() for p in pl_module.parameters())
+    n_params = sum(p.numel() for p in getattr(pl_module, "net", pl_module).parameters())
     net = str(model.get("_target_", "?")).rsplit(".", 1)[-1]
     shape = (f" {model['depth']}x{model['width']}" if isinstance(model.get("width"), int)
              and "depth" in model else "")

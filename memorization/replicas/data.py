@@ -71,7 +71,15 @@ class StackedData(L.LightningDataModule):
         self.dms = dms
         self.cfg = dms[0].cfg
         self.splits: dict[str, StackedSplit] = {}
-        self.record = None  # each replica has its own: dms[k].record
+
+    @property
+    def record(self):
+        """The replicas' corruption record when they share one, else None (each has its own:
+        ``dms[k].record``)."""
+        records = [dm.record for dm in self.dms]
+        first = records[0]
+        same = first is not None and all(r is not None and r.hash == first.hash for r in records)
+        return first if same else None
 
     @property
     def eval_splits(self) -> list[str]:

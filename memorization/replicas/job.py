@@ -39,6 +39,14 @@ def _run_name(cfg: DictConfig, rcfg: DictConfig, vary: list[str]) -> str:
     return f"{base},{mine}" if base and base != "default" else mine
 
 
+def _own_folder(resolved: dict, job: Path, folder: Path) -> dict:
+    """Replica k's resolved config with its loggers writing where they do: its folder."""
+    for node in [resolved.get("history"), *(resolved.get("logger") or {}).values()]:
+        if isinstance(node, dict) and node.get("save_dir") == str(job):
+            node["save_dir"] = str(folder)
+    return resolved
+
+
 def replica_loggers(cfg: DictConfig, rcfg: DictConfig, folder: Path, name: str,
                     group: str) -> list:
     """Replica k's loggers: the config's, writing into its folder; W&B a run of its own."""
@@ -95,7 +103,8 @@ def train_replicas(cfg: DictConfig, resolved: dict, out: Path | None,
     group = str(OmegaConf.select(cfg, "logger.wandb.group", default=None) or job)
     loggers = [replica_loggers(cfg, rcfg, replica_folder(job, k), _run_name(cfg, rcfg, rc.vary),
                                group) for k, rcfg in enumerate(rcfgs)]
-    replicas = Replicas(job, [resolved_dict(r) for r in rcfgs], loggers, metrics,
+    replicas = Replicas(job, [_own_folder(resolved_dict(r), job, replica_folder(job, k))
+                              for k, r in enumerate(rcfgs)], loggers, metrics,
                         threshold=threshold, monitor=monitor, print_summary=print_summary)
     callbacks = [*callbacks, LogConfig(resolved), replicas]
     saves = any(isinstance(c, Checkpoint) for c in callbacks)
