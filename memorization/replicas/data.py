@@ -35,12 +35,12 @@ class StackedSplit(Dataset):
         for key, v in self.tensors.items():
             device = v.device if isinstance(v, torch.Tensor) else v[0].device
             i = idx.to(device, non_blocking=True)
-            if isinstance(v, torch.Tensor):
-                out[key] = v[i]  # [B, ...], or [S, B, ...] for training indices
+            if isinstance(v, torch.Tensor):  # [B, ...], or [S, B, ...] for training indices
+                out[key] = v.index_select(0, i.reshape(-1)).reshape(*i.shape, *v.shape[1:])
             elif i.dim() == 2:
-                out[key] = torch.stack([t[i[k]] for k, t in enumerate(v)])
+                out[key] = torch.stack([t.index_select(0, i[k]) for k, t in enumerate(v)])
             else:
-                out[key] = torch.stack([t[i] for t in v])
+                out[key] = torch.stack([t.index_select(0, i) for t in v])
         return out
 
 
