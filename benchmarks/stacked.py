@@ -29,9 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import lightning as L
 import torch
-from training import PERF, _EpochTimer, data_module, machine, matmul_peak
+from training import FASHION, PERF, data_module, machine, matmul_peak, timed_fit
 
 from memorization.models import MLP
 from memorization.module import Classifier
@@ -43,13 +42,8 @@ OPTIM = {"_target_": "torch.optim.Adam", "lr": 1e-3}
 
 
 def _fit(module, dm, epochs: int, device: torch.device) -> float:
-    timer = _EpochTimer(device)
-    trainer = L.Trainer(max_epochs=epochs, accelerator=device.type, devices=1, logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, num_sanity_val_steps=0,
-                        use_distributed_sampler=False, callbacks=[timer])
-    trainer.fit(module, datamodule=dm)
-    return min(timer.times[1:] or timer.times)
+    times = timed_fit(module, dm, epochs, device)
+    return min(times[1:] or times)  # the first epoch warms up
 
 
 def _nets(s: int, depth: int) -> list[MLP]:
@@ -108,8 +102,7 @@ def main() -> None:
     device = torch.device(args.device)
     peak = matmul_peak(device)
     one = single(args.depth, args.n_train, args.epochs, device, args.synthetic)
-    data = "synthetic" if args.synthetic or not Path("/usr/share/datasets/fashion-mnist").is_dir() \
-        else "fashion_mnist"
+    data = "synthetic" if args.synthetic or not FASHION.is_dir() else "fashion_mnist"
     lines = [f"fp32 matmul peak {peak:.0f} GFLOP/s; one run's epoch (MLP {args.depth}x512, "
              f"{data} {args.n_train} train): {one:.2f} s"]
     rows = []

@@ -95,13 +95,19 @@ def framework(depth: int, n_train: int, epochs: int, device: torch.device, synth
     dm = data_module(n_train, synthetic)
     net = MLP(in_shape=(1, 28, 28), num_classes=10, depth=depth, width=512)
     module = Classifier(net, optim={"_target_": "torch.optim.Adam", "lr": 1e-3})
+    return timed_fit(module, dm, epochs, device), dm, net
+
+
+def timed_fit(module: L.LightningModule, dm, epochs: int, device: torch.device) -> list[float]:
+    """Each epoch's time (training + evaluation) of fitting ``module`` on ``dm``; no logger,
+    checkpoint, progress bar or summary."""
     timer = _EpochTimer(device)
     trainer = L.Trainer(max_epochs=epochs, accelerator=device.type, devices=1, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, num_sanity_val_steps=0,
                         use_distributed_sampler=False, callbacks=[timer])
     trainer.fit(module, datamodule=dm)
-    return timer.times, dm, net
+    return timer.times
 
 
 def plain(depth: int, dm: DataModule, epochs: int, device: torch.device) -> list[float]:
