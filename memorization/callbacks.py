@@ -29,6 +29,12 @@ class StopAtTrainAccuracy(Callback):
         self.threshold, self.monitor = threshold, monitor
         self.epochs_to_fit: int | None = None
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.threshold is not None and self.epochs_to_fit is not None:
+            # resumed from the checkpoint of the epoch it fit at (killed before its results
+            # were written): that epoch ended the run
+            trainer.should_stop = True
+
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
             return
@@ -83,7 +89,9 @@ class ProgressBar(TQDMProgressBar):
 
     def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict:
         out = dict(getattr(self, "_shown", {}))
-        stop = next((c for c in trainer.callbacks if isinstance(c, StopAtTrainAccuracy)), None)
+        # a single run's rule, or a stacked job's per-replica one (memorization/replicas/)
+        stop = next((c for c in trainer.callbacks if isinstance(c, StopAtTrainAccuracy)
+                     or getattr(c, "per_replica_stop", False)), None)
         if stop is not None and stop.threshold is not None:
             out["stop at train"] = f"{100 * stop.threshold:g}%"
         return out
@@ -138,6 +146,8 @@ class RunReport(Callback):
         self.print_summary = print_summary
         self.summary: dict | None = None
         self.stage_pending = False
+        self._trainer: L.Trainer | None = None
+        self._final: dict[str, float] = {}  # the last logged values, from a checkpoint
 
     def folder(self, trainer: L.Trainer) -> Path:
         return self.output_dir or Path(trainer.default_root_dir)
@@ -145,6 +155,7 @@ class RunReport(Callback):
     _dir = folder
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._trainer = trainer
         record = getattr(trainer.datamodule, "record", None)
         if record is None or not trainer.is_global_zero:
             return
@@ -160,30 +171,18 @@ class RunReport(Callback):
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         stop = next((c for c in trainer.callbacks if isinstance(c, StopAtTrainAccuracy)), None)
-        record = getattr(trainer.datamodule, "record", None)
-        final = {k: _clean(v) for k, v in sorted(trainer.callback_metrics.items())}
-        self.summary = {
-            "epochs": trainer.current_epoch,  # epochs completed
-            "epochs_to_fit": stop.epochs_to_fit if stop else None,
-            "stop_at_train_acc": stop.threshold if stop else None,
-            "final": final,
-            "corruption": record.summary() if record is not None else None,
-            "interrupted": bool(trainer.interrupted),
-            "torch_seed": torch.initial_seed(),  # the training seed, also when seed=null
-            "threads": torch.get_num_threads(),  # the job's share of the cores
-        }
+        extras: dict = {}
         for cb in trainer.callbacks:  # e.g. the per-class MASC components of LayerMetrics
-            self.summary |= getattr(cb, "report_extras", None) or {}
-        ends = {"epochs": self.summary["epochs"]}
-        if stop is not None and stop.epochs_to_fit is not None:
-            ends["epochs_to_fit"] = stop.epochs_to_fit
-        if record is not None:
-            ends["n_corrupted"] = record.n_corrupted
-        for logger in trainer.loggers:  # W&B: the run summary; others: a last logged row
-            if hasattr(logger, "log_summary"):
-                logger.log_summary(ends)
-            elif "epochs_to_fit" in ends:
-                logger.log_metrics({"epochs_to_fit": ends["epochs_to_fit"]})
+            extras |= getattr(cb, "report_extras", None) or {}
+        self.summary = run_summary(
+            epochs=trainer.current_epoch, stop=stop and (stop.threshold, stop.epochs_to_fit),
+            # what this process logged over the last values of a resumed run's checkpoint
+            final={**self._final, **trainer.callback_metrics},
+            record=getattr(trainer.datamodule, "record", None),
+            interrupted=bool(trainer.interrupted),
+            torch_seed=torch.initial_seed(),  # the training seed, also when seed=null
+            extras=extras)
+        log_ends(trainer.loggers, self.summary)
         self._write(trainer)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule,
@@ -191,6 +190,15 @@ class RunReport(Callback):
         # Ctrl-C: Lightning stops without on_fit_end; say so, in metrics.json and on the screen
         if isinstance(exception, KeyboardInterrupt) and trainer.state.fn == TrainerFn.FITTING:
             self.on_fit_end(trainer, pl_module)
+
+    def state_dict(self) -> dict:
+        # the values logged so far, saved with the checkpoint of each epoch: a run resumed
+        # from the epoch that ended it trains no further epoch and reports these
+        metrics = self._trainer.callback_metrics if self._trainer is not None else {}
+        return {"final": {**self._final, **{k: float(v) for k, v in metrics.items()}}}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._final = dict(state_dict.get("final") or {})
 
     @rank_zero_only
     def _write(self, trainer: L.Trainer) -> None:
@@ -209,6 +217,39 @@ class RunReport(Callback):
         out = self._dir(trainer)
         write_json_atomic(out / "metrics.json", self.summary)
         (out / FIT).unlink(missing_ok=True)
+
+
+def run_summary(epochs: int, stop: tuple[float | None, int | None] | None, final: dict,
+                record, interrupted: bool, torch_seed: int, extras: dict) -> dict:
+    """What a run's metrics.json holds: ``epochs`` completed, the stop rule's (threshold,
+    epochs_to_fit) (None: no rule), the ``final`` logged values, the corruption summary, the
+    training seed, the job's threads, and ``extras`` (e.g. MASC's per-class components)."""
+    threshold, fit = stop if stop else (None, None)
+    return {
+        "epochs": epochs,
+        "epochs_to_fit": fit,
+        "stop_at_train_acc": threshold,
+        "final": {k: _clean(v) for k, v in sorted(final.items())},
+        "corruption": record.summary() if record is not None else None,
+        "interrupted": interrupted,
+        "torch_seed": torch_seed,
+        "threads": torch.get_num_threads(),  # the job's share of the cores
+        **extras,
+    }
+
+
+def log_ends(loggers, summary: dict) -> None:
+    """A run's end values to its loggers: W&B's run summary; others, a last logged row."""
+    ends = {"epochs": summary["epochs"]}
+    if summary["epochs_to_fit"] is not None:
+        ends["epochs_to_fit"] = summary["epochs_to_fit"]
+    if summary["corruption"] is not None:
+        ends["n_corrupted"] = summary["corruption"]["n_corrupted"]
+    for logger in loggers:
+        if hasattr(logger, "log_summary"):
+            logger.log_summary(ends)
+        elif "epochs_to_fit" in ends:
+            logger.log_metrics({"epochs_to_fit": ends["epochs_to_fit"]})
 
 
 def save_record(record, folder: Path, loggers) -> Path:

@@ -108,6 +108,12 @@ def validate(cfg: DictConfig, on_driver: bool = False) -> None:
         read_metrics_config(cfg.metrics)
 
 
+def resolved_dict(cfg: DictConfig) -> dict:
+    """A job's config as plain values, interpolations resolved (Hydra's own node left out)."""
+    return {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+            for k, v in cfg.items() if k != "hydra"}
+
+
 def check_noise(noise: DictConfig, shape: tuple[int, ...]) -> None:
     """The noise against the data: a type whose p is fixed, one that needs images."""
     corruption = get_corruption(noise.name, apply_to_test=bool(noise.get("apply_to_test")))

@@ -63,16 +63,28 @@ def mark_failed(folder: str | os.PathLike, exc: BaseException, err: BaseExceptio
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     text = f"{first_line(err)}\nkind: {type(err).__name__}\n\n{tb}"
     write_text_atomic(path, text)
-    for run in _replicas(folder):  # a stacked job's unfinished replicas failed with it
-        if not (run / "metrics.json").is_file():
+    for run in replica_folders(folder):  # a stacked job's unfinished replicas failed with it
+        if run.is_dir() and not (run / "metrics.json").is_file():
             write_text_atomic(run / "FAILED", text)
     return path
 
 
-def _replicas(folder: str | os.PathLike) -> list[Path]:
-    """The replica folders of a stacked job (memorization/replicas/), [] for others."""
-    where = Path(folder) / "replicas"
-    return sorted(p for p in where.iterdir() if p.is_dir()) if where.is_dir() else []
+def replica_folders(folder: str | os.PathLike) -> list[Path]:
+    """The replica folders of a stacked job (memorization/replicas/): ``replicas/<k>`` for
+    k < trainer.replicas of the run its config_resolved.yaml describes; [] for other jobs
+    (folders left by an earlier run with more replicas do not count)."""
+    import yaml
+
+    folder = Path(folder)
+    path = folder / "config_resolved.yaml"
+    try:
+        config = yaml.safe_load(path.read_text()) if path.is_file() else None
+    except (OSError, yaml.YAMLError):
+        return []
+    count = ((config or {}).get("trainer") or {}).get("replicas") or 1
+    if not isinstance(count, int) or count < 2:
+        return []
+    return [folder / "replicas" / str(k) for k in range(count)]
 
 
 def failure(folder: str | os.PathLike) -> tuple[str, str]:
@@ -88,7 +100,7 @@ def clear_markers(folder: str | os.PathLike) -> None:
     folder = Path(folder)
     for name in ("metrics.json", FIT, "FAILED", "wandb/run_id", str(LAST)):
         (folder / name).unlink(missing_ok=True)
-    for run in _replicas(folder):
+    for run in replica_folders(folder):
         for name in ("metrics.json", "FAILED", "wandb/run_id", "model.pt"):
             (run / name).unlink(missing_ok=True)
     for tmp in (folder / LAST.parent).glob(f".{LAST.name}.*.tmp"):

@@ -111,7 +111,76 @@ class MeanLoss(Metric):
         return self.total / self.count
 
 
-class Classifier(L.LightningModule):
+class ClassifierBase(L.LightningModule):
+    """What a single run's module (:class:`Classifier`) and a stacked job's
+    (memorization/replicas/module.py) share: the loss, the evaluation splits, the global
+    generators in checkpoints, the optimizer. Subclasses set ``loss_name``, ``num_classes`` and
+    ``optim``."""
+
+    loss_name: str
+    num_classes: int
+    optim: OptimConfig
+
+    def loss_fn(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.loss_name == "mse":
+            # Theunissen et al.: MSE on one-hot targets, no output activation
+            return F.mse_loss(logits, F.one_hot(y, self.num_classes).to(logits.dtype))
+        return F.cross_entropy(logits, y)
+
+    def setup(self, stage: str) -> None:
+        # names of the validation dataloaders, in order (the data module is set up by now)
+        dm = getattr(self.trainer, "datamodule", None)
+        self.eval_splits = list(getattr(dm, "eval_splits", None) or ["test"])
+
+    def _eval_train(self) -> bool:
+        return "train" in getattr(self, "eval_splits", ())
+
+    # -- checkpoints -----------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # the global generators (dropout, input noise): a resumed run draws what an
+        # uninterrupted one would (Lightning saves the weights and loops, not these)
+        # (as tensors and numbers only: checkpoints are read with torch's weights_only loader)
+        kind, keys, pos, has_gauss, gauss = np.random.get_state()
+        version, state, gauss_next = random.getstate()
+        checkpoint["rng"] = {"torch": torch.get_rng_state(),
+                             "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos,
+                                       has_gauss, gauss],
+                             "python": [version, torch.tensor(state, dtype=torch.int64),
+                                        gauss_next]}
+        if torch.cuda.is_available() and self.device.type == "cuda":
+            checkpoint["rng"]["cuda"] = torch.cuda.get_rng_state(self.device)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        rng = checkpoint.get("rng")
+        if not rng:
+            return
+        torch.set_rng_state(rng["torch"])
+        kind, keys, pos, has_gauss, gauss = rng["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+        version, state, gauss_next = rng["python"]
+        random.setstate((version, tuple(state.tolist()), gauss_next))
+        if "cuda" in rng and torch.cuda.is_available() and self.device.type == "cuda":
+            torch.cuda.set_rng_state(rng["cuda"], self.device)
+
+    # -- optimization --------------------------------------------------------------------------
+    def configure_optimizers(self):
+        opt, sched = self.optim.build(self.parameters())
+        if sched is None:
+            return opt
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+
+
+def best_and_gap(logs: dict[str, torch.Tensor], best: torch.Tensor) -> None:
+    """Add ``test/acc_best`` (``best``, the best test accuracy so far, updated in place) and
+    ``gap`` (train/acc - test/acc) to an epoch's ``logs``, when they have a test accuracy."""
+    if "test/acc" in logs:
+        best.copy_(torch.fmax(best, logs["test/acc"].to(best.dtype)))
+        logs["test/acc_best"] = best.clone()
+        if "train/acc" in logs:
+            logs["gap"] = logs["train/acc"] - logs["test/acc"]
+
+
+class Classifier(ClassifierBase):
     """Trains ``net`` on the (corrupted) training labels and evaluates every split each epoch.
 
     Logged once per epoch (after the validation loop), with stable names:
@@ -142,20 +211,6 @@ class Classifier(L.LightningModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
-
-    def loss_fn(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        if self.loss_name == "mse":
-            # Theunissen et al.: MSE on one-hot targets, no output activation
-            return F.mse_loss(logits, F.one_hot(y, self.num_classes).to(logits.dtype))
-        return F.cross_entropy(logits, y)
-
-    def setup(self, stage: str) -> None:
-        # names of the validation dataloaders, in order (the data module is set up by now)
-        dm = getattr(self.trainer, "datamodule", None)
-        self.eval_splits = list(getattr(dm, "eval_splits", None) or ["test"])
-
-    def _eval_train(self) -> bool:
-        return "train" in getattr(self, "eval_splits", ())
 
     # -- training ------------------------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
@@ -230,49 +285,10 @@ class Classifier(L.LightningModule):
         logs |= self._collect("train" if self._eval_train() else "fit", "train", with_loss=False)
         logs |= self._collect("val", "val", with_loss=True)
         logs |= self._collect("test", "test", with_loss=True)
-        if "test/acc" in logs:
-            best = torch.fmax(self.best_test_acc, logs["test/acc"])
-            self.best_test_acc.copy_(best)
-            logs["test/acc_best"] = best
-            if "train/acc" in logs:
-                logs["gap"] = logs["train/acc"] - logs["test/acc"]
+        best_and_gap(logs, self.best_test_acc)
         # values are already reduced over ranks by the metrics: no second sync
         self.log_dict({k: v.float() for k, v in logs.items()}, sync_dist=False)
 
     def on_test_epoch_end(self) -> None:
         logs = self._collect("test", "test", with_loss=True)
         self.log_dict({k: v.float() for k, v in logs.items()}, sync_dist=False)
-
-    # -- checkpoints -----------------------------------------------------------------------------
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        # the global generators (dropout, input noise): a resumed run draws what an
-        # uninterrupted one would (Lightning saves the weights and loops, not these)
-        # (as tensors and numbers only: checkpoints are read with torch's weights_only loader)
-        kind, keys, pos, has_gauss, gauss = np.random.get_state()
-        version, state, gauss_next = random.getstate()
-        checkpoint["rng"] = {"torch": torch.get_rng_state(),
-                             "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos,
-                                       has_gauss, gauss],
-                             "python": [version, torch.tensor(state, dtype=torch.int64),
-                                        gauss_next]}
-        if torch.cuda.is_available() and self.device.type == "cuda":
-            checkpoint["rng"]["cuda"] = torch.cuda.get_rng_state(self.device)
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        rng = checkpoint.get("rng")
-        if not rng:
-            return
-        torch.set_rng_state(rng["torch"])
-        kind, keys, pos, has_gauss, gauss = rng["numpy"]
-        np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
-        version, state, gauss_next = rng["python"]
-        random.setstate((version, tuple(state.tolist()), gauss_next))
-        if "cuda" in rng and torch.cuda.is_available() and self.device.type == "cuda":
-            torch.cuda.set_rng_state(rng["cuda"], self.device)
-
-    # -- optimization --------------------------------------------------------------------------
-    def configure_optimizers(self):
-        opt, sched = self.optim.build(self.parameters())
-        if sched is None:
-            return opt
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}

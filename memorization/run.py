@@ -30,7 +30,11 @@ from lightning.pytorch.callbacks import ProgressBar as ProgressBarBase  # noqa: 
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from memorization.callbacks import LogConfig  # noqa: E402
-from memorization.config import build, validate  # noqa: E402  (and registers the schemas)
+from memorization.config import (  # noqa: E402  (and registers the schemas)
+    build,
+    resolved_dict,
+    validate,
+)
 from memorization.errors import (  # noqa: E402
     ConfigError,
     TrainingDiverged,
@@ -149,8 +153,7 @@ def train(cfg: DictConfig) -> dict | None:
     if HydraConfig.initialized():  # the job's share of the cores under a parallel launcher
         apply_threads(job_threads(HydraConfig.get(), cfg.get("threads"), trainer_cfg=cfg.trainer))
     out, ckpt = _output_dir(), cfg.get("ckpt_path")
-    resolved = {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
-                for k, v in cfg.items() if k != "hydra"}  # hydra's node: in tests only
+    resolved = resolved_dict(cfg)
     fitted = None  # the fit's report, when an earlier attempt finished the fit
     if out is not None and ckpt is None and cfg.get("resume", True):
         ckpt = _resume_point(out, resolved, cfg)

@@ -232,3 +232,22 @@ def test_a_job_uses_its_own_wandb_service(tmp_path):
                   cwd=tmp_path, env=env)
     assert res.returncode == 0, res.stderr[-2000:]
     assert (tmp_path / "job" / "metrics.json").is_file()
+
+
+def test_job_killed_after_its_last_checkpoint_trains_no_further_epoch(tmp_path):
+    """Killed between the checkpoint of the epoch its stop rule ended it at and its results:
+    the rerun trains no more and writes the results the first run would have."""
+    from memorization.run import train
+    from tests.conftest import compose_config
+
+    out = tmp_path / "job"
+    overrides = ["logger=none", "trainer.enable_progress_bar=false", "data.train_size=300",
+                 "data.batch_size=32", "model.width=64", "stop_at_train_acc=0.5",
+                 "trainer.max_epochs=8", "metrics.every_n_epochs=3", "metrics.probe_size=100"]
+    first = train(compose_config(overrides, output_dir=out))
+    assert first["epochs"] == first["epochs_to_fit"] < 8
+    history = (out / "history.csv").read_text()
+    (out / "metrics.json").unlink()
+    again = train(compose_config(overrides, output_dir=out))
+    assert again == first and json.loads((out / "metrics.json").read_text()) == first
+    assert (out / "history.csv").read_text() == history

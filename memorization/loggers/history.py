@@ -48,6 +48,7 @@ from memorization.io import write_text_atomic
 COLUMNS = ("epoch", "split", "layer", "depth", "metric", "value")
 SPLITS = ("train", "val", "test")
 STAGES = ("relabel",)  # key prefixes of the stages after a fit (memorization/relabel/)
+END_OF_FIT = ("epochs_to_fit",)  # logged once, when a fit ends (memorization/callbacks.py)
 # bookkeeping keys Lightning adds to every log call, not values of the run
 _SKIP = {"epoch", "step", "trainer/global_step"}
 
@@ -167,9 +168,11 @@ class HistoryLogger(Logger):
         if previous is not None and Path(previous).is_file() and (
                 not self.path.is_file() or not self.path.samefile(previous)):
             source = Path(previous)
-        # the lines themselves, not parsed and written again: the values stay as they were
+        # the lines themselves, not parsed and written again: the values stay as they were;
+        # the end of a fit's values go (a run resumed after its last epoch logs them again)
         kept = [line for line in _rows_text(source) if epochs_done > 0
-                and int(line.split(",", 1)[0]) <= epochs_done]
+                and int(line.split(",", 1)[0]) <= epochs_done
+                and line.split(",")[4] not in END_OF_FIT]
         write_text_atomic(self.path, _csv_lines([], header=True) + "".join(
             line + "\n" for line in kept))
 

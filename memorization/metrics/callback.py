@@ -23,6 +23,7 @@ whole-model metrics (``csr/test``); each metric's module lists its keys.
 
 from __future__ import annotations
 
+import copy
 import sys
 from collections.abc import Callable
 from functools import partial
@@ -187,6 +188,22 @@ class LayerMetrics(Callback):
                                   store["pre"].get(layer.name), batch)
                     for m in receivers:
                         call(m, probe)
+
+    # -- checkpoints -----------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        # what the run's report takes from the metrics (MASC's per-class components) and the
+        # last values: a run resumed from the checkpoint of its last epoch evaluates nothing
+        return {"report_extras": copy.deepcopy(self.report_extras), "last": dict(self.last),
+                "layer_names": list(self.layer_names)}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        for key, value in (state_dict.get("report_extras") or {}).items():
+            mine = self.report_extras.get(key)
+            if isinstance(mine, dict) and isinstance(value, dict):
+                mine.clear()  # in place: the metrics hold these dicts
+                mine.update(value)
+        self.last = dict(state_dict.get("last") or {})
+        self.layer_names = list(state_dict.get("layer_names") or [])
 
     # -- the end ---------------------------------------------------------------------------------
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -106,10 +106,19 @@ def check_stackable(cfg: DictConfig) -> None:
            "norm over all replicas; drop trainer.gradient_clip_val or use trainer.replicas=1")
     refuse(cfg.trainer.get("accumulate_grad_batches", 1) == 1,
            "trainer.accumulate_grad_batches is not stacked; leave it at 1")
+    refuse(cfg.trainer.get("check_val_every_n_epoch", 1) == 1,
+           "the replicas' stop rules and values come from an evaluation every epoch; leave "
+           "trainer.check_val_every_n_epoch at 1")
     rc = replicas_config(cfg)
+    refuse(bool(rc.vary), "replicas.vary=[] would train the same run S times; vary at least "
+           "the seed (replicas.vary=[seed])")
+    idle = {"noise.seed": (cfg.noise.name == "none", "noise=none draws nothing"),
+            "data.train_seed": (cfg.data.get("train_size") is None,
+                                "data.train_size=null keeps every sample"),
+            "data.val_seed": (not cfg.data.get("val_size"), "data.val_size=0 holds none out")}
     for key in rc.vary:
-        refuse(key != "noise.seed" or cfg.noise.name != "none",
-               "replicas.vary has noise.seed but noise=none draws nothing; drop it")
+        unused, why = idle.get(key, (False, ""))
+        refuse(not unused, f"replicas.vary has {key}, but {why}; drop it")
 
 
 def check_net(net, replicas: int) -> None:

@@ -100,6 +100,9 @@ class StackedData(L.LightningDataModule):
         for dm in self.dms:
             dm.trainer = self.trainer
             dm._raw = raw  # read once; setup only indexes it
+            if dm is not first:  # where replica 0's data went (its device check), all go
+                device = first.splits["train"].tensors["x"].device
+                dm._target_device = lambda n_floats, d=device: d
             dm.setup(stage)
             if dm is not first:
                 _share(first, dm)

@@ -4,6 +4,7 @@ settled (skip, resume or start over apply to the whole job)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import hydra
@@ -13,6 +14,7 @@ from lightning.pytorch.callbacks import ProgressBar as ProgressBarBase
 from omegaconf import DictConfig, OmegaConf
 
 from memorization.callbacks import LogConfig, RunReport, StopAtTrainAccuracy
+from memorization.config import resolved_dict
 from memorization.io import say
 from memorization.jobs import check_checkpoint
 from memorization.metrics.callback import LayerMetrics
@@ -28,15 +30,14 @@ from memorization.replicas.module import StackedClassifier
 from memorization.replicas.report import Replicas, replica_folder
 
 
-def resolved_dict(cfg: DictConfig) -> dict:
-    return {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
-            for k, v in cfg.items() if k != "hydra"}
-
-
 def _run_name(cfg: DictConfig, rcfg: DictConfig, vary: list[str]) -> str:
+    """The job's W&B name (``noise.p=0.2``) with replica k's values of the varied keys, in
+    place where the name has them (a swept seed) and appended otherwise."""
     base = str(OmegaConf.select(cfg, "logger.wandb.name", default=None) or "")
-    mine = ",".join(f"{key}={OmegaConf.select(rcfg, key)}" for key in vary)
-    return f"{base},{mine}" if base and base != "default" else mine
+    items = [i.partition("=") for i in base.split(",")] if base and base != "default" else []
+    mine = {key: str(OmegaConf.select(rcfg, key)) for key in vary}
+    out = [f"{k}={mine.pop(k) if k in mine else v}" if eq else k for k, eq, v in items]
+    return ",".join(out + [f"{k}={v}" for k, v in mine.items()])
 
 
 def _own_folder(resolved: dict, job: Path, folder: Path) -> dict:
@@ -68,10 +69,12 @@ def train_replicas(cfg: DictConfig, resolved: dict, out: Path | None,
     S, rc = replica_count(cfg), replicas_config(cfg)
     job = Path(out) if out is not None else Path(str(cfg.trainer.default_root_dir))
     rcfgs = [replica_cfg(cfg, k, rc.vary) for k in range(S)]
-    dms, nets = [], []
+    dms, nets, seeds = [], [], []
     for rcfg in rcfgs:  # replica k's weights: those its single run would draw
-        if rcfg.get("seed") is not None:
-            L.seed_everything(rcfg.seed, workers=True, verbose=False)
+        # seed=null: a seed of its own, drawn and recorded, so each replica can be rerun
+        seeds.append(rcfg.seed if rcfg.get("seed") is not None
+                     else int.from_bytes(os.urandom(4), "little") >> 1)
+        L.seed_everything(seeds[-1], workers=True, verbose=False)
         dms.append(hydra.utils.instantiate(rcfg.data, noise=rcfg.noise, _convert_="all"))
         nets.append(hydra.utils.instantiate(rcfg.model, _convert_="all"))
     check_net(nets[0], S)
@@ -83,13 +86,13 @@ def train_replicas(cfg: DictConfig, resolved: dict, out: Path | None,
     if ckpt is not None:
         check_checkpoint(ckpt, module, cfg.trainer.get("max_epochs"))
 
-    callbacks, threshold, monitor, print_summary = [], None, "train/acc", True
+    callbacks, stop, print_summary = [], None, True
     for c in (cfg.get("callbacks") or {}).values():
         if c is None:
             continue
         cb = hydra.utils.instantiate(c)
         if isinstance(cb, StopAtTrainAccuracy):  # per replica, in Replicas
-            threshold, monitor = cb.threshold, cb.monitor
+            stop = (cb.threshold, cb.monitor)
         elif isinstance(cb, RunReport):
             print_summary = cb.print_summary
         elif not isinstance(cb, LayerMetrics):  # per replica, in Replicas
@@ -103,9 +106,11 @@ def train_replicas(cfg: DictConfig, resolved: dict, out: Path | None,
     group = str(OmegaConf.select(cfg, "logger.wandb.group", default=None) or job)
     loggers = [replica_loggers(cfg, rcfg, replica_folder(job, k), _run_name(cfg, rcfg, rc.vary),
                                group) for k, rcfg in enumerate(rcfgs)]
+    previous = Path(ckpt).resolve().parent.parent if ckpt is not None else None
     replicas = Replicas(job, [_own_folder(resolved_dict(r), job, replica_folder(job, k))
-                              for k, r in enumerate(rcfgs)], loggers, metrics,
-                        threshold=threshold, monitor=monitor, print_summary=print_summary)
+                              for k, r in enumerate(rcfgs)], loggers, metrics, seeds,
+                        stop=stop, print_summary=print_summary,
+                        previous=previous if previous != job.resolve() else None)
     callbacks = [*callbacks, LogConfig(resolved), replicas]
     saves = any(isinstance(c, Checkpoint) for c in callbacks)
     trainer = hydra.utils.instantiate(trainer_options(cfg), callbacks=callbacks, logger=False,

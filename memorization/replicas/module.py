@@ -20,18 +20,16 @@ replicas' loggers by :class:`memorization.replicas.report.Replicas`; the trainer
 
 from __future__ import annotations
 
-import lightning as L
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
 
 from memorization.metrics import SubsetAccuracy
-from memorization.module import MeanLoss
+from memorization.module import ClassifierBase, MeanLoss, best_and_gap
 from memorization.optim import OptimConfig
 
 
-class StackedClassifier(L.LightningModule):
+class StackedClassifier(ClassifierBase):
     """See the module docstring."""
 
     def __init__(self, nets: list[nn.Module], loss: str = "ce", optim: dict | None = None,
@@ -62,11 +60,6 @@ class StackedClassifier(L.LightningModule):
         return self.nets[k]
 
     # -- forward -----------------------------------------------------------------------------
-    def loss_fn(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        if self.loss_name == "mse":
-            return F.mse_loss(logits, F.one_hot(y, self.num_classes).to(logits.dtype))
-        return F.cross_entropy(logits, y)
-
     def _stacked(self, x: torch.Tensor) -> bool:
         return x.dim() == self.in_dims + 2
 
@@ -83,8 +76,8 @@ class StackedClassifier(L.LightningModule):
         return self.mode == "vmap" or (self.mode == "auto" and self.device.type == "cuda")
 
     def _stack_state(self):
-        # stacked anew each call: torch.stack is differentiable, so the gradients land in
-        # each network's own parameters (a view each, no copy)
+        # stacked anew each call (a copy of the parameters): torch.stack is differentiable,
+        # so its backward hands each network the gradient of its slice
         named = [dict(net.named_parameters()) for net in self.nets]
         params = {n: torch.stack([p[n] for p in named]) for n in named[0]}
         bufs = [dict(net.named_buffers()) for net in self.nets]
@@ -101,12 +94,8 @@ class StackedClassifier(L.LightningModule):
 
     # -- training ------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
-        dm = getattr(self.trainer, "datamodule", None)
-        self.eval_splits = list(getattr(dm, "eval_splits", None) or ["test"])
+        super().setup(stage)
         self._active = [k for k in range(self.S) if not bool(self.stopped[k])]
-
-    def _eval_train(self) -> bool:
-        return "train" in getattr(self, "eval_splits", ())
 
     def on_train_epoch_start(self) -> None:
         self._active = [k for k in range(self.S) if not bool(self.stopped[k])]
@@ -114,12 +103,14 @@ class StackedClassifier(L.LightningModule):
         for m in self.accs["fit_"]:
             m.reset()
 
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
         x, y = batch["x"], batch["y"]
         # a single process skips the stopped replicas' passes; DDP computes them all, as it
         # expects a gradient for every parameter, and drops theirs before the step
         world = self.trainer.world_size if self._trainer is not None else 1
         which = self._active if world == 1 and not self._use_vmap() else list(range(self.S))
+        if not which:  # all stopped (trainer.min_epochs beyond their fit): nothing to train
+            return None
         vec = self._use_vmap()
         logits = self(x) if vec else torch.stack([self.nets[k](x[k]) for k in which])
         losses = self._losses(logits, y, which)
@@ -163,13 +154,14 @@ class StackedClassifier(L.LightningModule):
 
     def _collect(self, split: str, name: str, with_loss: bool) -> list[dict[str, torch.Tensor]]:
         accs, loss = self.accs[split + "_"], self.losses[split + "_"]
-        if not accs[0].update_called:
-            return [{} for _ in range(self.S)]
-        out = [{f"{name}/{key}": v for key, v in m.compute().items()} for m in accs]
-        if with_loss:
+        # per replica: the training steps feed only the replicas still training
+        out = [{f"{name}/{key}": v for key, v in m.compute().items()} if m.update_called
+               else {} for m in accs]
+        if with_loss and loss.update_called:
             values = loss.compute().reshape(self.S)
             for k in range(self.S):
-                out[k][f"{name}/loss"] = values[k]
+                if out[k]:
+                    out[k][f"{name}/loss"] = values[k]
         for m in accs:
             m.reset()
         loss.reset()
@@ -192,12 +184,7 @@ class StackedClassifier(L.LightningModule):
             for k in range(self.S):
                 logs[k] |= parts[k]
         for k in range(self.S):
-            if "test/acc" in logs[k]:
-                best = torch.fmax(self.best_test_acc[k], logs[k]["test/acc"].double())
-                self.best_test_acc[k] = best
-                logs[k]["test/acc_best"] = best
-                if "train/acc" in logs[k]:
-                    logs[k]["gap"] = logs[k]["train/acc"] - logs[k]["test/acc"]
+            best_and_gap(logs[k], self.best_test_acc[k])
         self.replica_logs = logs
         # the progress bar's values: means over the replicas still training
         active = self._active or list(range(self.S))
@@ -207,10 +194,3 @@ class StackedClassifier(L.LightningModule):
             if vals:
                 shown[key] = torch.stack([v.float() for v in vals]).mean()
         self.log_dict(shown, sync_dist=False)
-
-    # -- optimization --------------------------------------------------------------------------
-    def configure_optimizers(self):
-        opt, sched = self.optim.build(self.nets.parameters())
-        if sched is None:
-            return opt
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}

@@ -26,7 +26,7 @@ import yaml
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.states import TrainerFn
 
-from memorization.callbacks import _clean, save_record
+from memorization.callbacks import _pct, log_ends, run_summary, save_record
 from memorization.io import atomic_path, say, write_json_atomic, write_text_atomic
 from memorization.metrics.callback import LayerMetrics
 
@@ -39,13 +39,20 @@ def replica_folder(job: Path, k: int) -> Path:
 
 class Replicas(Callback):
     """See the module docstring. ``configs[k]``: replica k's resolved config; ``loggers[k]``:
-    its loggers (rank zero); ``metrics[k]``: its LayerMetrics (or None)."""
+    its loggers (rank zero); ``metrics[k]``: its LayerMetrics (or None); ``seeds[k]``: its
+    training seed; ``stop``: the stop rule's (threshold, monitor), None without one (then,
+    as for a single run, no epochs_to_fit either)."""
+
+    per_replica_stop = True  # the progress bar shows the rule (memorization/callbacks.py)
 
     def __init__(self, job: Path, configs: list[dict], loggers: list[list],
-                 metrics: list[LayerMetrics | None], threshold: float | None = 1.0,
-                 monitor: str = "train/acc", print_summary: bool = True):
+                 metrics: list[LayerMetrics | None], seeds: list[int],
+                 stop: tuple[float | None, str] | None = (1.0, "train/acc"),
+                 print_summary: bool = True, previous: Path | None = None):
         self.job, self.configs, self.loggers, self.metrics = Path(job), configs, loggers, metrics
-        self.threshold, self.monitor, self.print_summary = threshold, monitor, print_summary
+        self.seeds, self.stop, self.print_summary = seeds, stop, print_summary
+        self.threshold, self.monitor = stop if stop is not None else (None, "train/acc")
+        self.previous = previous  # the job folder a checkpoint from elsewhere came from
         self.S = len(configs)
         self.folders = [replica_folder(self.job, k) for k in range(self.S)]
         self.epochs = [0] * self.S  # epochs each replica trained
@@ -73,11 +80,15 @@ class Replicas(Callback):
                 save_record(record, folder, self.loggers[k])
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if bool(pl_module.stopped.all()):  # resumed from the checkpoint of the last epoch
+            trainer.should_stop = True
         for k in range(self.S):
+            previous = (replica_folder(self.previous, k) / "history.csv"
+                        if self.previous is not None else None)
             for logger in self.loggers[k]:
                 if hasattr(logger, "begin"):  # a resumed job keeps the epochs it trained
                     logger.begin(self.epochs[k] if bool(pl_module.stopped[k])
-                                 else trainer.current_epoch)
+                                 else trainer.current_epoch, previous=previous)
 
     # -- epoch ends ----------------------------------------------------------------------------
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -91,7 +102,7 @@ class Replicas(Callback):
                 continue
             logs = dict(pl_module.replica_logs[k])
             value = logs.get(self.monitor)
-            fit = value is not None and float(value) >= target - 1e-9
+            fit = self.stop is not None and value is not None and float(value) >= target - 1e-9
             if fit and self.epochs_to_fit[k] is None:
                 self.epochs_to_fit[k] = epoch + 1
             stops = fit and self.threshold is not None
@@ -107,6 +118,7 @@ class Replicas(Callback):
             if trainer.is_global_zero:
                 for logger in self.loggers[k]:
                     logger.log_metrics({**floats, "epoch": epoch}, step=trainer.global_step)
+                    logger.save()  # (the trainer saves only its own loggers: CSV's file)
             if stops:
                 pl_module.stopped[k] = True
         if bool(pl_module.stopped.all()):
@@ -129,23 +141,14 @@ class Replicas(Callback):
         interrupted = bool(trainer.interrupted)
         self.summaries = []
         for k in range(self.S):
-            cfg = self.configs[k]
-            record = trainer.datamodule.dms[k].record
-            s = {
-                "epochs": self.epochs[k],
-                "epochs_to_fit": self.epochs_to_fit[k],
-                "stop_at_train_acc": self.threshold,
-                "final": {key: _clean(v) for key, v in sorted(self.final[k].items())},
-                "corruption": record.summary() if record is not None else None,
-                "interrupted": interrupted,
-                "torch_seed": cfg.get("seed") if cfg.get("seed") is not None
-                else torch.initial_seed(),
-                "threads": torch.get_num_threads(),
-                "replica": {"index": k, "of": self.S, "job": str(self.job)},
-            }
+            extras = {"replica": {"index": k, "of": self.S, "job": str(self.job)}}
             if self.metrics[k] is not None:
-                s |= self.metrics[k].report_extras
-            self.summaries.append(s)
+                extras |= self.metrics[k].report_extras
+            self.summaries.append(run_summary(
+                epochs=self.epochs[k],
+                stop=self.stop and (self.threshold, self.epochs_to_fit[k]),
+                final=self.final[k], record=trainer.datamodule.dms[k].record,
+                interrupted=interrupted, torch_seed=self.seeds[k], extras=extras))
         self.summary = {
             "replicas": self.S,
             "epochs": trainer.current_epoch,
@@ -159,16 +162,8 @@ class Replicas(Callback):
         if not trainer.is_global_zero:
             return
         for k, s in enumerate(self.summaries):
-            ends = {"epochs": s["epochs"]}
-            if s["epochs_to_fit"] is not None:
-                ends["epochs_to_fit"] = s["epochs_to_fit"]
-            if s["corruption"] is not None:
-                ends["n_corrupted"] = s["corruption"]["n_corrupted"]
+            log_ends(self.loggers[k], s)
             for logger in self.loggers[k]:
-                if hasattr(logger, "log_summary"):
-                    logger.log_summary(ends)
-                elif "epochs_to_fit" in ends:
-                    logger.log_metrics({"epochs_to_fit": ends["epochs_to_fit"]})
                 _close(logger, status)
             with atomic_path(self.folders[k] / "model.pt") as tmp:
                 torch.save(pl_module.net_of(k).state_dict(), tmp)
@@ -178,12 +173,16 @@ class Replicas(Callback):
             say(format_replicas(self.summaries, self.configs, self.job))
 
     def state_dict(self) -> dict:
-        return {"epochs": self.epochs, "epochs_to_fit": self.epochs_to_fit, "final": self.final}
+        return {"epochs": self.epochs, "epochs_to_fit": self.epochs_to_fit, "final": self.final,
+                "metrics": [m.state_dict() if m is not None else {} for m in self.metrics]}
 
     def load_state_dict(self, state: dict) -> None:
         self.epochs = list(state.get("epochs", self.epochs))
         self.epochs_to_fit = list(state.get("epochs_to_fit", self.epochs_to_fit))
         self.final = [dict(f) for f in state.get("final", self.final)]
+        for m, saved in zip(self.metrics, state.get("metrics") or [], strict=False):
+            if m is not None:
+                m.load_state_dict(saved)
 
 
 def _close(logger, status: str) -> None:
@@ -191,10 +190,6 @@ def _close(logger, status: str) -> None:
         logger.close(status)
     else:
         logger.finalize(status)
-
-
-def _pct(v) -> str:
-    return "     -" if v is None else f"{100 * v:5.1f}%"
 
 
 def _spread(values: list[float]) -> str:

@@ -74,14 +74,11 @@ def is_job(folder: Path) -> bool:
 
 
 def _runs(job: Path) -> list[Path]:
-    """A job folder's runs: itself, or the replicas of a stacked job (``replicas/<k>/``)."""
-    stacked = job / "replicas"
-    if stacked.is_dir():
-        found = [p for p in stacked.iterdir() if p.is_dir() and is_job(p)]
-        if found:
-            return sorted(found, key=lambda p: (0, int(p.name)) if p.name.isdigit()
-                          else (1, p.name))
-    return [job]
+    """A job folder's runs: itself, or the replicas of a stacked job (``replicas/<k>/``, those
+    that have started)."""
+    from memorization.jobs import replica_folders
+
+    return [p for p in replica_folders(job) if is_job(p)] or [job]
 
 
 def find_jobs(sweep_dir: Path) -> list[Path]:
@@ -125,7 +122,8 @@ def override_items(overrides: list[str]) -> list[tuple[str, str, bool]]:
 def _read_job(folder: Path, job_id: str) -> Job:
     config = _yaml(folder / "config_resolved.yaml") or _yaml(folder / ".hydra/config.yaml") or {}
     # a stacked job's replica: Hydra's files are its job's
-    hydra_dir = (folder.parent.parent if folder.parent.name == "replicas" else folder) / ".hydra"
+    stacked = folder.parent.name == "replicas" and is_job(folder.parent.parent)
+    hydra_dir = (folder.parent.parent if stacked else folder) / ".hydra"
     hydra_cfg = _yaml(hydra_dir / "hydra.yaml") or {}
     choices = ((hydra_cfg.get("hydra") or {}).get("runtime") or {}).get("choices") or {}
     overrides = _yaml(hydra_dir / "overrides.yaml") or []
