@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 # torch pinned by constraints.txt: without it pip would pull a multi-GB CUDA build here.
 PIP_INSTALL := $(PY) -m pip install -c constraints.txt
 
-.PHONY: help install test test-all lint bench run sweep report clean
+.PHONY: help install test test-slow test-all lint bench run sweep report clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -15,7 +15,13 @@ install:  ## create .venv and install the package with its dev, launcher (joblib
 	$(PY) -m pip install -q --upgrade pip
 	$(PIP_INSTALL) -e '.[dev,launchers,ray,mnist1d]'
 
-test:  ## run the test suite (W&B offline, CPU)
+test:  ## run the test suite but its slow end-to-end tests (W&B offline, CPU; ~7 min on 2 cores)
+	WANDB_MODE=offline WANDB_SILENT=true $(PY) -m pytest -q -m "not slow"
+
+test-slow:  ## the slow end-to-end tests only (launchers, Ray, kill -9, the wheel; ~2-3 min)
+	WANDB_MODE=offline WANDB_SILENT=true $(PY) -m pytest -q -m slow
+
+test-all:  ## every test (what CI runs)
 	WANDB_MODE=offline WANDB_SILENT=true $(PY) -m pytest -q
 
 lint:  ## ruff

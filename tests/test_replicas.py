@@ -207,6 +207,7 @@ def test_ddp_stacked_job_reports_each_replicas_exact_accuracy(tmp_path):
         assert final["test/acc"] == pytest.approx(float(test_acc["acc"]), abs=1e-7)
 
 
+@pytest.mark.slow
 def test_sweep_of_stacked_jobs_reports_every_replica(tmp_path):
     """Two stacked jobs under the parallel launcher: four runs in the report, four W&B runs
     in the sweep's group, each named by its values."""
