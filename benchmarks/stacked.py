@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 import torch
-from training import FASHION, PERF, data_module, machine, matmul_peak, timed_fit
+from training import FASHION, OPTIM, PERF, data_module, machine, matmul_peak, timed_fit
 
 from memorization.models import MLP
 from memorization.module import Classifier
@@ -38,7 +38,6 @@ from memorization.replicas.data import StackedData
 from memorization.replicas.module import StackedClassifier
 
 ROOT = Path(__file__).resolve().parents[1]
-OPTIM = {"_target_": "torch.optim.Adam", "lr": 1e-3}
 
 
 def _fit(module, dm, epochs: int, device: torch.device) -> float:

@@ -37,9 +37,12 @@ logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # its set-up l
 from memorization.data import DataModule  # noqa: E402
 from memorization.models import MLP  # noqa: E402
 from memorization.module import Classifier  # noqa: E402
+from memorization.optim import OptimConfig  # noqa: E402
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 PERF = Path(__file__).resolve().parents[1] / "docs" / "performance.md"
+# as the framework builds it (memorization/optim.py: a fused step where the class has one)
+OPTIM = {"_target_": "torch.optim.Adam", "lr": 1e-3}
 
 
 def sync(device: torch.device) -> None:
@@ -94,7 +97,7 @@ def framework(depth: int, n_train: int, epochs: int, device: torch.device, synth
     torch.manual_seed(0)
     dm = data_module(n_train, synthetic)
     net = MLP(in_shape=(1, 28, 28), num_classes=10, depth=depth, width=512)
-    module = Classifier(net, optim={"_target_": "torch.optim.Adam", "lr": 1e-3})
+    module = Classifier(net, optim=OPTIM)
     return timed_fit(module, dm, epochs, device), dm, net
 
 
@@ -116,7 +119,7 @@ def plain(depth: int, dm: DataModule, epochs: int, device: torch.device) -> list
 
     torch.manual_seed(0)
     net = MLP(in_shape=(1, 28, 28), num_classes=10, depth=depth, width=512).to(device)
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    opt, _ = OptimConfig.from_dict(OPTIM).build(net.parameters())  # the framework's optimizer
     tr, te = dm.splits["train"].tensors, dm.splits["test"].tensors
     x, y = tr["x"].to(device), tr["y"].to(device)
     xt, yt = te["x"].to(device), te["y"].to(device)

