@@ -203,7 +203,8 @@ def main() -> None:
     table += [f"| {d}x512 | {src} {n} | {a:.2f} s | {b:.2f} s | {r:.3f} | {g:.0f} | {u:.0%} |"
               for d, src, n, a, b, r, g, u in rows]
     entry = (f"\n### benchmarks/training.py, {datetime.date.today()}\n\n{machine(device)}; "
-             f"fp32 matmul peak {peak:.0f} GFLOP/s; Adam, batch 128, an epoch = training + "
+             f"fp32 matmul peak {peak:.0f} GFLOP/s; Adam (as memorization/optim.py builds it, "
+             "for both), batch 128, an epoch = training + "
              "eval-mode accuracy on the training and test sets, timed after a warm-up epoch.\n\n"
              + "\n".join(table) + "\n")
     with PERF.open("a") as f:
