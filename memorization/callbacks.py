@@ -194,8 +194,9 @@ class RunReport(Callback):
     def state_dict(self) -> dict:
         # the values logged so far, saved with the checkpoint of each epoch: a run resumed
         # from the epoch that ended it trains no further epoch and reports these
+        # (tensors as they are: no host sync per value; _clean makes them numbers at the end)
         metrics = self._trainer.callback_metrics if self._trainer is not None else {}
-        return {"final": {**self._final, **{k: float(v) for k, v in metrics.items()}}}
+        return {"final": {**self._final, **{k: v.detach() for k, v in metrics.items()}}}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self._final = dict(state_dict.get("final") or {})

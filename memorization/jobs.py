@@ -77,8 +77,11 @@ def replica_folders(folder: str | os.PathLike) -> list[Path]:
 
     folder = Path(folder)
     path = folder / "config_resolved.yaml"
-    try:
-        config = yaml.safe_load(path.read_text()) if path.is_file() else None
+    if not (folder / "replicas").is_dir():
+        return []
+    try:  # libyaml's loader when there: a sweep report reads every job's
+        config = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+                           ) if path.is_file() else None
     except (OSError, yaml.YAMLError):
         return []
     count = ((config or {}).get("trainer") or {}).get("replicas") or 1

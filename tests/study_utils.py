@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -36,3 +37,13 @@ def run_study(name: str, args: list[str], timeout: int = 300):
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, "-m", f"memorization.{name}", *args], cwd=ROOT,
                           env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def noise_sweep(name: str, args: list[str], sweep: Path) -> list[dict]:
+    """``python -m memorization.<name> -m noise=none,random_labels ARGS`` with W&B offline
+    (the tests' WANDB_MODE) into ``sweep``; its two jobs' metrics.json, once it succeeded."""
+    with_wandb = [a for a in args if a != "logger=none"]
+    res = run_study(name, ["-m", "noise=none,random_labels", *with_wandb,
+                           f"hydra.sweep.dir={sweep}"])
+    assert res.returncode == 0, res.stderr[-2000:]
+    return [json.loads((sweep / job / "metrics.json").read_text()) for job in ("0", "1")]

@@ -3,8 +3,6 @@ reference, the per-example rates, determinism, the command end to end."""
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -15,7 +13,7 @@ from memorization.models import MLP
 from memorization.optim import OptimConfig
 from memorization.studies import easy_hard
 from memorization.studies.easy_hard import binomial_reference, error_counts
-from tests.study_utils import compose_study, run_study, study_presets
+from tests.study_utils import compose_study, noise_sweep, study_presets
 from tests.wandb_offline import read_offline_run
 
 TINY = ["easy_hard.n_seeds=3", "data.train_size=200", "easy_hard.device=cpu", "logger=none"]
@@ -93,12 +91,7 @@ def test_presets_compose_and_run_on_synthetic_data_of_their_shape(tmp_path, pres
 
 def test_command_sweep_end_to_end(tmp_path):
     """Real data and randY on a digits subset, N = 3; one figure for the sweep."""
-    with_wandb = [a for a in TINY if a != "logger=none"]  # offline (the tests' WANDB_MODE)
-    res = run_study("easy_hard", ["-m", "noise=none,random_labels", *with_wandb,
-                                  f"hydra.sweep.dir={tmp_path}"])
-    assert res.returncode == 0, res.stderr[-2000:]
-    for job in ("0", "1"):
-        summary = json.loads((tmp_path / job / "metrics.json").read_text())
+    for job, summary in zip(("0", "1"), noise_sweep("easy_hard", TINY, tmp_path), strict=True):
         rates = pd.read_csv(tmp_path / job / "rates.csv")
         assert summary["n_seeds"] == 3 and len(rates) == 200
         assert set(np.round(rates["rate"] * 3, 9)) <= {0, 1, 2, 3}

@@ -4,8 +4,6 @@ command end to end."""
 
 from __future__ import annotations
 
-import json
-
 import pandas as pd
 import pytest
 import torch
@@ -23,7 +21,7 @@ from memorization.studies.gradients import (
     start_params,
     unrolled_steps,
 )
-from tests.study_utils import compose_study, run_study, study_presets
+from tests.study_utils import compose_study, noise_sweep, study_presets
 from tests.wandb_offline import read_offline_run
 
 SYNTHETIC = ["data=synthetic", "data.train_size=24", "sensitivity.batch_size=4",
@@ -161,12 +159,7 @@ def test_presets_compose_and_run_on_synthetic_data_of_their_shape(tmp_path, pres
 
 
 def test_command_sweep_end_to_end(tmp_path):
-    with_wandb = [a for a in SYNTHETIC if a != "logger=none"]  # offline (the tests' WANDB_MODE)
-    res = run_study("sensitivity", ["-m", "noise=none,random_labels", *with_wandb,
-                                    f"hydra.sweep.dir={tmp_path}"])
-    assert res.returncode == 0, res.stderr[-2000:]
-    for job in ("0", "1"):
-        summary = json.loads((tmp_path / job / "metrics.json").read_text())
+    for summary in noise_sweep("sensitivity", SYNTHETIC, tmp_path):
         assert summary["steps"] == 6
     assert summary["corrupted"] > 0 and summary["noise"] == "random_labels"
     assert (tmp_path / "gini.png").is_file()  # the sweep's figure, a line per job

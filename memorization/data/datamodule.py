@@ -194,6 +194,8 @@ class DataModule(L.LightningDataModule):
         self.splits: dict[str, TensorDictDataset] = {}
         self.mean = self.std = None  # per-channel normalization, for converting pixel units
         self._samplers: list[EpochBatchSampler] = []
+        # where setup puts the tensors; None: the accelerator when they fit (_target_device)
+        self.place: torch.device | None = None
 
     @property
     def eval_splits(self) -> list[str]:
@@ -260,7 +262,7 @@ class DataModule(L.LightningDataModule):
             # pixel units -> input units (CSR) vary per image here: the clean images' mean std
             std = x_tr.reshape(len(x_tr), -1).std(dim=1, unbiased=False).mean()
             self.std = torch.full_like(self.std, float(std))
-        device = self._target_device(res.x.numel() + x_test.numel())
+        device = self.place or self._target_device(res.x.numel() + x_test.numel())
         rec = res.record
         self.splits["train"] = TensorDictDataset(
             x=norm(res.x).to(device), y=res.y.to(device), y_true=rec.true_labels.to(device),

@@ -31,10 +31,11 @@ class StackedSplit(Dataset):
         return self.n
 
     def __getitem__(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
+        first = next(iter(self.tensors.values()))  # all on one device (StackedData.setup)
+        i = idx.to((first if isinstance(first, torch.Tensor) else first[0]).device,
+                   non_blocking=True)
         out = {}
         for key, v in self.tensors.items():
-            device = v.device if isinstance(v, torch.Tensor) else v[0].device
-            i = idx.to(device, non_blocking=True)
             if isinstance(v, torch.Tensor):  # [B, ...], or [S, B, ...] for training indices
                 out[key] = v.index_select(0, i.reshape(-1)).reshape(*i.shape, *v.shape[1:])
             elif i.dim() == 2:
@@ -101,8 +102,7 @@ class StackedData(L.LightningDataModule):
             dm.trainer = self.trainer
             dm._raw = raw  # read once; setup only indexes it
             if dm is not first:  # where replica 0's data went (its device check), all go
-                device = first.splits["train"].tensors["x"].device
-                dm._target_device = lambda n_floats, d=device: d
+                dm.place = first.splits["train"].tensors["x"].device
             dm.setup(stage)
             if dm is not first:
                 _share(first, dm)

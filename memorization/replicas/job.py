@@ -86,22 +86,22 @@ def train_replicas(cfg: DictConfig, resolved: dict, out: Path | None,
     if ckpt is not None:
         check_checkpoint(ckpt, module, cfg.trainer.get("max_epochs"))
 
-    callbacks, stop, print_summary = [], None, True
+    # the stop rule, the report and the layer metrics run per replica, in Replicas
+    callbacks, stop, print_summary, with_metrics = [], None, True, False
     for c in (cfg.get("callbacks") or {}).values():
         if c is None:
             continue
         cb = hydra.utils.instantiate(c)
-        if isinstance(cb, StopAtTrainAccuracy):  # per replica, in Replicas
+        if isinstance(cb, StopAtTrainAccuracy):
             stop = (cb.threshold, cb.monitor)
         elif isinstance(cb, RunReport):
             print_summary = cb.print_summary
-        elif not isinstance(cb, LayerMetrics):  # per replica, in Replicas
+        elif isinstance(cb, LayerMetrics):
+            with_metrics = True
+        else:
             callbacks.append(cb)
     if not cfg.trainer.get("enable_progress_bar", True):
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBarBase)]
-    with_metrics = cfg.get("metrics") is not None and any(
-        isinstance(c, dict | DictConfig) and "LayerMetrics" in str(c.get("_target_", ""))
-        for c in (cfg.get("callbacks") or {}).values())
     metrics = [LayerMetrics(rcfg.metrics) if with_metrics else None for rcfg in rcfgs]
     group = str(OmegaConf.select(cfg, "logger.wandb.group", default=None) or job)
     loggers = [replica_loggers(cfg, rcfg, replica_folder(job, k), _run_name(cfg, rcfg, rc.vary),

@@ -108,10 +108,10 @@ class StackedClassifier(ClassifierBase):
         # a single process skips the stopped replicas' passes; DDP computes them all, as it
         # expects a gradient for every parameter, and drops theirs before the step
         world = self.trainer.world_size if self._trainer is not None else 1
-        which = self._active if world == 1 and not self._use_vmap() else list(range(self.S))
+        vec = self._use_vmap()
+        which = self._active if world == 1 and not vec else list(range(self.S))
         if not which:  # all stopped (trainer.min_epochs beyond their fit): nothing to train
             return None
-        vec = self._use_vmap()
         logits = self(x) if vec else torch.stack([self.nets[k](x[k]) for k in which])
         losses = self._losses(logits, y, which)
         full = torch.full((self.S,), float("nan"), dtype=losses.dtype, device=losses.device)
