@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 # torch pinned by constraints.txt: without it pip would pull a multi-GB CUDA build here.
 PIP_INSTALL := $(PY) -m pip install -c constraints.txt
 
-.PHONY: help install test test-slow test-all lint bench run sweep report clean
+.PHONY: help install test test-slow test-all lint bench run sweep report reproduce clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -49,3 +49,12 @@ report:  ## tables and figures of a sweep: make report SWEEP=multirun/DATE/TIME 
 clean:  ## remove outputs of local runs (not multirun/README.md)
 	rm -rf outputs lightning_logs .pytest_cache
 	find multirun -mindepth 1 ! -name README.md -exec rm -rf {} +
+
+# a paper's reproduction: its sweeps (resumed on a rerun), verdicts and document
+PAPER ?=
+SCALE ?= cpu
+RUNS  ?= reproductions
+
+reproduce:  ## a paper's claims against its numbers: make reproduce PAPER=zhang|arpit|theunissen|masc|all SCALE=smoke|cpu|paper
+	@test -n "$(PAPER)" || { echo "error: no paper; make reproduce PAPER=zhang|arpit|theunissen|masc|all [SCALE=cpu]"; exit 2; }
+	$(PY) -m memorization.reproduce $(PAPER) --scale $(SCALE) --runs $(RUNS)

@@ -1,0 +1,59 @@
+"""One reproduction from start to end: the plan and its estimate, the sweeps, the verdicts, the
+document, and the comparison printed last."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from memorization.io import say
+from memorization.reproduce.document import (
+    COMMAND,
+    summary_rows,
+    table,
+    tally,
+    write_document,
+)
+from memorization.reproduce.plan import Paper
+from memorization.reproduce.runner import done, load_results, run_sweeps, sweep_folder
+
+
+def default_out(paper: Paper, scale: str, runs: Path) -> Path:
+    return runs / paper.key / scale if scale == "smoke" else Path("docs/reproductions")
+
+
+def plan_lines(paper: Paper, scale: str, runs: Path) -> list[str]:
+    sc = paper.scales[scale]
+    lines = [f"{paper.title}: scale {scale}, {len(sc.sweeps)} sweeps, {sc.n_jobs} jobs"]
+    for spec in sc.sweeps:
+        folder = sweep_folder(runs, paper, scale, spec)
+        finished, failed = done(folder)
+        lines.append(f"  {spec.name}: {finished}/{spec.n_jobs} finished"
+                     + (f", {failed} failed" if failed else "") + f" ({spec.about})")
+    return lines
+
+
+def reproduce(paper: Paper, scale: str, runs: Path, out: Path | None,
+              overrides: list[str], run: bool = True, plan_only: bool = False,
+              tflops: float | None = None) -> int:
+    """Returns 0 when every sweep ran to its end (verdicts of any kind), 1 otherwise."""
+    for line in plan_lines(paper, scale, runs):
+        say(line)
+    from memorization.reproduce.estimate import estimate_lines
+
+    for line in estimate_lines(paper, scale, runs, tflops):
+        say(line)
+    if plan_only:
+        return 0
+    codes = run_sweeps(paper, scale, runs, overrides) if run else {}
+    results = load_results(paper, scale, runs)
+    out = out if out is not None else default_out(paper, scale, runs)
+    path = write_document(paper, scale, runs, out, results)
+    say("")
+    say(f"=== {paper.key} ({scale}): {tally(paper, results)} ===")
+    say("\n".join(table([{k: v for k, v in r.items() if k != "test"}
+                         for r in summary_rows(paper, results)])))
+    say(f"document: {path}   (rerun: {COMMAND.format(paper=paper.key, scale=scale)})")
+    failed = [k for k, v in codes.items() if v]
+    if failed:
+        say(f"sweeps that did not finish cleanly: {', '.join(failed)} (rerun to resume)")
+    return 1 if failed else 0
