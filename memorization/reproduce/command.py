@@ -12,6 +12,7 @@ from memorization.reproduce.document import (
     table,
     tally,
     write_document,
+    write_index,
 )
 from memorization.reproduce.plan import Paper
 from memorization.reproduce.runner import done, load_results, run_sweeps, sweep_folder
@@ -48,6 +49,10 @@ def reproduce(paper: Paper, scale: str, runs: Path, out: Path | None,
     results = load_results(paper, scale, runs)
     out = out if out is not None else default_out(paper, scale, runs)
     path = write_document(paper, scale, runs, out, results)
+    if scale != "smoke":
+        from memorization.reproduce import papers
+
+        write_index(papers(), runs, out)
     say("")
     say(f"=== {paper.key} ({scale}): {tally(paper, results)} ===")
     say("\n".join(table([{k: v for k, v in r.items() if k != "test"}

@@ -107,8 +107,43 @@ def write_document(paper: Paper, scale: str, root: Path, out: Path, results: Res
             lines += [*table(o.rows), ""]
     if figures:
         lines += _figures(paper, scale, root, out, fig_dir)
-    path = out / f"{paper.key}.md"
+    path = out / doc_name(paper, scale)
     write_text_atomic(path, "\n".join(lines).rstrip() + "\n")
+    return path
+
+
+def doc_name(paper: Paper, scale: str) -> str:
+    """``<paper>.md`` for the cpu scale (the committed evidence), ``<paper>_<scale>.md`` else."""
+    return f"{paper.key}.md" if scale == "cpu" else f"{paper.key}_{scale}.md"
+
+
+def write_index(papers: dict[str, Paper], root: Path, out: Path) -> Path:
+    """``out/README.md``: every paper at every scale with a finished job, its verdicts and its
+    document; the papers not run yet say so."""
+    from memorization.reproduce.runner import load_results
+
+    rows = []
+    for paper in papers.values():
+        for scale in ("cpu", "paper"):
+            res = load_results(paper, scale, root)
+            done = sum(n for n, _ in res.counts.values())
+            planned = sum(m for _, m in res.counts.values())
+            doc = out / doc_name(paper, scale)
+            if not done and scale == "paper":
+                continue
+            rows.append({"paper": paper.title, "scale": scale,
+                         "jobs finished": f"{done} / {planned}",
+                         "verdicts": tally(paper, res) if done else "not run yet",
+                         "document": f"[{doc.name}]({doc.name})" if done and doc.is_file()
+                         else "–"})
+    text = "\n".join([
+        "# Reproductions", "",
+        "Each paper's claims against its own numbers, on real data, written by "
+        "`python -m memorization.reproduce PAPER` (`make reproduce PAPER=... SCALE=cpu`) from "
+        "the sweeps' job folders; this index is rewritten with every document.", "",
+        *table(rows)]) + "\n"
+    path = out / "README.md"
+    write_text_atomic(path, text)
     return path
 
 

@@ -5,13 +5,17 @@ Tables 6-8 (relabel the training set with the best layer's MASC and retrain).
 
 Both rows on Fashion-MNIST: the CNN row is the paper's CNN-Fashion-MNIST; the MLP row is the
 paper's MLP-MNIST recipe run on Fashion-MNIST in place of MNIST (the MNIST files are not
-available here), so its numbers are held against MLP-MNIST's with that said. Gain, as Table 1:
-(best layer's MASC test accuracy - model test accuracy) / model test accuracy, the best layer
-being the one with the highest MASC test accuracy (ours: over the network's layers, the input
-left out, since its MASC does not depend on the network; on the whole test set, as the report's
-summary). Each job runs the relabel stage after its fit (``relabel.enabled=true``: best layer on
-a held-out 20% of the test set, retraining up to 30 epochs with patience 3, accuracies on the
-other 80%).
+available here), so its numbers are held against MLP-MNIST's with that said. Every job runs the
+relabel stage after its fit (``relabel.enabled=true``, the paper's Sec. 3.3: the test set split
+80/20, the best layer chosen by MASC accuracy on the 20%, retraining up to 30 epochs with
+patience 3, accuracies on the 80%), on the final weights.
+
+Gain, as Table 1: (best layer's MASC test accuracy - model test accuracy) / model test accuracy.
+Our reading: both accuracies on the 80% of the test set and the best layer chosen on the other
+20% (the stage's numbers), where Table 1 picks "the one that has the highest measured MASC test
+accuracy" on the test set it reports. Ours is the stricter estimate (a layer picked on the
+reported data can only score higher), and it uses the final weights even when the per-epoch
+test accuracy is logged every few epochs.
 """
 
 from __future__ import annotations
@@ -58,15 +62,16 @@ SCALES = {
                     "The embedded digits, 3 epochs, one seed: a test of the pipeline, not "
                     "evidence."),
     "cpu": _scale(
-        "cpu", ("data.train_size=2000",), "0.2,0.4,0.6,0.8", "0,1,2", 200, 50,
-        "Fashion-MNIST for both rows, on a seeded subset of 2,000 training images (the full "
+        "cpu", ("data.train_size=1000", "trainer.check_val_every_n_epoch=10"),
+        "0.2,0.4,0.6,0.8", "0,1,2", 300, 100,
+        "Fashion-MNIST for both rows, on a seeded subset of 1,000 training images (the full "
         "10,000-image test set), trained as the paper's until 99% training accuracy but for at "
-        "most 200 epochs (the paper's: 500), 3 seeds (the paper's: 3 runs); MASC fitted on "
-        "all 2,000 training images at the end (and every 50 epochs). Why the shape should "
-        "hold: MASC's advantage comes from the corrupted labels being spread uniformly over "
-        "classes, so each class subspace is still dominated by its true members; that holds "
-        "for any training-set size, though fewer samples per class make each subspace "
-        "noisier."),
+        "most 300 epochs (the paper's: 500), 3 seeds (the paper's: 3 runs); the test accuracy "
+        "logged every 10 epochs (the claims use the relabel stage's, on the final weights); "
+        "MASC fitted on all 1,000 training images at the end. Why the shape should hold: "
+        "MASC's advantage comes from the corrupted labels being spread uniformly over classes, "
+        "so each class subspace is still dominated by its true members; that holds for any "
+        "training-set size, though 100 images a class make each subspace noisier."),
     "paper": _scale(
         "paper", (), "0.2,0.4,0.6,0.8", "0,1,2", 500, 25,
         "The paper's: all 60,000 training images, until 99% training accuracy or 500 epochs, "
@@ -75,11 +80,10 @@ SCALES = {
 
 
 def _gain(row: pd.Series) -> tuple[float, str]:
-    best = best_masc_layer(row)
-    acc = row.get("test/acc")
-    if best is None or not acc:
+    acc, masc = row.get("relabel/model/test_acc_before"), row.get("relabel/masc/masc_test_acc")
+    if acc is None or masc is None or not acc or math.isnan(acc) or math.isnan(masc):
         return math.nan, ""
-    return (best[0] - acc) / acc, best[1]
+    return (masc - acc) / acc, str(row.get("relabel/masc/best_layer") or "")
 
 
 def _gains(df: pd.DataFrame) -> list[tuple[float, Stat, str]]:
