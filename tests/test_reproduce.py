@@ -253,14 +253,14 @@ def test_make_reproduce_smoke_end_to_end_and_resume(tmp_path):
            f"PY={sys.executable}"]
     res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
-    doc = runs / "zhang" / "smoke" / "zhang.md"
+    doc = runs / "zhang" / "smoke" / "zhang_smoke.md"
     text = doc.read_text()
     for cid in ("Z1", "Z2", "Z3", "Z4", "Z5"):
         assert f"| {cid} |" in text
     assert "=== zhang (smoke):" in res.stdout  # the comparison, printed last
     assert "| Z1 |" in res.stdout.split("=== zhang (smoke):")[1]
     folders = sorted((runs / "zhang" / "smoke").glob("*/[0-9]*/metrics.json"))
-    assert len(folders) == 6  # 2 label levels, 2 input corruptions, 1 shuffled-pixels job
+    assert len(folders) == 5  # 2 label levels, 2 input corruptions, 1 shuffled-pixels job
     stamps = [p.stat().st_mtime_ns for p in folders]
     again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
     assert again.returncode == 0

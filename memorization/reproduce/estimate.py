@@ -93,7 +93,8 @@ def estimate_lines(paper: Paper, scale: str, runs: Path, tflops: float | None = 
     except Exception as e:  # an estimate is no reason to fail: say why there is none
         return [f"estimate: none ({type(e).__name__}: {e})"]
     speed = tflops * 1e12 if tflops else EFFICIENCY * matmul_flops()
-    where = (f"at {tflops:g} TFLOP/s" if tflops else
+    where = (f"at {tflops:g} TFLOP/s sustained (small MLP batches reach a fraction of a GPU's "
+             f"peak)" if tflops else
              f"at half of this machine's measured fp32 matmul peak ({2 * speed / 1e9:.0f} "
              f"GFLOP/s)")
     lines = [f"estimate: at most {work / 1e15:.3g} PFLOP, {_hours(work / speed)} {where}; "
