@@ -23,7 +23,6 @@ import argparse
 import datetime
 import logging
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -155,14 +154,9 @@ def epoch_flops(net: torch.nn.Module, n_train: int, n_test: int) -> float:
 
 
 def machine(device: torch.device) -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from memorization.launch import cpu_name
+
+    cpu = cpu_name()
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "no GPU"
     return (f"{cpu}, {os.cpu_count()} cores, {gpu}, torch {torch.__version__}, "
             f"{torch.get_num_threads()} threads")

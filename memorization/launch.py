@@ -191,3 +191,17 @@ def missing_plugin(args: list[str]) -> str | None:
             return (f"hydra/launcher={value} needs the Hydra plugin {module.replace('_', '-')}; "
                     f"install the '{extra}' extra: pip install -e '.[{extra}]'")
     return None
+
+
+def cpu_name() -> str:
+    """The processor's model name (Linux's /proc/cpuinfo), else what platform knows."""
+    import platform
+    from pathlib import Path
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -57,14 +56,9 @@ def machine() -> str:
     """One line: CPU (or GPU), cores, torch."""
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from memorization.launch import cpu_name
+
+    cpu = cpu_name()
     gpu = (f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU")
     return f"{cpu}, {os.cpu_count()} cores{gpu}, torch {torch.__version__}"
 
