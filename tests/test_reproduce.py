@@ -223,6 +223,24 @@ def test_document_keeps_every_claim(tmp_path):
     assert "python -m memorization.run -m data=fashion_mnist" in text  # every sweep's command
 
 
+def test_document_gives_the_likely_reason_only_under_a_failed_test(tmp_path):
+    import dataclasses
+
+    def outcome(passed: bool):
+        return lambda r: Outcome("ours", number=Check("rule", "measured", passed))
+
+    base = PAPERS["zhang"]
+    fails, holds = (dataclasses.replace(base.claims[0], id=i, check=outcome(ok),
+                                        why_not=f"reason {i}") for i, ok in (("F", False),
+                                                                              ("H", True)))
+    paper = dataclasses.replace(base, claims=(fails, holds))
+    r = Results(jobs={"label_noise": _labels(lambda p, s: 0.1 + 0.8 * p)})
+    text = write_document(paper, "cpu", tmp_path / "runs", tmp_path / "docs", r,
+                          figures=False).read_text()
+    assert "(our reading, not tested): reason F" in text
+    assert "reason H" not in text
+
+
 def _cli(*args: str, **kw) -> subprocess.CompletedProcess:
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
     return subprocess.run([sys.executable, "-m", "memorization.reproduce", *args], cwd=ROOT,

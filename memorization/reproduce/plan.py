@@ -71,6 +71,9 @@ class Claim:
     paper: str  # the paper's number or shape, in words
     sweeps: tuple[str, ...]
     check: Callable[[Results], Outcome]
+    # our reading of why a test of this claim may fail at a reduced scale; printed, marked as
+    # untested, only under a claim one of whose tests failed
+    why_not: str = ""
 
 
 @dataclass(frozen=True)
