@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+import memorization.resolvers  # noqa: F401  (the ${mem.*} resolvers)
 import memorization.schemas  # noqa: F401  (registers the schemas, for composing in tests too)
 from memorization.errors import ConfigError, check_number, first_line, root_error
 from memorization.noise import get_corruption
@@ -101,11 +102,43 @@ def validate(cfg: DictConfig, on_driver: bool = False) -> None:
     every = ((cfg.get("callbacks") or {}).get("checkpoint") or {}).get("every_n_epochs", 1)
     check_number(every, "callbacks.checkpoint.every_n_epochs", integer=True, lo=1,
                  what=" (callbacks=no_checkpoint turns checkpoints off)")
+    ratio = ((cfg.get("callbacks") or {}).get("divergence") or {}).get("max_ratio")
+    check_number(ratio, "callbacks.divergence.max_ratio", lo=1, allow_none=True,
+                 what=" (null: only a NaN or infinite loss stops the job)")
+    _check_layers(cfg)
     check_wandb(cfg)
+
+
+def _check_layers(cfg: DictConfig) -> None:
+    """Every layer pattern of the metrics and the relabel stage against the probe layers of the
+    network the config builds (built here, on the CPU, without training), so that a pattern
+    matching no layer fails before anything is written, not after the logger started."""
+    wanted = []
     if cfg.get("metrics") is not None:
         from memorization.metrics.config import read_metrics_config
 
-        read_metrics_config(cfg.metrics)
+        suite = read_metrics_config(cfg.metrics)
+        if suite.settings.enabled:
+            wanted += [(f"metrics.{name}.layers", getattr(mcfg, "layers", None))
+                       for name, (_, mcfg) in suite.entries.items() if mcfg.enabled]
+    relabel = cfg.get("relabel") or {}
+    if relabel.get("enabled"):
+        wanted.append(("relabel.layers", relabel.get("layers")))
+    wanted = [(key, list(p)) for key, p in wanted if p is not None]
+    if not wanted:
+        return
+    import hydra
+
+    from memorization.metrics.masc_probe import pick_layers
+
+    with torch.random.fork_rng(devices=[]):  # the job's own draws stay those of its seed
+        net = hydra.utils.instantiate(cfg.model, _convert_="all")
+    probes = getattr(net, "probe_layers", None)
+    if probes is None:
+        return  # a network without probe layers: the metrics say so themselves
+    names = [layer.name for layer in probes()]
+    for key, patterns in wanted:
+        pick_layers(names, patterns, key)
 
 
 def resolved_dict(cfg: DictConfig) -> dict:

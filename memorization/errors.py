@@ -1,8 +1,15 @@
 """The one exception type for bad user input: the entry point prints its message as one line."""
 
+import sys
+
 
 class ConfigError(ValueError):
     """A config value, file or shape that cannot work; the message says what to change."""
+
+
+class Refusal(ConfigError):
+    """A job that will not run in its folder (another live process holds it, or it holds a run
+    with other settings): it writes nothing there, no ``FAILED`` either."""
 
 
 def check_all(checks) -> None:
@@ -68,6 +75,14 @@ def _text(value) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
+def _entry_point() -> str:
+    """The module this process runs (``memorization.sensitivity``), for the hints; the main
+    entry point when it is not one of ours (a test, a notebook)."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    name = (getattr(spec, "name", "") or "").removesuffix(".__main__")
+    return name if name.startswith("memorization.") else "memorization.run"
+
+
 def _schema_error(exc: BaseException) -> str | None:
     """One line for an OmegaConf error about one key (see memorization/schemas.py), naming the
     key and the fix; None for any other error."""
@@ -79,13 +94,15 @@ def _schema_error(exc: BaseException) -> str | None:
     msg = str(getattr(exc, "msg", None) or exc).strip().splitlines()[0]
     value = _text(getattr(exc, "value", None))
     group = key.split(".")[0].split("[")[0]
-    keys = f"its keys: python -m memorization.run --cfg job --package {group}"
+    keys = f"its keys: python -m {_entry_point()} --cfg job --package {group}"
     if isinstance(exc, ConfigAttributeError | ConfigKeyError) and " not in " in msg:
         # the optimizer takes arguments its schema does not list (memorization/optim.py)
         more = f", or pass the optimizer another argument with +{key}=..." \
             if key.startswith("optim.") else ""
         return (f"{key} is not a key of {key.rpartition('.')[0] or 'the config'}: check the "
                 f"spelling ({keys}){more}")
+    if "is not a ListConfig" in msg:
+        return f"{key}={value} must be a list: {key}=[{value}]"
     if "is not Optional" in msg:
         return f"{key}=null is not allowed: give it a value ({keys})"
     for kind, need in (("to Integer", "an integer"), ("to Float", "a number"),

@@ -27,7 +27,9 @@ def _options(conf: Path, group: str) -> list[str]:
     return sorted(ours)
 
 
-def _compose(conf: Path, overrides: list[str]) -> DictConfig:
+def _compose(conf: Path, overrides: list[str], config_name: str = "config") -> DictConfig:
+    """``config_name`` composed as Hydra's run of ``python -m memorization.<config_name>`` would
+    (its job named as the entry point's module: ``run`` for the main config)."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
@@ -35,8 +37,9 @@ def _compose(conf: Path, overrides: list[str]) -> DictConfig:
 
     GlobalHydra.instance().clear()
     try:
-        with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
-            return compose("config", overrides=overrides, return_hydra_config=True)
+        job = "run" if config_name == "config" else config_name
+        with initialize_config_dir(config_dir=str(conf), version_base="1.3", job_name=job):
+            return compose(config_name, overrides=overrides, return_hydra_config=True)
     finally:
         GlobalHydra.instance().clear()
 
@@ -65,7 +68,8 @@ def _wrapped(head: str, items: list[str], width: int = 100) -> list[str]:
     return [*lines, line.rstrip()]
 
 
-def compose_first_job(conf: Path, args: list[str], search: list[str] = ()) -> DictConfig:
+def compose_first_job(conf: Path, args: list[str], search: list[str] = (),
+                      config_name: str = "config") -> DictConfig:
     """The config of the first job the command line would run (a sweep's first values);
     ``search``: the config folders the run adds (--config-dir and hydra.searchpath)."""
     from memorization.report.data import override_items
@@ -76,7 +80,7 @@ def compose_first_job(conf: Path, args: list[str], search: list[str] = ()) -> Di
              for o, (k, v, sweep) in zip(plain, override_items(plain), strict=True)]
     if search:
         first.append(f"hydra.searchpath=[{','.join(f'file://{d}' for d in search)}]")
-    return _compose(conf, first)
+    return _compose(conf, first, config_name)
 
 
 def format_help(conf: Path, overrides: list[str], search: list[str] = ()) -> str:

@@ -38,6 +38,26 @@ def write_json_atomic(path: str | os.PathLike, obj) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+def read_json_object(path: str | os.PathLike) -> tuple[dict | None, str]:
+    """A JSON file that should hold one object (``metrics.json``): ``(the dict, "")``, or
+    ``(None, what is wrong)`` when it is missing, unreadable, not JSON or not an object. Written
+    atomically, such a file is damaged only by something else writing it."""
+    path = Path(path)
+    try:
+        obj = json.loads(path.read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        return None, "missing"
+    except OSError as e:
+        return None, f"unreadable ({e.strerror or e})"
+    except UnicodeDecodeError:
+        return None, "not text (binary bytes)"
+    except json.JSONDecodeError as e:
+        return None, f"not JSON ({e.msg} at line {e.lineno})"
+    if not isinstance(obj, dict):
+        return None, f"a JSON {type(obj).__name__}, not an object"
+    return obj, ""
+
+
 _FILE_LOG = logging.getLogger("memorization.file")  # run.log only (conf/hydra/job_logging)
 
 

@@ -18,7 +18,7 @@ A job folder is in one of these states, decided by :func:`job_state` from its fi
 
 from __future__ import annotations
 
-import json
+import copy
 import math
 import os
 import traceback
@@ -31,7 +31,7 @@ from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.utilities import rank_zero_only
 
 from memorization.errors import TrainingDiverged, first_line
-from memorization.io import atomic_path, write_text_atomic
+from memorization.io import atomic_path, read_json_object, write_text_atomic
 
 LAST = Path("checkpoints") / "last.ckpt"
 FIT = "fit.json"  # the fit's report, while a stage after the fit has not finished
@@ -39,13 +39,9 @@ FIT = "fit.json"  # the fit's report, while a stage after the fit has not finish
 
 def job_state(folder: str | os.PathLike) -> str:
     folder = Path(folder)
-    metrics = folder / "metrics.json"
-    if metrics.is_file():
-        try:
-            if not json.loads(metrics.read_text()).get("interrupted"):
-                return "finished"
-        except (json.JSONDecodeError, OSError):
-            pass  # written atomically: damage means something else wrote it; not finished
+    metrics, _ = read_json_object(folder / "metrics.json")
+    if metrics is not None and not metrics.get("interrupted"):
+        return "finished"  # a damaged metrics.json is no finish: the job is run again
     if (folder / FIT).is_file():
         return "fitted"  # the stage after the fit failed or was killed: rerun the stage
     if (folder / "FAILED").is_file():
@@ -149,8 +145,15 @@ def check_checkpoint(path: str | os.PathLike, module: torch.nn.Module,
 
 # settings a job may change between its runs in one folder: how it is logged, watched, placed
 _FREE = ("logger", "callbacks", "history", "metrics", "ckpt_path", "resume", "threads",
+         "wait_for_lock",
          "trainer.max_epochs", "trainer.enable_progress_bar", "trainer.enable_model_summary",
          "trainer.devices", "trainer.accelerator", "trainer.strategy", "trainer.num_nodes")
+
+
+# where a run's files, data and checkpoints are (a key's last part): a folder moved or copied
+# elsewhere, or data read from another place, holds the same run
+_PATHS = frozenset({"root", "dir", "dirpath", "save_dir", "output_dir", "default_root_dir",
+                    "ckpt_path", "cache_dir", "path"})
 
 
 def _flat(node, prefix: str = "") -> dict:
@@ -178,8 +181,43 @@ def config_changes(folder: str | os.PathLike, resolved: dict) -> list[str]:
         free = (*free, "relabel")
     keys = sorted(set(old) | set(new))
     return [f"{k}: {old.get(k)} -> {new.get(k)}" for k in keys
-            if old.get(k) != new.get(k) and not any(k == f or k.startswith(f + ".")
-                                                    for f in free)]
+            if old.get(k) != new.get(k) and k.rpartition(".")[2] not in _PATHS
+            and not any(k == f or k.startswith(f + ".") for f in free)]
+
+
+def composed_resolved(cfg, folder: str | os.PathLike) -> dict:
+    """What a composed config (``hydra.compose``, before Hydra runs it) resolves to as the job
+    in ``folder``: its ``${hydra:runtime.output_dir}`` is that folder; Hydra's own state is left
+    as it was found."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from memorization.config import resolved_dict
+
+    mine = copy.deepcopy(cfg)  # keeps Hydra's typed node, which HydraConfig requires
+    with open_dict(mine):
+        mine.hydra.runtime.output_dir = str(Path(folder).resolve())
+    before = HydraConfig.instance().cfg
+    HydraConfig.instance().set_config(mine)
+    try:
+        return resolved_dict(mine)
+    finally:
+        HydraConfig.instance().cfg = before
+
+
+def settings_refusal(folder: str | os.PathLike, resolved: dict) -> None:
+    """Raise a one-line :class:`Refusal` when ``folder`` holds a run (finished, failed or
+    resumable) whose settings differ from ``resolved``; nothing is written into the folder."""
+    from memorization.errors import Refusal
+
+    if job_state(folder) == "new":
+        return
+    changes = config_changes(folder, resolved)
+    if changes:
+        more = f" and {len(changes) - 2} more" if len(changes) > 2 else ""
+        raise Refusal(f"{folder} holds a run with other settings ({'; '.join(changes[:2])}"
+                      f"{more}): resume=false starts it over there, or choose another folder "
+                      "(hydra.run.dir, or hydra.sweep.dir for -m)")
 
 
 class EpochCheckpoint(Checkpoint):
@@ -221,12 +259,23 @@ class EpochCheckpoint(Checkpoint):
 
 
 class DivergenceGuard(L.Callback):
-    """Stops a job whose training loss is NaN or infinite, with one line naming the epoch, the
-    step and the last finite loss (it counts as failed). On a CPU the loss is read every step
-    (no device to wait for); on a GPU its check is copied to pinned host memory without
-    blocking and read one step later, once the copy is done, so the device never waits."""
+    """Stops a job whose training loss diverges, with one line naming the epoch, the step and
+    the last good loss (it counts as failed). Diverged: NaN or infinite, or, with ``max_ratio``,
+    above ``max_ratio`` times the loss of the run's first training step (the untrained
+    network's loss: what the first epoch starts from; a loss 1e6 times that is no learning
+    curve, yet stays finite under Adam at lr=1e6). ``max_ratio=None``: finite is enough.
 
-    def __init__(self):
+    On a CPU the loss is read every step (no device to wait for); on a GPU its value is copied
+    to pinned host memory without blocking and read one step later, once the copy is done, so
+    the device never waits."""
+
+    def __init__(self, max_ratio: float | None = 1e6):
+        from memorization.errors import check_number
+
+        check_number(max_ratio, "callbacks.divergence.max_ratio", lo=1, allow_none=True,
+                     what=" (null: only a NaN or infinite loss stops the job)")
+        self.max_ratio = max_ratio
+        self._first = float("nan")  # the first step's loss, the reference of max_ratio
         self._last_finite = float("nan")
         self._pending: deque[tuple[torch.Tensor, torch.cuda.Event, int, int]] = deque()
 
@@ -238,10 +287,7 @@ class DivergenceGuard(L.Callback):
         loss = loss.detach()
         step, epoch = trainer.global_step, trainer.current_epoch + 1
         if loss.device.type != "cuda":
-            value = float(loss)
-            if not math.isfinite(value):
-                self._fail(value, epoch, step)
-            self._last_finite = value
+            self._check(float(loss), epoch, step)
             return
         self._check_pending(wait=False)
         host = torch.empty(1, dtype=loss.dtype, pin_memory=True)
@@ -264,19 +310,31 @@ class DivergenceGuard(L.Callback):
                 return  # the device is still behind: look again next step
             event.synchronize()
             self._pending.popleft()
-            value = float(host[0])
-            if not math.isfinite(value):
+            try:
+                self._check(float(host[0]), epoch, step)
+            except TrainingDiverged:
                 self._pending.clear()
-                self._fail(value, epoch, step)
-            self._last_finite = value
+                raise
 
-    def _fail(self, value: float, epoch: int, step: int) -> None:
-        raise TrainingDiverged(
-            f"the training loss became {value} at epoch {epoch}, step {step} (last finite loss "
-            f"{self._last_finite:.4g}): lower optim.lr, or check the data and the model")
+    def _check(self, value: float, epoch: int, step: int) -> None:
+        if not math.isfinite(value):
+            raise TrainingDiverged(
+                f"the training loss became {value} at epoch {epoch}, step {step} (last finite "
+                f"loss {self._last_finite:.4g}): lower optim.lr, or check the data and the model")
+        if math.isnan(self._first):
+            self._first = value
+        elif (self.max_ratio is not None and self._first > 0
+              and value > self.max_ratio * self._first):
+            raise TrainingDiverged(
+                f"the training loss rose to {value:.4g} at epoch {epoch}, step {step}, over "
+                f"callbacks.divergence.max_ratio={self.max_ratio:g} times its first step's "
+                f"{self._first:.4g}: lower optim.lr, or callbacks.divergence.max_ratio=null to "
+                "let it run")
+        self._last_finite = value
 
     def state_dict(self) -> dict:
-        return {"last_finite": self._last_finite}
+        return {"last_finite": self._last_finite, "first": self._first}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self._last_finite = state_dict.get("last_finite", float("nan"))
+        self._first = state_dict.get("first", float("nan"))

@@ -13,15 +13,13 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+import memorization.resolvers  # noqa: F401  (ray.yaml's ${mem.gpus_if_cuda:1})
 from memorization.errors import ConfigError
 
 # conf/hydra/launcher/ray.yaml shares its name with the plugin's own config, so Hydra validates
 # it against that schema (it is complete and valid) and warns each time; the warning is noise.
 warnings.filterwarnings("ignore", message=r"(?s).*'hydra/launcher/ray' is validated against "
                                           "ConfigStore schema")
-# ray.yaml's default GPUs per job: ${mem.gpus_if_cuda:1} is 1 on a machine that sees a GPU, else 0
-OmegaConf.register_new_resolver("mem.gpus_if_cuda",
-                                lambda n=1: n if _cuda_available() else 0, replace=True)
 
 _KINDS = {"BasicLauncher": "basic", "JoblibLauncher": "joblib", "RayLauncher": "ray",
           "SlurmLauncher": "slurm", "LocalLauncher": "submitit_local"}
@@ -205,3 +203,47 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+_WATCHED: list[int] = []  # the launcher this worker process watches, once it does
+
+
+def die_with_launcher(poll_s: float = 0.5) -> None:
+    """In a worker process that a sweep's launcher on this machine started (joblib's loky
+    workers, a local submitit or Ray worker), end this process when the launcher dies, however
+    it dies (kill -9 included): an orphaned worker would train on and write into folders that
+    a rerun of the sweep then races. A daemon thread polls the launcher's PID (from the entry
+    point's environment) and its own parent; nothing in the job's process or the launcher's
+    changes otherwise. In the launcher's own process, or on another host, it does nothing."""
+    import signal
+    import socket
+    import threading
+
+    from memorization.entry import LAUNCHER_HOST, LAUNCHER_PID
+
+    pid = int(os.environ.get(LAUNCHER_PID) or 0)
+    if (not pid or pid == os.getpid() or _WATCHED
+            or os.environ.get(LAUNCHER_HOST) != socket.gethostname()):
+        return
+    parent = os.getppid()
+    _WATCHED.append(pid)
+
+    def alive() -> bool:
+        if parent == pid:  # started by the launcher itself: its own parent tells best
+            return os.getppid() == parent
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    def watch() -> None:
+        import time
+
+        while alive():
+            time.sleep(poll_s)
+        os.kill(os.getpid(), signal.SIGKILL)  # its file locks go with it (the kernel's)
+
+    threading.Thread(target=watch, name="die-with-launcher", daemon=True).start()

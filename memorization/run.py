@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import errno
 import json
-import os
 import sys
 import time
 import warnings
@@ -35,62 +34,40 @@ from memorization.config import (  # noqa: E402  (and registers the schemas)
     resolved_dict,
     validate,
 )
+from memorization.entry import (  # noqa: E402
+    conf_dir,
+    extra_dirs,
+    other_rank,
+    started,
+    unknown_option,
+)
 from memorization.errors import (  # noqa: E402
     ConfigError,
+    Refusal,
     TrainingDiverged,
     first_line,
     root_error,
 )
+from memorization.folder_lock import hold  # noqa: E402
 from memorization.io import say  # noqa: E402
 from memorization.jobs import (  # noqa: E402
     FIT,
     LAST,
     check_checkpoint,
     clear_markers,
-    config_changes,
+    composed_resolved,
     failure,
     job_state,
     mark_failed,
+    settings_refusal,
 )
-from memorization.launch import apply_threads, job_threads, missing_plugin  # noqa: E402
+from memorization.launch import (  # noqa: E402
+    apply_threads,
+    die_with_launcher,
+    job_threads,
+    missing_plugin,
+)
 from memorization.replicas.config import replica_count, trainer_options  # noqa: E402
-
-
-def _conf_dir() -> str:
-    """conf/ beside the package in a checkout (or editable install), inside it in a wheel."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "conf", here.parent / "conf"):
-        if (candidate / "config.yaml").is_file():
-            return str(candidate)
-    raise FileNotFoundError(f"no conf/config.yaml next to {here}; reinstall the package")
-
-
-def _sweep_group() -> str | None:
-    """W&B group of a job: its sweep folder in a multirun, none for a single run."""
-    hc = HydraConfig.get()
-    if hc.mode != RunMode.MULTIRUN:
-        return None
-    return OmegaConf.select(hc, "sweep.dir", default=None, throw_on_missing=False)
-
-
-def _job_name() -> str:
-    """W&B name of a job: in a sweep, its values of the swept keys (``noise.p=0.4,seed=2``);
-    else its overrides (``noise.p=0.2``), or "default"."""
-    hc = HydraConfig.get()
-    if hc.mode == RunMode.MULTIRUN:
-        from memorization.report.data import override_items, sweep_overrides
-
-        swept = set(sweep_overrides(Path(str(hc.sweep.dir))))
-        task = [str(t) for t in hc.overrides.task]
-        mine = [f"{key}={value}" for key, value, _ in override_items(task) if key in swept]
-        if mine:
-            return ",".join(mine)
-    return OmegaConf.select(hc, "job.override_dirname", default=None, throw_on_missing=False) \
-        or "default"
-
-
-OmegaConf.register_new_resolver("mem.sweep_group", _sweep_group, replace=True)
-OmegaConf.register_new_resolver("mem.job_name", _job_name, replace=True)
 
 
 def _instantiate_all(section: DictConfig | None) -> list:
@@ -114,12 +91,7 @@ def _resume_point(out: Path, resolved: dict, cfg: DictConfig) -> str | None:
     state = job_state(out)
     if state == "new":
         return None
-    changes = config_changes(out, resolved)
-    if changes:
-        more = f" and {len(changes) - 2} more" if len(changes) > 2 else ""
-        raise ConfigError(f"{out} holds a run with other settings ({'; '.join(changes[:2])}"
-                          f"{more}): resume=false starts it over there, or choose another "
-                          "folder (hydra.run.dir, or hydra.sweep.dir for -m)")
+    settings_refusal(out, resolved)
     last = out / LAST
     if state == "finished":
         hint = ""
@@ -180,12 +152,10 @@ def train(cfg: DictConfig) -> dict | None:
     relabel = build(cfg, "relabel")
     relabel = relabel if relabel is not None and relabel.enabled else None
     init_state = None
-    if relabel is not None:
-        from memorization.relabel.masc_layers import probe_names
-
-        probe_names(net, relabel.layers)  # a pattern matching no layer fails before training
-        if relabel.control:  # the untrained network, for the random-initialization control
-            init_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    # relabel's layer patterns were checked by validate(); control: the untrained network, for
+    # the random-initialization control
+    if relabel is not None and relabel.control:
+        init_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
     # optim as plain options: Hydra would build its _target_ here, before the parameters exist
     options = OmegaConf.to_container(cfg.module, resolve=True)
     module = hydra.utils.get_class(options.pop("_target_"))(
@@ -233,87 +203,31 @@ def _finish_wandb() -> None:
         wandb.finish()
 
 
-def _config_dirs(args: list[str]) -> list[Path] | None:
-    """Where Hydra looks for configs with these arguments: conf/, then the folders added by
-    ``--config-dir``/``-cd`` and ``hydra.searchpath=[...]`` (file:// or pkg:// entries); None
-    with ``--config-path``/``-cp``, which replaces conf/ (no check then: Hydra's own)."""
-    if {"--config-path", "-cp"} & {a.partition("=")[0] for a in args}:
-        return None
-    dirs = [Path(_conf_dir())]
-    for i, arg in enumerate(args):
-        flag, eq, value = arg.partition("=")
-        if flag in ("--config-dir", "-cd"):
-            value = value if eq else (args[i + 1] if i + 1 < len(args) else "")
-            dirs.append(Path(value).expanduser().resolve())
-        elif flag.lstrip("+") == "hydra.searchpath" and eq:
-            dirs += [d for e in value.strip("[]").split(",") if (d := _search_dir(e))]
-    return dirs
-
-
-def _extra_dirs(args: list[str]) -> list[str]:
-    return [str(d) for d in (_config_dirs(args) or [])[1:]]
-
-
-def _search_dir(entry: str) -> Path | None:
-    """The folder of one hydra.searchpath entry: file://DIR, pkg://package (or a bare DIR)."""
-    import importlib.util
-
-    entry = entry.strip().strip("'\"")
-    scheme, sep, rest = entry.partition("://")
-    if not sep:
-        scheme, rest = "file", entry
-    if scheme == "file" and rest:
-        return Path(rest).expanduser().resolve()
-    if scheme == "pkg":
-        try:
-            spec = importlib.util.find_spec(rest.replace("/", "."))
-        except (ImportError, ValueError):
-            return None
-        places = list(spec.submodule_search_locations or []) if spec else []
-        return Path(places[0]) if places else None
-    return None
-
-
-def _unknown_option(args: list[str]) -> str | None:
-    """The first ``group=option`` override naming an option that no config folder of the run
-    has (conf/, and those --config-dir and hydra.searchpath add), as a one-line error (Hydra's
-    own message spans a dozen lines)."""
-    dirs = _config_dirs(args)
-    if dirs is None:
-        return None
-    from hydra.core.config_store import ConfigStore
-
-    for arg in args:
-        key, sep, value = arg.partition("=")
-        key = key.lstrip("+~")
-        if not sep or arg.startswith("-") or "." in key or key.startswith("hydra"):
-            continue
-        groups = [d / key for d in dirs if (d / key).is_dir()]
-        if not groups or "(" in value:  # sweep functions such as range(...) pass
-            continue
-        stored = ConfigStore.instance().repo.get(key, {})  # options registered in Python
-        known = sorted({p.stem for g in groups for p in g.glob("*.yaml")}
-                       | {n.removesuffix(".yaml") for n, v in stored.items()
-                          if not isinstance(v, dict)})
-        for option in value.strip("[]").split(","):
-            option = option.strip()
-            if option and option != "null" and option not in known:
-                return (f"{key}={option} is not an option of '{key}'; choose one of: "
-                        f"{', '.join(known)}")
-    return None
-
-
-@hydra.main(version_base="1.3", config_path=_conf_dir(), config_name="config")
+@hydra.main(version_base="1.3", config_path=conf_dir(), config_name="config")
 def _hydra_main(cfg: DictConfig) -> None:
+    out = _output_dir()
+    die_with_launcher()  # a parallel sweep's worker ends with its launcher
+    try:
+        with hold(None if other_rank() else out,
+                  wait=bool(cfg.get("wait_for_lock", False)), what="job folder"):
+            _job(cfg, out)
+    except Refusal as err:  # another process holds the folder, or another run is in it
+        print(f"error: {first_line(err)}", file=sys.stderr)
+        if HydraConfig.get().mode != RunMode.MULTIRUN:
+            sys.exit(2)
+
+
+def _job(cfg: DictConfig, out: Path | None) -> None:
     try:
         train(cfg)
     except Exception as exc:  # one line on the screen; the traceback in the job's FAILED
         err = root_error(exc)
+        if isinstance(err, Refusal):
+            raise err from None  # nothing is written into a folder that is not this run's
         line = first_line(err)
         if isinstance(err, OSError) and err.errno in (errno.EACCES, errno.EROFS, errno.ENOSPC,
                                                       errno.EDQUOT):
             line += " (is the output folder writable, with free space? hydra.run.dir=...)"
-        out = _output_dir()
         where = ""
         if out is not None:
             try:
@@ -328,73 +242,42 @@ def _hydra_main(cfg: DictConfig) -> None:
         sys.exit(2 if isinstance(err, ConfigError) else 1)
 
 
-def _checked(args: list[str]) -> str | None:
-    """The one-line error a run with these overrides would give before it starts: an unknown
-    option, an output folder that cannot be made, with --cfg any bad value."""
-    err = _unknown_option(args)
-    if err or {"--help", "-h", "--hydra-help"} & set(args):
-        return err
-    from memorization.help import compose_first_job
-
-    try:
-        cfg = compose_first_job(Path(_conf_dir()), args, search=_extra_dirs(args))
-    except Exception as exc:  # a value of the wrong type: one line; else Hydra's own message
-        err = root_error(exc)
-        return str(err) if isinstance(err, ConfigError) else None
-    sweep = bool({"-m", "--multirun"} & set(args))
-    key = "hydra.sweep.dir" if sweep else "hydra.run.dir"
-    try:
-        out = Path(str(OmegaConf.select(cfg, key)))
-    except Exception:
-        out = None
-    if out is not None:
-        place = next((p for p in [out, *out.parents] if p.exists()), None)
-        if place is not None and not (place.is_dir() and os.access(place, os.W_OK)):
-            return (f"the output folder {out} cannot be made there ({place} is not a writable "
-                    f"folder); choose another with {key}=...")
-    if {"--cfg", "-c"} & set(args):
-        try:
-            validate(cfg)
-        except Exception as exc:
-            return first_line(root_error(exc))
-    return None
-
-
-def own_wandb_service() -> None:
-    """Forget a W&B service inherited from the process that started this one (wandb exports
-    WANDB_SERVICE so that children share a parent's service). A job killed with kill -9 leaves
-    its run registered in that shared service, which outlives it, and the rerun that resumes
-    the run's id is refused ("run ID ... is in use"); a service of the job's own ends with it."""
-    os.environ.pop("WANDB_SERVICE", None)
+def _check_folder(cfg: DictConfig, out: Path) -> None:
+    """A single run's folder that holds a run with other settings is refused before Hydra
+    writes into it (its .hydra/ files would no longer describe the run there)."""
+    if (cfg.get("resume", True) and cfg.get("ckpt_path") is None
+            and job_state(out) != "new"):
+        settings_refusal(out, composed_resolved(cfg, out))
 
 
 def main() -> None:
-    own_wandb_service()
     args = sys.argv[1:]
-    err = _checked(args) or missing_plugin(args)
-    if not err and {"--help", "-h"} & set(args):  # every group and top-level key
+    if {"--help", "-h"} & set(args):  # every group and top-level key
         from memorization.help import format_help
 
-        try:
-            print(format_help(Path(_conf_dir()), args, _extra_dirs(args)))
-            return
-        except Exception as e:  # an override Hydra cannot compose: one line, as for a run
-            err = str(e).strip().splitlines()[0]
-    if err:
+        err = unknown_option(args) or missing_plugin(args)
+        if not err:
+            try:
+                print(format_help(Path(conf_dir()), args, extra_dirs(args)))
+                return
+            except Exception as e:  # an override Hydra cannot compose: one line, as for a run
+                err = str(e).strip().splitlines()[0]
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
-    started = time.time()
-    try:
-        _hydra_main()
-    except SystemExit as stop:  # the launcher gave up (a job's process died): what is where
-        from memorization.report import callback
+    started_at = time.time()
+    with started("config", validate=validate, check_folder=_check_folder):
+        try:
+            _hydra_main()
+        except SystemExit as stop:  # the launcher gave up (a job's process died): what is where
+            from memorization.report import callback
 
-        where = callback.SWEEP_DIR
-        if stop.code not in (0, None) and where is not None and where.is_dir():
-            print(f"the sweep stopped early; "
-                  f"{callback.format_status(callback.sweep_status(where, started))}"
-                  "\nthe same command again resumes it", file=sys.stderr)
-        raise
+            where = callback.SWEEP_DIR
+            status = callback.sweep_status(where, started_at) \
+                if stop.code not in (0, None) and where is not None and where.is_dir() else {}
+            if any(status.values()):  # not a refusal before the first job
+                print(f"the sweep stopped early; {callback.format_status(status)}"
+                      "\nthe same command again resumes it", file=sys.stderr)
+            raise
     from memorization.report.callback import SWEEP_FAILURES
 
     if SWEEP_FAILURES:  # a sweep with a failed job ends non-zero (the jobs all ran)

@@ -43,8 +43,7 @@ from memorization.module import ModuleConfig
 from memorization.optim import OptimConfig
 from memorization.relabel.config import RelabelConfig
 from memorization.replicas.config import ReplicasConfig
-from memorization.studies.easy_hard import EasyHardConfig
-from memorization.studies.sensitivity import SensitivityConfig
+from memorization.studies.config import EasyHardConfig, SensitivityConfig
 
 GROUP = "schema"
 
@@ -104,6 +103,7 @@ class RunConfig:
     ckpt_path: str | None = None
     resume: bool = True
     threads: int | None = None
+    wait_for_lock: bool = False
     module: ModuleSchema = field(default_factory=ModuleSchema)
     replicas: ReplicasConfig = field(default_factory=ReplicasConfig)
 
@@ -115,6 +115,7 @@ class RunConfig:
             raise ConfigError("stop_at_train_acc=0 would stop at once; use a value in (0, 1] "
                               "or null")
         check_bool(self.resume, "resume")
+        check_bool(self.wait_for_lock, "wait_for_lock")
         check_number(self.threads, "threads", integer=True, lo=1, allow_none=True,
                      what=" (null: the launcher's share of the cores)")
 

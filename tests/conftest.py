@@ -25,7 +25,7 @@ atexit.register(shutil.rmtree, _WANDB_HOME, ignore_errors=True)
 for _var in ("WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR"):
     os.environ.setdefault(_var, str(_WANDB_HOME / _var.lower()))
 
-from memorization.run import _conf_dir  # noqa: E402
+from memorization.entry import conf_dir as _conf_dir  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = Path(_conf_dir())

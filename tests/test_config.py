@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -178,8 +181,8 @@ def test_every_data_option_takes_every_data_key(make_cfg):
 def test_base_presets_are_not_options():
     """The experiment bases (conf/experiment/base/) are shared by presets, not run on their
     own: neither --help nor the option check offers them."""
+    from memorization.entry import unknown_option as _unknown_option
     from memorization.help import _options as help_options
-    from memorization.run import _unknown_option
 
     assert (CONF / "experiment" / "base" / "zhang_cifar10.yaml").is_file()
     assert "base" not in help_options(CONF, "experiment")
@@ -218,8 +221,39 @@ def test_cli_unknown_option_is_one_line(tmp_path):
     assert "label_flip" in lines[0]
 
 
+@pytest.mark.parametrize("entry, args, line", [
+    ("memorization.sensitivity", ["nosuch=1"], "error: nosuch is not a key of the config: "
+     "check the spelling (its keys: python -m memorization.sensitivity --cfg job"),
+    ("memorization.easy_hard", ["nosuch=1"], "error: nosuch is not a key of the config: "
+     "check the spelling (its keys: python -m memorization.easy_hard --cfg job"),
+    ("memorization.easy_hard", ["model.width=abc"], "error: model.width=abc must be an integer"),
+    ("memorization.run", ["model.width=abc"], "error: model.width=abc must be an integer >= 1"),
+    ("memorization.run", ["model.width=[64,x,64]"], "error: model.width[1]=x must be an integer"),
+    ("memorization.run", ["replicas.vary=seed"],
+     "error: replicas.vary=seed must be a list: replicas.vary=[seed]"),
+    ("memorization.run", ["metrics.masc.layers=[nosuch]"],
+     "error: metrics.masc.layers: 'nosuch' matches no probe layer of this model; its layers "
+     "are input, fc1, fc2, fc3"),
+    ("memorization.run", ["-m", "noise.p=0,0.2", "metrics.masc.layers=[nosuch]"],
+     "error: job 0 (noise.p=0): metrics.masc.layers: 'nosuch' matches no probe layer"),
+])
+def test_every_entry_point_refuses_bad_input_in_one_line_writing_nothing(tmp_path, entry,
+                                                                         args, line):
+    """Each entry point: exit 2, one line, and no output folder made (checked before Hydra,
+    W&B or training start)."""
+    out = tmp_path / "out"
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    res = subprocess.run([sys.executable, "-m", entry, *args, f"hydra.run.dir={out}",
+                          f"hydra.sweep.dir={out}"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2, res.stderr[-2000:]
+    lines = [x for x in res.stderr.splitlines() if x.strip()]
+    assert len(lines) == 1 and lines[0].startswith(line), lines
+    assert not out.exists()
+
+
 def test_unknown_option_check_lets_valid_forms_through():
-    from memorization.run import _unknown_option
+    from memorization.entry import unknown_option as _unknown_option
 
     assert _unknown_option(["-m", "noise=label_flip,gaussian", "noise.p=0,0.5"]) is None
     assert _unknown_option(["logger=[csv,wandb]", "+experiment=theunissen_digits"]) is None

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from memorization.errors import TrainingDiverged
+from memorization.errors import ConfigError, TrainingDiverged
 from memorization.jobs import DivergenceGuard, EpochCheckpoint, job_state
 from memorization.loggers.history import read_history
 from tests.conftest import run_cli
@@ -35,6 +35,29 @@ def test_divergence_guard_names_epoch_step_and_last_finite_loss():
         guard.on_train_batch_end(trainer, None, {"loss": torch.tensor(float("inf"))}, None, 2)
     assert str(err.value).startswith(
         "the training loss became inf at epoch 3, step 3 (last finite loss 0.25)")
+
+
+def _feed(guard: DivergenceGuard, losses: list[float]) -> None:
+    trainer = SimpleNamespace(global_step=0, current_epoch=0)
+    for step, loss in enumerate(losses):
+        trainer.global_step = step + 1
+        guard.on_train_batch_end(trainer, None, {"loss": torch.tensor(loss)}, None, step)
+
+
+def test_divergence_guard_bounds_the_loss_by_its_first_step():
+    """max_ratio=1e6 with a first loss of 2: 1.9e6 is still a (bad) run, 2.1e6 is divergence;
+    None: only a non-finite loss stops it; a bound below 1 is refused."""
+    _feed(DivergenceGuard(max_ratio=1e6), [2.0, 3.0, 1.9e6])
+    with pytest.raises(TrainingDiverged) as err:
+        _feed(DivergenceGuard(max_ratio=1e6), [2.0, 3.0, 2.1e6])
+    assert str(err.value).startswith("the training loss rose to 2.1e+06 at epoch 1, step 3, "
+                                     "over callbacks.divergence.max_ratio=1e+06 times its "
+                                     "first step's 2:")
+    _feed(DivergenceGuard(max_ratio=None), [2.0, 1e30])
+    with pytest.raises(TrainingDiverged):
+        _feed(DivergenceGuard(max_ratio=None), [2.0, float("nan")])
+    with pytest.raises(ConfigError, match="callbacks.divergence.max_ratio=0.5 must be"):
+        DivergenceGuard(max_ratio=0.5)
 
 
 def test_checkpoint_replaces_last_ckpt_only_when_complete(tmp_path):

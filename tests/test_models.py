@@ -271,7 +271,7 @@ def test_mlp_with_one_width_per_layer():
     assert store["out"]["fc2"].shape == (2, 512) and store["out"]["fc3"].shape == (2, 2048)
     with pytest.raises(ConfigError, match="one width per hidden layer"):
         MLP(in_shape=(1, 4, 4), num_classes=3, depth=2, width=[8, 8, 8])
-    with pytest.raises(ConfigError, match="must be >= 1"):
+    with pytest.raises(ConfigError, match=r"model.width\[1\]=0 must be an integer >= 1"):
         MLP(in_shape=(1, 4, 4), num_classes=3, depth=2, width=[8, 0])
 
 

@@ -408,3 +408,37 @@ def test_hydra_callback_writes_the_report_unless_turned_off(tmp_path, capsys):
     SweepReport().on_multirun_end(bad)
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("report: could not be written")
+
+
+def test_damaged_job_files_are_named_marked_and_fail_the_command(tmp_path):
+    """Four kinds of damage, each one warning line naming the file, the job ``damaged`` in
+    final.csv and out of the table; the intact job is still reported; exit 1 unless
+    --lenient."""
+    sweep = tmp_path / "sweep"
+    jobs = {**JOBS, 4: {**JOBS[0], "seed": 2}, 5: {**JOBS[1], "seed": 2}}
+    make_sweep(sweep, jobs)
+    (sweep / "0" / "metrics.json").write_text('{"epochs": 6, "final": {')  # cut off
+    (sweep / "1" / "metrics.json").write_text("[1, 2, 3]\n")
+    (sweep / "2" / "history.csv").write_bytes(bytes(range(256)) * 4)
+    hist = sweep / "4" / "history.csv"
+    lines = hist.read_text().splitlines(keepends=True)
+    hist.write_text("".join(line for line in lines if not line.startswith(("5,", "6,"))))
+    rc, out, err = run_main([str(sweep), "--no-figures"])
+    assert rc == 1
+    warnings = [line for line in out.splitlines() if line.startswith("warning: ")]
+    assert warnings == [
+        f"warning: {sweep / '0' / 'metrics.json'}: not JSON (Expecting property name enclosed "
+        "in double quotes at line 1)",
+        f"warning: {sweep / '1' / 'metrics.json'}: a JSON list, not an object",
+        f"warning: {sweep / '2' / 'history.csv'}: not text (binary bytes)",
+        f"warning: {sweep / '4' / 'history.csv'}: ends at epoch 4 but metrics.json counts 6 "
+        "epochs (truncated)"]
+    assert err.strip().startswith("error: 4 job(s) damaged") and "--lenient" in err
+    assert sorted(table_rows(out)) == ["5"]  # the intact finished job only
+    assert "6 job(s): 1 finished, 4 damaged, 1 unfinished" in out
+    final = pd.read_csv(sweep / "report" / "final.csv")
+    assert dict(zip(final["job"].astype(str), final["status"], strict=True)) == {
+        "0": "damaged", "1": "damaged", "2": "damaged", "3": "unfinished", "4": "damaged",
+        "5": "finished"}
+    rc, out, err = run_main([str(sweep), "--no-figures", "--lenient"])
+    assert rc == 0 and out.count("warning: ") == 4 and not err

@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 
 from memorization.config import validate
+from memorization.entry import unknown_option as _unknown_option
 from memorization.errors import ConfigError, root_error
-from memorization.run import _unknown_option, train
+from memorization.run import train
 from tests.conftest import run_cli
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from memorization.errors import ConfigError, check_all
+from memorization.errors import ConfigError, check_all, check_number
 from memorization.models.probes import ProbedModel, ProbeLayer
 from memorization.models.regularizers import InputNoise, check_input_regularizers
 
@@ -39,11 +39,17 @@ class MLPConfig:
 
     def __post_init__(self):
         self.in_shape = tuple(self.in_shape)
+        # a union type: the schema leaves it unchecked (model.width=abc), so check it here
+        check_number(self.depth, "model.depth", integer=True, lo=1)
         if isinstance(self.width, (list, tuple)):
-            self.width = [int(w) for w in self.width]
+            self.width = [check_number(w, f"model.width[{i}]", integer=True, lo=1)
+                          for i, w in enumerate(self.width)]
             if len(self.width) != self.depth:
                 raise ConfigError(f"model.width lists {len(self.width)} widths but model.depth="
                                   f"{self.depth}; give one width per hidden layer")
+        else:
+            check_number(self.width, "model.width", integer=True, lo=1,
+                         what=" (or a list of them, one per hidden layer)")
         checks = [
             (self.num_classes >= 1, f"model.num_classes={self.num_classes} must be >= 1"),
             (len(self.in_shape) >= 1 and all(d >= 1 for d in self.in_shape),

@@ -13,6 +13,11 @@ Reads every job folder of the sweep(s) (:mod:`memorization.report.data`) and wri
 - the figures (:mod:`memorization.report.figures`), each a PNG, seeds aggregated as mean with
   a min–max band; a figure the sweep has no data for is skipped with one line.
 
+A job whose files are damaged (a ``metrics.json`` that is no JSON object, a ``history.csv`` that
+cannot be read or ends before the last epoch: :mod:`memorization.report.data`) is marked
+``damaged`` in ``final.csv``, left out of the tables and figures, and named in one warning line
+per file; the command then exits 1 (``--lenient``: 0), after writing the report of the rest.
+
 Jobs still running (or crashed) count as unfinished: their history so far is in
 ``history.csv``, but the summary table, ``final.csv``'s final values and the figures hold the
 finished jobs only, so a report of a running sweep shows what has finished. Every file is
@@ -132,8 +137,10 @@ def _log_to_wandb(report: Report) -> None:
 
 
 def format_report(report: Report) -> str:
-    """What the command prints: skipped figures, where the files are, then the table."""
-    lines = [*report.skipped, f"report: {len(report.files)} files in {report.out}"]
+    """What the command prints: damaged files, skipped figures, where the files are, then the
+    table."""
+    lines = [*(f"warning: {p}" for p in report.sweep.problems), *report.skipped,
+             f"report: {len(report.files)} files in {report.out}"]
     if report.wandb_dir is not None:
         lines.append(f"W&B: the report in {report.wandb_dir} (wandb sync to upload)")
     lines += ["", report.table]
@@ -151,6 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-figures", action="store_true", help="tables only")
     parser.add_argument("--no-wandb", action="store_true",
                         help="do not log the report to W&B even when the jobs did")
+    parser.add_argument("--lenient", action="store_true",
+                        help="exit 0 even when some job's files are damaged (they are still "
+                             "named, and left out)")
     args = parser.parse_args(argv)
     try:
         report = write_report(args.dirs, out=args.out, figures=not args.no_figures,
@@ -159,4 +169,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(format_report(report))
+    damaged = int((report.sweep.jobs["status"] == "damaged").sum())
+    if damaged and not args.lenient:
+        print(f"error: {damaged} job(s) damaged (the warnings above); the report holds the "
+              "rest. Restore or delete those job folders and rerun the sweep's command to "
+              "redo them, or pass --lenient", file=sys.stderr)
+        return 1
     return 0

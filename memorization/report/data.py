@@ -6,6 +6,11 @@ multirun's ``N/``, or a single run's folder given directly). A job is
 - ``finished`` when its ``metrics.json`` exists (written only when training ends),
 - ``interrupted`` when that file says the run was interrupted (Ctrl-C),
 - ``failed`` when its ``FAILED`` marker holds the error of its last attempt,
+- ``damaged`` when one of its files cannot be what this program wrote: ``metrics.json`` not a
+  JSON object, ``history.csv`` unreadable, not in the history format, or ending before the last
+  epoch ``metrics.json`` counts (a copy cut short). Each damage is one line in
+  :attr:`Sweep.problems` (``python -m memorization.report`` prints them as warnings and exits 1
+  unless ``--lenient``); the job's readable parts stay out of the tables,
 - ``unfinished`` otherwise: running, or killed; its history so far is still read.
 
 The swept parameters are the keys of the multirun's sweep overrides (``noise.p=0,0.2,0.4`` in
@@ -16,7 +21,6 @@ the resolved config's value (``noise.p``), else the override's text.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,10 +28,10 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from memorization.io import flat_keys
+from memorization.io import flat_keys, read_json_object
 from memorization.loggers.history import COLUMNS, read_history
 
-STATUSES = ("finished", "interrupted", "failed", "unfinished")
+STATUSES = ("finished", "interrupted", "failed", "damaged", "unfinished")
 # columns of the jobs table besides the swept parameters and the final values
 FIXED = ("noise", "noise.p", "seed", "noise.seed")
 
@@ -41,6 +45,7 @@ class Job:
     choices: dict
     metrics: dict | None
     status: str
+    problems: list[str] = field(default_factory=list)  # "FILE: what is wrong", one per damage
 
 
 @dataclass
@@ -60,6 +65,11 @@ class Sweep:
     @property
     def finished(self) -> pd.DataFrame:
         return self.jobs[self.jobs["status"] == "finished"]
+
+    @property
+    def problems(self) -> list[str]:
+        """One line per damaged file: ``PATH: what is wrong``."""
+        return [p for j in self.job_list for p in j.problems]
 
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's: 10x faster on hydra.yaml
@@ -127,16 +137,15 @@ def _read_job(folder: Path, job_id: str) -> Job:
     hydra_cfg = _yaml(hydra_dir / "hydra.yaml") or {}
     choices = ((hydra_cfg.get("hydra") or {}).get("runtime") or {}).get("choices") or {}
     overrides = _yaml(hydra_dir / "overrides.yaml") or []
-    metrics = None
-    if (folder / "metrics.json").is_file():
-        try:
-            metrics = json.loads((folder / "metrics.json").read_text())
-        except json.JSONDecodeError:  # written atomically, so only damage leads here
-            metrics = None
-    status = ("failed" if metrics is None and (folder / "FAILED").is_file()
+    metrics, wrong = read_json_object(folder / "metrics.json")
+    problems = [] if metrics is not None or wrong == "missing" else \
+        [f"{folder / 'metrics.json'}: {wrong}"]
+    status = ("damaged" if problems
+              else "failed" if metrics is None and (folder / "FAILED").is_file()
               else "unfinished" if metrics is None
               else "interrupted" if metrics.get("interrupted") else "finished")
-    return Job(folder, job_id, [str(o) for o in overrides], config, choices, metrics, status)
+    return Job(folder, job_id, [str(o) for o in overrides], config, choices, metrics, status,
+               problems)
 
 
 def _select(config: dict, key: str):
@@ -207,8 +216,33 @@ def _job_row(job: Job, swept: list[str]) -> dict:
 
 
 def _history(job: Job) -> pd.DataFrame:
+    """The job's history rows; a damaged history.csv (see the module docstring) marks the job
+    damaged and gives no rows."""
     path = job.folder / "history.csv"
-    df = read_history(path) if path.is_file() else pd.DataFrame({c: [] for c in COLUMNS})
+    empty = pd.DataFrame({c: [] for c in COLUMNS})
+    wrong = ""
+    df = empty
+    if path.is_file():
+        try:
+            df = read_history(path)
+        except UnicodeDecodeError:
+            wrong = "not text (binary bytes)"
+        except (OSError, ValueError, pd.errors.ParserError) as e:
+            wrong = f"unreadable as a history ({type(e).__name__}: {str(e).splitlines()[0]})"
+        else:
+            missing = [c for c in COLUMNS if c not in df.columns]
+            epochs = (job.metrics or {}).get("epochs")
+            last = pd.to_numeric(df["epoch"], errors="coerce").max() if "epoch" in df else None
+            if missing:
+                wrong = f"not a history: no column {', '.join(missing)}"
+            elif isinstance(epochs, int) and epochs > 0 and not (len(df) and last >= epochs):
+                end = f"ends at epoch {last:g}" if len(df) else "has no rows"
+                wrong = f"{end} but metrics.json counts {epochs} epochs (truncated)"
+    if wrong:
+        job.problems.append(f"{path}: {wrong}")
+        job.status = "damaged"
+        df = empty
+    df = df.copy()
     df.insert(0, "job", job.id)
     return df
 
@@ -254,8 +288,8 @@ def load_sweep(dirs: list[str | Path]) -> Sweep:
         job_list.append(_read_job(folder, str(rel) if str(rel) != "." else
                                   folder.resolve().name))
     swept = swept_keys(paths, job_list)
+    histories = [_history(j) for j in job_list]  # first: a damaged history changes the status
     jobs = pd.DataFrame([_job_row(j, swept) for j in job_list])
-    histories = [_history(j) for j in job_list]
     # a job without rows yet (no history.csv) would turn every job's epochs into floats
     history = pd.concat([h for h in histories if len(h)] or histories[:1], ignore_index=True)
     return Sweep(paths, jobs, history, swept, _title(jobs, job_list, swept), job_list)

@@ -7,7 +7,7 @@ import math
 
 import pandas as pd
 
-from memorization.report.data import Sweep
+from memorization.report.data import STATUSES, Sweep
 
 
 def tidy(sweep: Sweep) -> pd.DataFrame:
@@ -157,7 +157,5 @@ def markdown(sweep: Sweep) -> str:
         lines.append(f"not in the table: {len(others)} job(s) not finished: " + ", ".join(
             f"{j} ({s})" for j, s in zip(others["job"], others["status"], strict=True)))
     head = (f"{sweep.title}\n{len(sweep.jobs)} job(s): "
-            + ", ".join(f"{counts[s]} {s}" for s in ("finished", "interrupted", "failed",
-                                                     "unfinished")
-                        if s in counts))
+            + ", ".join(f"{counts[s]} {s}" for s in STATUSES if s in counts))
     return head + "\n\n" + "\n".join(lines) + "\n"

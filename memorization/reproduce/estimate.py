@@ -48,7 +48,7 @@ def _compose(spec: SweepSpec):
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from memorization.run import _conf_dir
+    from memorization.entry import conf_dir as _conf_dir
 
     first = [f"{k}={v.split(',')[0]}" for k, v in spec.params.items()]
     GlobalHydra.instance().clear()

@@ -24,17 +24,12 @@ import torch.nn.functional as F
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from memorization.entry import conf_dir  # noqa: F401  (re-exported for the studies)
 from memorization.errors import ConfigError, check_number, first_line, root_error
 from memorization.io import atomic_path, say
 
 STUDY_KEYS = ("sensitivity", "easy_hard")
 """The top-level nodes of the studies' primary configs; a preset that sets one is theirs."""
-
-
-def conf_dir() -> str:
-    from memorization.run import _conf_dir
-
-    return _conf_dir()
 
 
 def device_of(name: str) -> torch.device:
@@ -194,8 +189,16 @@ def study_main(run: Callable[[DictConfig], dict], config_name: str) -> Callable[
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
 
+        from memorization.entry import other_rank
+        from memorization.folder_lock import hold
+        from memorization.launch import die_with_launcher
+
+        out = HydraConfig.get().runtime.output_dir
+        die_with_launcher()
         try:
-            run(cfg)
+            with hold(None if other_rank() else out, what="job folder",
+                      wait=bool(cfg.get("wait_for_lock", False))):
+                run(cfg)
         except Exception as exc:
             err = root_error(exc)
             line = first_line(err)
@@ -257,13 +260,10 @@ def study_entry(run: Callable[[DictConfig], dict], config_name: str) -> Callable
     hydra_main = study_main(run, config_name)
 
     def main() -> None:
-        from memorization.run import _unknown_option, own_wandb_service
+        from memorization.entry import started
 
-        own_wandb_service()
-        err = _unknown_option(sys.argv[1:])
-        if err:
-            print(f"error: {err}", file=sys.stderr)
-            sys.exit(2)
-        hydra_main()
+        key = config_name
+        with started(config_name, validate=lambda cfg: validate_study(cfg, key)):
+            hydra_main()
 
     return main

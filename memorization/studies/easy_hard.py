@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -45,33 +44,10 @@ import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from memorization.errors import ConfigError, check_number
 from memorization.io import say, write_json_atomic
 from memorization.loop import train_epoch
 from memorization.studies import common
-
-SPLITS = ("train", "test")
-
-
-@dataclass
-class EasyHardConfig:
-    """The ``easy_hard`` node of conf/easy_hard.yaml (the meaning of each key: there)."""
-
-    n_seeds: int = 100
-    epochs: int = 1
-    split: str = "train"
-    image_size: int | None = None
-    device: str = "auto"
-
-    def __post_init__(self):
-        check_number(self.n_seeds, "easy_hard.n_seeds", integer=True, lo=1)
-        check_number(self.epochs, "easy_hard.epochs", integer=True, lo=1)
-        if self.split not in SPLITS:
-            raise ConfigError(f"easy_hard.split={self.split} must be one of {', '.join(SPLITS)}")
-        check_number(self.image_size, "easy_hard.image_size", integer=True, lo=1,
-                     allow_none=True, what=" (null keeps the images' size)")
-        if not isinstance(self.device, str) or not self.device:
-            raise ConfigError(f"easy_hard.device={self.device} must be auto or a torch device")
+from memorization.studies.config import SPLITS, EasyHardConfig  # noqa: F401  (re-exported)
 
 
 def binomial_reference(n_examples: int, n_runs: int, p: float) -> np.ndarray:

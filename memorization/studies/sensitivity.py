@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -35,10 +34,11 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from memorization.errors import ConfigError, check_bool, check_number
+from memorization.errors import ConfigError
 from memorization.io import atomic_path, say, write_json_atomic
 from memorization.loop import train_epoch
 from memorization.studies import common
+from memorization.studies.config import METHODS, SensitivityConfig  # noqa: F401  (re-exported)
 from memorization.studies.gradients import (
     SGD,
     batch_schedule,
@@ -46,42 +46,6 @@ from memorization.studies.gradients import (
     input_grad_norm,
     loss_sensitivity,
 )
-
-METHODS = ("unrolled", "input_grad_norm")
-
-
-@dataclass
-class SensitivityConfig:
-    """The ``sensitivity`` node of conf/sensitivity.yaml (the meaning of each key: there)."""
-
-    method: str = "unrolled"
-    image_size: int | None = 14
-    unique_labels: bool = False
-    batch_size: int = 10
-    steps: int = 1000
-    every: int = 10
-    class_every: int = 100
-    direct: bool = False
-    epochs: int = 20
-    device: str = "auto"
-
-    def __post_init__(self):
-        if self.method not in METHODS:
-            raise ConfigError(f"sensitivity.method={self.method} must be one of "
-                              f"{', '.join(METHODS)}")
-        check_number(self.image_size, "sensitivity.image_size", integer=True, lo=1,
-                     allow_none=True, what=" (null keeps the images' size)")
-        for key in ("unique_labels", "direct"):
-            check_bool(getattr(self, key), f"sensitivity.{key}")
-        for key in ("batch_size", "steps", "every", "epochs"):
-            check_number(getattr(self, key), f"sensitivity.{key}", integer=True, lo=1)
-        check_number(self.class_every, "sensitivity.class_every", integer=True, lo=0,
-                     what=" (0: no class x class matrix)")
-        if self.class_every and self.class_every % self.every:
-            raise ConfigError(f"sensitivity.class_every={self.class_every} must be a multiple "
-                              f"of sensitivity.every={self.every} (or 0)")
-        if not isinstance(self.device, str) or not self.device:
-            raise ConfigError(f"sensitivity.device={self.device} must be auto or a torch device")
 
 
 def _sgd(cfg: DictConfig) -> SGD:
