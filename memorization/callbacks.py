@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 from pathlib import Path
 
 import lightning as L
@@ -12,8 +13,10 @@ from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_only
 
-from memorization.io import say, write_json_atomic, write_text_atomic
+from memorization.io import pct, say, write_json_atomic, write_text_atomic
 from memorization.jobs import FIT
+
+_pct = partial(pct, none="-", width=5)  # summary lines: "-" for a missing value
 
 
 class StopAtTrainAccuracy(Callback):
@@ -295,9 +298,6 @@ def format_settings(config: dict, trainer: L.Trainer, pl_module: L.LightningModu
         f"{until}",
     ])
 
-
-def _pct(v) -> str:
-    return "    -" if v is None else f"{100 * v:5.1f}%"
 
 
 def format_summary(s: dict, out: Path | None = None) -> str:

@@ -8,6 +8,7 @@ noise against the data, the trainer and launcher, files and keys that must exist
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 from dataclasses import fields, is_dataclass
@@ -19,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 import memorization.resolvers  # noqa: F401  (the ${mem.*} resolvers)
 import memorization.schemas  # noqa: F401  (registers the schemas, for composing in tests too)
 from memorization.errors import ConfigError, check_number, first_line, root_error
+from memorization.jobs import resolved_dict
 from memorization.noise import get_corruption
 from memorization.replicas.config import check_stackable, replica_count
 
@@ -141,10 +143,22 @@ def _check_layers(cfg: DictConfig) -> None:
         pick_layers(names, patterns, key)
 
 
-def resolved_dict(cfg: DictConfig) -> dict:
-    """A job's config as plain values, interpolations resolved (Hydra's own node left out)."""
-    return {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
-            for k, v in cfg.items() if k != "hydra"}
+def composed_resolved(cfg, folder: str | os.PathLike) -> dict:
+    """What a composed config (``hydra.compose``, before Hydra runs it) resolves to as the job
+    in ``folder``: its ``${hydra:runtime.output_dir}`` is that folder; Hydra's own state is left
+    as it was found."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    mine = copy.deepcopy(cfg)  # keeps Hydra's typed node, which HydraConfig requires
+    with open_dict(mine):
+        mine.hydra.runtime.output_dir = str(Path(folder).resolve())
+    before = HydraConfig.instance().cfg
+    HydraConfig.instance().set_config(mine)
+    try:
+        return resolved_dict(mine)
+    finally:
+        HydraConfig.instance().cfg = before
 
 
 def check_noise(noise: DictConfig, shape: tuple[int, ...]) -> None:

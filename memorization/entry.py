@@ -176,10 +176,6 @@ def own_wandb_service() -> None:
     os.environ.pop("WANDB_SERVICE", None)
 
 
-LAUNCHER_PID = "MEMORIZATION_LAUNCHER_PID"  # the entry point's process, for its workers
-LAUNCHER_HOST = "MEMORIZATION_LAUNCHER_HOST"
-
-
 def other_rank() -> bool:
     """A process of a DDP run other than its rank zero (Lightning starts each by re-running the
     command): rank zero holds the folder for all of them."""
@@ -200,6 +196,8 @@ def started(config_name: str = "config", validate: Callable | None = None,
     own_wandb_service()
     if not other_rank():  # a DDP rank re-runs the command: its launcher is rank zero's
         import socket
+
+        from memorization.launch import LAUNCHER_HOST, LAUNCHER_PID
 
         os.environ[LAUNCHER_PID] = str(os.getpid())
         os.environ[LAUNCHER_HOST] = socket.gethostname()

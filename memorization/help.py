@@ -72,7 +72,7 @@ def compose_first_job(conf: Path, args: list[str], search: list[str] = (),
                       config_name: str = "config") -> DictConfig:
     """The config of the first job the command line would run (a sweep's first values);
     ``search``: the config folders the run adds (--config-dir and hydra.searchpath)."""
-    from memorization.report.data import override_items
+    from memorization.overrides import override_items
 
     plain = [o for o in args if "=" in o and not o.startswith("-")
              and o.partition("=")[0].lstrip("+") != "hydra.searchpath"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import secrets
 from collections.abc import Iterator
@@ -65,6 +66,14 @@ def say(text: str) -> None:
     """Print ``text`` and copy it into the job's run.log (when Hydra set up logging)."""
     print(text, flush=True)
     _FILE_LOG.info(text)
+
+
+def pct(v, none: str = "–", width: int = 0) -> str:
+    """A fraction as a percentage with one decimal (``0.412`` -> ``41.2%``), right-aligned in
+    ``width``; ``none`` for a missing or NaN value."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return none.rjust(width)
+    return f"{100 * v:{width}.1f}%"
 
 
 def flat_keys(node: dict, prefix: str = "") -> dict:

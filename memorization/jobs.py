@@ -18,7 +18,7 @@ A job folder is in one of these states, decided by :func:`job_state` from its fi
 
 from __future__ import annotations
 
-import copy
+import json
 import math
 import os
 import traceback
@@ -29,12 +29,19 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
 
 from memorization.errors import TrainingDiverged, first_line
-from memorization.io import atomic_path, read_json_object, write_text_atomic
+from memorization.io import atomic_path, read_json_object, say, write_text_atomic
 
 LAST = Path("checkpoints") / "last.ckpt"
 FIT = "fit.json"  # the fit's report, while a stage after the fit has not finished
+
+
+def resolved_dict(cfg: DictConfig) -> dict:
+    """A job's config as plain values, interpolations resolved (Hydra's own node left out)."""
+    return {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+            for k, v in cfg.items() if k != "hydra"}
 
 
 def job_state(folder: str | os.PathLike) -> str:
@@ -185,26 +192,6 @@ def config_changes(folder: str | os.PathLike, resolved: dict) -> list[str]:
             and not any(k == f or k.startswith(f + ".") for f in free)]
 
 
-def composed_resolved(cfg, folder: str | os.PathLike) -> dict:
-    """What a composed config (``hydra.compose``, before Hydra runs it) resolves to as the job
-    in ``folder``: its ``${hydra:runtime.output_dir}`` is that folder; Hydra's own state is left
-    as it was found."""
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
-
-    from memorization.config import resolved_dict
-
-    mine = copy.deepcopy(cfg)  # keeps Hydra's typed node, which HydraConfig requires
-    with open_dict(mine):
-        mine.hydra.runtime.output_dir = str(Path(folder).resolve())
-    before = HydraConfig.instance().cfg
-    HydraConfig.instance().set_config(mine)
-    try:
-        return resolved_dict(mine)
-    finally:
-        HydraConfig.instance().cfg = before
-
-
 def settings_refusal(folder: str | os.PathLike, resolved: dict) -> None:
     """Raise a one-line :class:`Refusal` when ``folder`` holds a run (finished, failed or
     resumable) whose settings differ from ``resolved``; nothing is written into the folder."""
@@ -218,6 +205,42 @@ def settings_refusal(folder: str | os.PathLike, resolved: dict) -> None:
         raise Refusal(f"{folder} holds a run with other settings ({'; '.join(changes[:2])}"
                       f"{more}): resume=false starts it over there, or choose another folder "
                       "(hydra.run.dir, or hydra.sweep.dir for -m)")
+
+
+STAGE = "stage"  # resume_point's answer for a job whose fit finished but not its stage
+
+
+def resume_point(out: Path, resolved: dict, max_epochs: int) -> str | None:
+    """What a run in a used job folder does: "skip" a finished run, resume an unfinished one
+    (its checkpoint's path), rerun the stage after a finished fit (STAGE), start a failed one
+    over (None), after checking that the settings are those of the run in the folder."""
+    state = job_state(out)
+    if state == "new":
+        return None
+    settings_refusal(out, resolved)
+    last = out / LAST
+    if state == "finished":
+        hint = ""
+        done = json.loads((out / "metrics.json").read_text()).get("epochs")
+        if last.is_file() and done is not None and max_epochs > done:
+            hint = f"; ckpt_path={last} trains it on to trainer.max_epochs={max_epochs}"
+        say(f"skip {out}: finished before (its metrics.json){hint}; resume=false runs it again")
+        return "skip"
+    if state == "fitted":  # the fit finished before, the stage after it did not
+        if last.is_file():
+            say(f"resuming {out}: its fit finished before; running its relabel stage again")
+            return STAGE
+        say(f"start over {out}: its fit finished but left no {LAST} for its relabel stage")
+        return None
+    if state == "failed":
+        why, kind = failure(out)
+        if last.is_file() and kind != TrainingDiverged.__name__:
+            say(f"resuming {out} from its {LAST} (it failed before: {why})")
+            return str(last)
+        say(f"start over {out}: it failed before ({why})")
+        return None
+    say(f"resuming {out} from its {LAST}")
+    return str(last)
 
 
 class EpochCheckpoint(Checkpoint):

@@ -13,13 +13,19 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-import memorization.resolvers  # noqa: F401  (ray.yaml's ${mem.gpus_if_cuda:1})
 from memorization.errors import ConfigError
 
 # conf/hydra/launcher/ray.yaml shares its name with the plugin's own config, so Hydra validates
 # it against that schema (it is complete and valid) and warns each time; the warning is noise.
 warnings.filterwarnings("ignore", message=r"(?s).*'hydra/launcher/ray' is validated against "
                                           "ConfigStore schema")
+
+# ray.yaml's default GPUs per job: ${mem.gpus_if_cuda:1} is 1 on a machine that sees a GPU, else 0
+OmegaConf.register_new_resolver("mem.gpus_if_cuda",
+                                lambda n=1: n if _cuda_available() else 0, replace=True)
+# set by the entry point (memorization/entry.py) for the workers its launcher starts
+LAUNCHER_PID = "MEMORIZATION_LAUNCHER_PID"
+LAUNCHER_HOST = "MEMORIZATION_LAUNCHER_HOST"
 
 _KINDS = {"BasicLauncher": "basic", "JoblibLauncher": "joblib", "RayLauncher": "ray",
           "SlurmLauncher": "slurm", "LocalLauncher": "submitit_local"}
@@ -218,8 +224,6 @@ def die_with_launcher(poll_s: float = 0.5) -> None:
     import signal
     import socket
     import threading
-
-    from memorization.entry import LAUNCHER_HOST, LAUNCHER_PID
 
     pid = int(os.environ.get(LAUNCHER_PID) or 0)
     if (not pid or pid == os.getpid() or _WATCHED

@@ -1,4 +1,5 @@
-"""The ``${mem.*}`` resolvers the YAML files use, registered on import.
+"""The ``${mem.*}`` resolvers of the W&B logger's YAML, registered on import (the launchers'
+``${mem.gpus_if_cuda}``: memorization/launch.py).
 
 Anything that composes or resolves the project's config imports this module (``memorization.config``
 and ``memorization.entry`` do), so a config resolves the same in a job, a study, the help and the
@@ -27,7 +28,7 @@ def job_name() -> str:
     else its overrides (``noise.p=0.2``), or "default"."""
     hc = HydraConfig.get()
     if hc.mode == RunMode.MULTIRUN:
-        from memorization.report.data import override_items, sweep_overrides
+        from memorization.overrides import override_items, sweep_overrides
 
         swept = set(sweep_overrides(Path(str(hc.sweep.dir))))
         task = [str(t) for t in hc.overrides.task]
@@ -38,13 +39,5 @@ def job_name() -> str:
         or "default"
 
 
-def gpus_if_cuda(n: int = 1) -> int:
-    """ray.yaml's default GPUs per job: ``n`` on a machine that sees a GPU, else 0."""
-    from memorization import launch
-
-    return n if launch._cuda_available() else 0
-
-
 OmegaConf.register_new_resolver("mem.sweep_group", sweep_group, replace=True)
 OmegaConf.register_new_resolver("mem.job_name", job_name, replace=True)
-OmegaConf.register_new_resolver("mem.gpus_if_cuda", gpus_if_cuda, replace=True)

@@ -31,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 from memorization.callbacks import LogConfig  # noqa: E402
 from memorization.config import (  # noqa: E402  (and registers the schemas)
     build,
-    resolved_dict,
+    composed_resolved,
     validate,
 )
 from memorization.entry import (  # noqa: E402
@@ -49,16 +49,16 @@ from memorization.errors import (  # noqa: E402
     root_error,
 )
 from memorization.folder_lock import hold  # noqa: E402
-from memorization.io import say  # noqa: E402
 from memorization.jobs import (  # noqa: E402
     FIT,
     LAST,
+    STAGE,
     check_checkpoint,
     clear_markers,
-    composed_resolved,
-    failure,
     job_state,
     mark_failed,
+    resolved_dict,
+    resume_point,
     settings_refusal,
 )
 from memorization.launch import (  # noqa: E402
@@ -81,42 +81,6 @@ def _output_dir() -> Path | None:
     return Path(out) if out else None
 
 
-STAGE = "stage"  # _resume_point's answer for a job whose fit finished but not its stage
-
-
-def _resume_point(out: Path, resolved: dict, cfg: DictConfig) -> str | None:
-    """What a run in a used job folder does: "skip" a finished run, resume an unfinished one
-    (its checkpoint's path), rerun the stage after a finished fit (STAGE), start a failed one
-    over (None), after checking that the settings are those of the run in the folder."""
-    state = job_state(out)
-    if state == "new":
-        return None
-    settings_refusal(out, resolved)
-    last = out / LAST
-    if state == "finished":
-        hint = ""
-        done = json.loads((out / "metrics.json").read_text()).get("epochs")
-        if last.is_file() and done is not None and cfg.trainer.max_epochs > done:
-            hint = f"; ckpt_path={last} trains it on to trainer.max_epochs={cfg.trainer.max_epochs}"
-        say(f"skip {out}: finished before (its metrics.json){hint}; resume=false runs it again")
-        return "skip"
-    if state == "fitted":  # the fit finished before, the stage after it did not
-        if last.is_file():
-            say(f"resuming {out}: its fit finished before; running its relabel stage again")
-            return STAGE
-        say(f"start over {out}: its fit finished but left no {LAST} for its relabel stage")
-        return None
-    if state == "failed":
-        why, kind = failure(out)
-        if last.is_file() and kind != TrainingDiverged.__name__:
-            say(f"resuming {out} from its {LAST} (it failed before: {why})")
-            return str(last)
-        say(f"start over {out}: it failed before ({why})")
-        return None
-    say(f"resuming {out} from its {LAST}")
-    return str(last)
-
-
 def train(cfg: DictConfig) -> dict | None:
     """Fit one job; returns the run summary (what metrics.json holds). A job folder that holds
     a finished run is skipped, one with a checkpoint of an unfinished run resumes from it
@@ -128,7 +92,7 @@ def train(cfg: DictConfig) -> dict | None:
     resolved = resolved_dict(cfg)
     fitted = None  # the fit's report, when an earlier attempt finished the fit
     if out is not None and ckpt is None and cfg.get("resume", True):
-        ckpt = _resume_point(out, resolved, cfg)
+        ckpt = resume_point(out, resolved, int(cfg.trainer.max_epochs))
         if ckpt == "skip":
             return json.loads((out / "metrics.json").read_text())
         if ckpt == STAGE:
@@ -269,16 +233,16 @@ def main() -> None:
         try:
             _hydra_main()
         except SystemExit as stop:  # the launcher gave up (a job's process died): what is where
-            from memorization.report import callback
+            from memorization import sweep
 
-            where = callback.SWEEP_DIR
-            status = callback.sweep_status(where, started_at) \
+            where = sweep.SWEEP_DIR
+            status = sweep.sweep_status(where, started_at) \
                 if stop.code not in (0, None) and where is not None and where.is_dir() else {}
             if any(status.values()):  # not a refusal before the first job
-                print(f"the sweep stopped early; {callback.format_status(status)}"
+                print(f"the sweep stopped early; {sweep.format_status(status)}"
                       "\nthe same command again resumes it", file=sys.stderr)
             raise
-    from memorization.report.callback import SWEEP_FAILURES
+    from memorization.sweep import SWEEP_FAILURES
 
     if SWEEP_FAILURES:  # a sweep with a failed job ends non-zero (the jobs all ran)
         sys.exit(1)

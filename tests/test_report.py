@@ -389,7 +389,7 @@ def test_fifty_jobs_sixty_epochs(tmp_path):
 def test_hydra_callback_writes_the_report_unless_turned_off(tmp_path, capsys):
     from omegaconf import OmegaConf
 
-    from memorization.report.callback import SweepReport
+    from memorization.sweep import SweepReport
 
     sweep = tmp_path / "s"
     make_sweep(sweep)

@@ -1,4 +1,7 @@
-"""Data: sources (one small file each) and the one DataModule that serves them as tensors."""
+"""Data: sources (one small file each) and the one DataModule that serves them as tensors.
+
+Layer: parts; imports the base (errors, io, distributed) and noise, nothing above.
+"""
 
 # Importing the sources fills the registry.
 from memorization.data import cifar, digits, idx, mnist1d, synthetic, tiny_imagenet  # noqa: E402,F401,I001

@@ -176,7 +176,8 @@ class EpochBatchSampler(Sampler):
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
 
-def _identity(batch):
+def whole_batch(batch):
+    """The collate function of a loader whose sampler yields whole batches (index tensors)."""
     return batch
 
 
@@ -335,7 +336,7 @@ class DataModule(L.LightningDataModule):
         bs = self.cfg.batch_size if train else self.cfg.eval_batch_size
         seed = self.cfg.shuffle_seed if train else 0  # evaluation order is sequential anyway
         sampler = EpochBatchSampler(len(ds), bs, shuffle=train, seed=seed)
-        return DataLoader(ds, sampler=sampler, batch_size=None, collate_fn=_identity)
+        return DataLoader(ds, sampler=sampler, batch_size=None, collate_fn=whole_batch)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)

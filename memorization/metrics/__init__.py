@@ -1,7 +1,10 @@
 """Metrics: one module per metric, each a pure tensor function plus a streaming Metric whose
 states are sums (so batches accumulate and DDP ranks all-reduce exactly), and a class of the
 epoch-end protocol (``protocol.py``) named in ``conf/metrics/default.yaml``; ``callback.py``
-drives them at epoch ends."""
+drives them at epoch ends.
+
+Layer: parts; imports the base and models.probes, nothing above.
+"""
 
 from memorization.metrics.cosine import MeanCosine, mean_cosine
 from memorization.metrics.csr import CriticalSampleRatio, lass_critical

@@ -1,4 +1,7 @@
-"""Networks that honour the layer-probe contract (see probes.py)."""
+"""Networks that honour the layer-probe contract (see probes.py).
+
+Layer: parts; imports errors only.
+"""
 
 from memorization.models.alexnet import AlexNet, AlexNetConfig
 from memorization.models.cnn import CNN, CNNConfig

@@ -5,6 +5,8 @@ seeded by ``noise.seed`` alone (independent of the training seed), then changes 
 samples. Selection is always the first draw, so two types with the same seed and p select the same
 samples. Validation and test sets are never touched (the one opt-in exception: Zhang et al.'s
 ``shuffled_pixels`` with ``apply_to_test``).
+
+Layer: parts; imports the base only.
 """
 
 # Importing the families fills the registry.

@@ -48,6 +48,9 @@ the sweep report): ``model/test_acc_before``; per labelling (``masc``: training 
 ``fixed``, ``broken`` (fractions of the training set; ``n_*`` the counts),
 ``best_epoch``, ``epochs``, ``curve`` (per retraining epoch), ``layer_*_acc`` per layer; and
 ``init/<labelling>/{test,train,train_true}/<layer>``, the control's MASC accuracies.
+
+Layer: engine (config.py: parts); imports parts, the base and the engine's callbacks and loop,
+never the config or an entry point.
 """
 
 from memorization.relabel.config import RelabelConfig

@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from functools import partial
 
 import torch
 from torch import nn
 
-from memorization.io import flat_keys, say
+from memorization.io import flat_keys, pct, say
 from memorization.optim import OptimConfig
 from memorization.relabel.config import RelabelConfig
 from memorization.relabel.masc_layers import LABELLINGS, layer_predictions, probe_names
 from memorization.relabel.retrain import evaluate, retrain
+
+_pct = partial(pct, none="-")  # summary lines: "-" for a missing value
 
 
 def split_test(n: int, fraction: float = 0.2, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -163,9 +166,6 @@ def log_relabel(loggers: list, node: dict) -> None:
         if hasattr(logger, "save"):
             logger.save()
 
-
-def _pct(v) -> str:
-    return "-" if v is None else f"{100 * v:.1f}%"
 
 
 def format_relabel(node: dict) -> str:

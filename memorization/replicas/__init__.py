@@ -10,4 +10,7 @@ weights) and is a row of the sweep report; replica k equals the single run with 
 - module.py: the LightningModule over S networks (loop or vmap), per-replica stop;
 - report.py: per-replica stop rule, epoch-end metrics, loggers, folders and summary;
 - job.py: the job, composed from those.
+
+Layer: engine (config.py: parts); imports parts, the base and the engine's module, callbacks and
+jobs, never the config or an entry point.
 """

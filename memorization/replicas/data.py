@@ -16,7 +16,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from memorization.data.datamodule import DataModule, EpochBatchSampler, _identity
+from memorization.data.datamodule import DataModule, EpochBatchSampler, whole_batch
 from memorization.errors import ConfigError
 
 
@@ -121,12 +121,12 @@ class StackedData(L.LightningDataModule):
         samplers = [EpochBatchSampler(self.splits["train"].n, dm.cfg.batch_size, shuffle=True,
                                       seed=dm.cfg.shuffle_seed) for dm in self.dms]
         return DataLoader(self.splits["train"], sampler=StackedSampler(samplers),
-                          batch_size=None, collate_fn=_identity)
+                          batch_size=None, collate_fn=whole_batch)
 
     def _eval(self, split: str) -> DataLoader:
         sampler = EpochBatchSampler(self.splits[split].n, self.cfg.eval_batch_size, shuffle=False)
         return DataLoader(self.splits[split], sampler=sampler, batch_size=None,
-                          collate_fn=_identity)
+                          collate_fn=whole_batch)
 
     def val_dataloader(self) -> list[DataLoader]:
         return [self._eval(s) for s in self.eval_splits]

@@ -14,9 +14,8 @@ from lightning.pytorch.callbacks import ProgressBar as ProgressBarBase
 from omegaconf import DictConfig, OmegaConf
 
 from memorization.callbacks import LogConfig, RunReport, StopAtTrainAccuracy
-from memorization.config import resolved_dict
 from memorization.io import say
-from memorization.jobs import check_checkpoint
+from memorization.jobs import check_checkpoint, resolved_dict
 from memorization.metrics.callback import LayerMetrics
 from memorization.replicas.config import (
     check_net,

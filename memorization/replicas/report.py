@@ -18,6 +18,7 @@ its last epoch), on its own network and probe sets; all of it logged to its logg
 from __future__ import annotations
 
 import math
+from functools import partial
 from pathlib import Path
 
 import lightning as L
@@ -26,9 +27,11 @@ import yaml
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.states import TrainerFn
 
-from memorization.callbacks import _pct, log_ends, run_summary, save_record
-from memorization.io import atomic_path, say, write_json_atomic, write_text_atomic
+from memorization.callbacks import log_ends, run_summary, save_record
+from memorization.io import atomic_path, pct, say, write_json_atomic, write_text_atomic
 from memorization.metrics.callback import LayerMetrics
+
+_pct = partial(pct, none="-", width=5)  # summary lines: "-" for a missing value
 
 REPLICAS = "replicas"  # the replicas' folders inside the job's
 

@@ -23,6 +23,8 @@ Jobs still running (or crashed) count as unfinished: their history so far is in
 finished jobs only, so a report of a running sweep shows what has finished. Every file is
 written atomically. When the jobs logged to W&B, the figures and tables are also logged to one
 run named ``report`` in the sweep's W&B group (same project and mode), unless ``wandb=False``.
+
+Layer: entry point; imports anything below (it reads job folders through jobs and loggers).
 """
 
 from __future__ import annotations

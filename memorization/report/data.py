@@ -30,6 +30,7 @@ import yaml
 
 from memorization.io import flat_keys, read_json_object
 from memorization.loggers.history import COLUMNS, read_history
+from memorization.overrides import override_items, sweep_overrides
 
 STATUSES = ("finished", "interrupted", "failed", "damaged", "unfinished")
 # columns of the jobs table besides the swept parameters and the final values
@@ -110,25 +111,6 @@ def find_jobs(sweep_dir: Path) -> list[Path]:
                                         for s in p.relative_to(sweep_dir).parts])
 
 
-def override_items(overrides: list[str]) -> list[tuple[str, str, bool]]:
-    """(key, value text, is a sweep) of Hydra override strings, e.g. ``noise.p=0,0.2``."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    parser = OverridesParser.create()
-    items = []
-    for text in overrides:
-        try:
-            o = parser.parse_override(text)
-        except Exception:  # an override Hydra would not parse today: keep its text
-            key, _, value = text.partition("=")
-            items.append((key.lstrip("+~"), value, "," in value))
-            continue
-        items.append((o.key_or_group, o.get_value_element_as_str()
-                      if not o.is_sweep_override() else text.partition("=")[2],
-                      o.is_sweep_override()))
-    return items
-
-
 def _read_job(folder: Path, job_id: str) -> Job:
     config = _yaml(folder / "config_resolved.yaml") or _yaml(folder / ".hydra/config.yaml") or {}
     # a stacked job's replica: Hydra's files are its job's
@@ -165,14 +147,6 @@ def _value(job: Job, key: str, text: str | None = None):
     if isinstance(value, (int, float, str, bool)) or value is None and text is None:
         return value
     return text if text is not None else str(value)
-
-
-def sweep_overrides(sweep_dir: Path) -> list[str]:
-    """The keys a multirun swept, from the ``multirun.yaml`` Hydra writes in its folder
-    (e.g. ``noise.p`` for ``-m noise.p=0,0.2``); [] without one."""
-    multirun = _yaml(sweep_dir / "multirun.yaml") or {}
-    task = (((multirun.get("hydra") or {}).get("overrides") or {}).get("task")) or []
-    return [k for k, _, sweep in override_items([str(t) for t in task]) if sweep]
 
 
 def swept_keys(dirs: list[Path], jobs: list[Job]) -> list[str]:

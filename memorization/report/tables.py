@@ -7,6 +7,7 @@ import math
 
 import pandas as pd
 
+from memorization.io import pct
 from memorization.report.data import STATUSES, Sweep
 
 
@@ -24,9 +25,6 @@ def finals(sweep: Sweep) -> pd.DataFrame:
     every final logged value (empty for jobs that have not finished)."""
     return sweep.jobs
 
-
-def _pct(v) -> str:
-    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.1f}%"
 
 
 def _num(v) -> float | None:
@@ -72,12 +70,12 @@ def summary_rows(sweep: Sweep) -> list[dict[str, str]]:
             "samples corrupted": corrupted,
             "epochs to fit": (str(int(fit)) if fit is not None
                               else f"not fit ({_cell(r['epochs'])})"),
-            "train acc (training labels)": _pct(_num(r.get("train/acc"))),
-            "train acc (true labels)": _pct(_num(r.get("train/acc_true"))),
-            "test acc at fit": _pct(at_fit) if fit is not None
-            else f"{_pct(_num(r.get('test/acc')))} (end)",
-            "best test acc": _pct(_num(r.get("test/acc_best"))),
-            "best-layer MASC test acc": f"{_pct(best[0])} ({best[1]})" if best else "–",
+            "train acc (training labels)": pct(_num(r.get("train/acc"))),
+            "train acc (true labels)": pct(_num(r.get("train/acc_true"))),
+            "test acc at fit": pct(at_fit) if fit is not None
+            else f"{pct(_num(r.get('test/acc')))} (end)",
+            "best test acc": pct(_num(r.get("test/acc_best"))),
+            "best-layer MASC test acc": f"{pct(best[0])} ({best[1]})" if best else "–",
         }
         rows.append(row)
     return rows
@@ -119,11 +117,11 @@ def relabel_rows(sweep: Sweep) -> list[dict[str, str]]:
         for title, key in RELABEL_COLUMNS:
             if key is None:  # the random-initialization control at the chosen layer
                 layer = r.get("relabel/masc/best_layer")
-                row[title] = _pct(_num(r.get(f"relabel/init/masc/test/{layer}")))
+                row[title] = pct(_num(r.get(f"relabel/init/masc/test/{layer}")))
             elif key.endswith("best_layer"):
                 row[title] = _cell(r.get(f"relabel/{key}"))
             else:
-                row[title] = _pct(_num(r.get(f"relabel/{key}")))
+                row[title] = pct(_num(r.get(f"relabel/{key}")))
         rows.append(row)
     return rows
 

@@ -5,6 +5,8 @@ a ``memorization.run`` (or study) sweep in ``reproductions/<paper>/<scale>/<swee
 (:mod:`.runner`),
 reads the finished jobs back, judges every claim (:mod:`.verdicts`) and writes the document
 (:mod:`.document`). It imports the report and job-folder layers below it, never the reverse.
+
+Layer: entry point; imports anything below.
 """
 
 from __future__ import annotations

@@ -1,3 +1,7 @@
 """Stand-alone studies that train many small networks with a plain loop: Arpit et al.'s loss
 sensitivity (``python -m memorization.sensitivity``) and easy and hard examples
-(``python -m memorization.easy_hard``)."""
+(``python -m memorization.easy_hard``).
+
+Layer: entry points (config.py and gradients.py: parts, so that the schemas and the engine may
+import them).
+"""

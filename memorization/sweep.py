@@ -39,7 +39,7 @@ def check_jobs(config: DictConfig) -> None:
 
     from memorization.config import validate
     from memorization.errors import first_line, root_error
-    from memorization.report.data import override_items, sweep_overrides
+    from memorization.overrides import override_items, sweep_overrides
 
     loader = GlobalHydra.instance().config_loader()
     swept = set(sweep_overrides(Path(str(config.hydra.sweep.dir)))) or {

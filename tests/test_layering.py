@@ -1,0 +1,149 @@
+"""The package's imports run one way (docs/architecture.md): entry points -> orchestration ->
+training engine -> parts -> base, with no circle. Read from the source with ``ast``, every
+import counted, those inside functions too (a lazy import is still a dependency)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "memorization"
+
+# module (or package prefix) -> layer; the longest matching prefix decides. Higher layers may
+# import lower ones and their own; never a higher one.
+BASE, PARTS, ENGINE, ORCHESTRATION, ENTRY = range(5)
+LAYERS = {
+    "errors": BASE, "io": BASE, "overrides": BASE, "distributed": BASE, "folder_lock": BASE,
+    "resolvers": BASE,
+    "data": PARTS, "noise": PARTS, "models": PARTS, "metrics": PARTS, "loggers": PARTS,
+    "optim": PARTS, "studies.config": PARTS, "studies.gradients": PARTS,
+    "relabel.config": PARTS, "replicas.config": PARTS,
+    "module": ENGINE, "callbacks": ENGINE, "jobs": ENGINE, "loop": ENGINE, "replicas": ENGINE,
+    "relabel": ENGINE,
+    "schemas": ORCHESTRATION, "config": ORCHESTRATION, "help": ORCHESTRATION,
+    "launch": ORCHESTRATION, "entry": ORCHESTRATION,
+    "run": ENTRY, "sweep": ENTRY, "report": ENTRY, "reproduce": ENTRY, "studies": ENTRY,
+    "easy_hard": ENTRY, "sensitivity": ENTRY,
+}
+NAMES = ("base", "parts", "engine", "orchestration", "entry")
+
+
+def _modules() -> dict[str, Path]:
+    mods = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = list(path.relative_to(PACKAGE).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        mods[".".join(parts)] = path
+    return mods
+
+
+def _target(name: str, mods: dict[str, Path]) -> str | None:
+    """The package module ``name`` (``memorization.a.b.c``) refers to: the longest existing."""
+    if name != "memorization" and not name.startswith("memorization."):
+        return None
+    rel = name.removeprefix("memorization").lstrip(".")
+    while rel and rel not in mods:
+        rel = rel.rpartition(".")[0]
+    return rel or None
+
+
+def import_graph() -> dict[str, set[str]]:
+    mods = _modules()
+    edges: dict[str, set[str]] = {m: set() for m in mods}
+    for mod, path in mods.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:  # relative: from the module's package
+                    pkg = mod.split(".") if path.name == "__init__.py" else mod.split(".")[:-1]
+                    pkg = pkg[:len(pkg) - node.level + 1]
+                    base = ".".join(["memorization", *pkg, *([base] if base else [])])
+                names = [f"{base}.{a.name}" for a in node.names]
+            for name in names:
+                target = _target(name, mods)
+                if target is not None and target != mod:
+                    edges[mod].add(target)
+    return edges
+
+
+def layer(mod: str) -> int:
+    parts = mod.split(".")
+    for n in range(len(parts), 0, -1):
+        key = ".".join(parts[:n])
+        if key in LAYERS:
+            return LAYERS[key]
+    raise AssertionError(f"memorization.{mod} has no layer: add it to LAYERS (and to "
+                         "docs/architecture.md)")
+
+
+def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in sorted(edges[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                found.append(sorted(comp))
+
+    for v in sorted(edges):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_the_graph_reader_sees_relative_and_lazy_imports(tmp_path):
+    """The reader itself, on the real package: a known lazy import (inside a function) and a
+    known top-level one are edges."""
+    edges = import_graph()
+    assert "launch" in edges["config"]  # a top-level import
+    assert "jobs" in edges["report.data"]  # inside a function
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_no_import_circle():
+    assert cycles(import_graph()) == []
+
+
+def test_imports_only_go_down_the_layers():
+    edges = import_graph()
+    up = [f"{m} ({NAMES[layer(m)]}) imports {t} ({NAMES[layer(t)]})"
+          for m in sorted(edges) for t in sorted(edges[m]) if layer(t) > layer(m)]
+    assert up == []
+
+
+def test_every_package_says_what_it_owns_and_its_layer():
+    """Each package opens with a docstring of what it owns, with a ``Layer:`` line that names
+    the layer LAYERS gives it (so the docs and this test cannot drift apart)."""
+    words = {BASE: "base", PARTS: "parts", ENGINE: "engine", ORCHESTRATION: "orchestration",
+             ENTRY: "entry point"}
+    for init in sorted(PACKAGE.rglob("__init__.py")):
+        doc = ast.get_docstring(ast.parse(init.read_text())) or ""
+        lines = [x for x in doc.splitlines() if x.startswith("Layer: ")]
+        assert len(doc) > 40 and lines, f"{init} opens with no docstring of what it owns"
+        mod = ".".join(init.parent.relative_to(PACKAGE).parts)
+        if mod:
+            assert lines[0].startswith(f"Layer: {words[layer(mod)]}"), (init, lines[0])
