@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 import memorization.resolvers  # noqa: F401  (the ${mem.*} resolvers)
 import memorization.schemas  # noqa: F401  (registers the schemas, for composing in tests too)
 from memorization.errors import ConfigError, check_number, first_line, root_error
-from memorization.jobs import resolved_dict
+from memorization.jobs import DivergenceGuard, resolved_dict
 from memorization.noise import get_corruption
 from memorization.replicas.config import check_stackable, replica_count
 
@@ -104,9 +104,8 @@ def validate(cfg: DictConfig, on_driver: bool = False) -> None:
     every = ((cfg.get("callbacks") or {}).get("checkpoint") or {}).get("every_n_epochs", 1)
     check_number(every, "callbacks.checkpoint.every_n_epochs", integer=True, lo=1,
                  what=" (callbacks=no_checkpoint turns checkpoints off)")
-    ratio = ((cfg.get("callbacks") or {}).get("divergence") or {}).get("max_ratio")
-    check_number(ratio, "callbacks.divergence.max_ratio", lo=1, allow_none=True,
-                 what=" (null: only a NaN or infinite loss stops the job)")
+    DivergenceGuard.checked_ratio(
+        ((cfg.get("callbacks") or {}).get("divergence") or {}).get("max_ratio"))
     _check_layers(cfg)
     check_wandb(cfg)
 

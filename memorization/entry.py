@@ -3,13 +3,14 @@ and ``memorization.easy_hard``) does before Hydra starts: find conf/, check the 
 that bad input fails in one line with nothing written, pin the output folder and take its lock
 (memorization/folder_lock.py), and give the process a W&B service of its own.
 
-Below the entry points and above the jobs: it imports config, help and folder_lock, never an
-entry point.
+Also what every job does inside Hydra (:func:`job_held`, :func:`error_line`). Layer:
+orchestration; it imports the schemas, help, launch and folder_lock, never an entry point.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import sys
 from collections.abc import Callable
@@ -237,3 +238,28 @@ def _remove_if_empty(out: Path, new: bool) -> None:
         (out / NAME).unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             out.rmdir()
+
+
+@contextlib.contextmanager
+def job_held(cfg: DictConfig, out: str | os.PathLike | None):
+    """Inside a job (a run's or a study's): a worker of a parallel launcher ends with its
+    launcher, and the job folder has one writer while the block runs (``wait_for_lock``)."""
+    from memorization.folder_lock import hold
+    from memorization.launch import die_with_launcher
+
+    die_with_launcher()
+    with hold(None if other_rank() else out, wait=bool(cfg.get("wait_for_lock", False)),
+              what="job folder"):
+        yield
+
+
+_NO_ROOM = (errno.EACCES, errno.EROFS, errno.ENOSPC, errno.EDQUOT)
+
+
+def error_line(err: BaseException) -> str:
+    """A job's error as the one line it prints; a write refused for want of permission or
+    space says where to look."""
+    line = first_line(err)
+    if isinstance(err, OSError) and err.errno in _NO_ROOM:
+        line += " (is the output folder writable, with free space? hydra.run.dir=...)"
+    return line

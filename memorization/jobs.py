@@ -31,7 +31,7 @@ from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from memorization.errors import TrainingDiverged, first_line
+from memorization.errors import Refusal, TrainingDiverged, check_number, first_line
 from memorization.io import atomic_path, read_json_object, say, write_text_atomic
 
 LAST = Path("checkpoints") / "last.ckpt"
@@ -195,8 +195,6 @@ def config_changes(folder: str | os.PathLike, resolved: dict) -> list[str]:
 def settings_refusal(folder: str | os.PathLike, resolved: dict) -> None:
     """Raise a one-line :class:`Refusal` when ``folder`` holds a run (finished, failed or
     resumable) whose settings differ from ``resolved``; nothing is written into the folder."""
-    from memorization.errors import Refusal
-
     if job_state(folder) == "new":
         return
     changes = config_changes(folder, resolved)
@@ -293,14 +291,17 @@ class DivergenceGuard(L.Callback):
     the device never waits."""
 
     def __init__(self, max_ratio: float | None = 1e6):
-        from memorization.errors import check_number
-
-        check_number(max_ratio, "callbacks.divergence.max_ratio", lo=1, allow_none=True,
-                     what=" (null: only a NaN or infinite loss stops the job)")
-        self.max_ratio = max_ratio
+        self.max_ratio = self.checked_ratio(max_ratio)
         self._first = float("nan")  # the first step's loss, the reference of max_ratio
         self._last_finite = float("nan")
         self._pending: deque[tuple[torch.Tensor, torch.cuda.Event, int, int]] = deque()
+
+    @staticmethod
+    def checked_ratio(max_ratio):
+        """``callbacks.divergence.max_ratio`` as the guard takes it (validate checks it too,
+        before anything is written)."""
+        return check_number(max_ratio, "callbacks.divergence.max_ratio", lo=1, allow_none=True,
+                            what=" (null: only a NaN or infinite loss stops the job)")
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs,
                            batch, batch_idx: int) -> None:

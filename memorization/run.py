@@ -6,7 +6,6 @@ trainer from it, and fit. Everything else lives in the pieces it composes.
 
 from __future__ import annotations
 
-import errno
 import json
 import sys
 import time
@@ -36,8 +35,9 @@ from memorization.config import (  # noqa: E402  (and registers the schemas)
 )
 from memorization.entry import (  # noqa: E402
     conf_dir,
+    error_line,
     extra_dirs,
-    other_rank,
+    job_held,
     started,
     unknown_option,
 )
@@ -48,7 +48,6 @@ from memorization.errors import (  # noqa: E402
     first_line,
     root_error,
 )
-from memorization.folder_lock import hold  # noqa: E402
 from memorization.jobs import (  # noqa: E402
     FIT,
     LAST,
@@ -63,7 +62,6 @@ from memorization.jobs import (  # noqa: E402
 )
 from memorization.launch import (  # noqa: E402
     apply_threads,
-    die_with_launcher,
     job_threads,
     missing_plugin,
 )
@@ -170,10 +168,8 @@ def _finish_wandb() -> None:
 @hydra.main(version_base="1.3", config_path=conf_dir(), config_name="config")
 def _hydra_main(cfg: DictConfig) -> None:
     out = _output_dir()
-    die_with_launcher()  # a parallel sweep's worker ends with its launcher
     try:
-        with hold(None if other_rank() else out,
-                  wait=bool(cfg.get("wait_for_lock", False)), what="job folder"):
+        with job_held(cfg, out):
             _job(cfg, out)
     except Refusal as err:  # another process holds the folder, or another run is in it
         print(f"error: {first_line(err)}", file=sys.stderr)
@@ -188,10 +184,7 @@ def _job(cfg: DictConfig, out: Path | None) -> None:
         err = root_error(exc)
         if isinstance(err, Refusal):
             raise err from None  # nothing is written into a folder that is not this run's
-        line = first_line(err)
-        if isinstance(err, OSError) and err.errno in (errno.EACCES, errno.EROFS, errno.ENOSPC,
-                                                      errno.EDQUOT):
-            line += " (is the output folder writable, with free space? hydra.run.dir=...)"
+        line = error_line(err)
         where = ""
         if out is not None:
             try:

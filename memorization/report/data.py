@@ -28,6 +28,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from memorization.errors import first_line
 from memorization.io import flat_keys, read_json_object
 from memorization.loggers.history import COLUMNS, read_history
 from memorization.overrides import override_items, sweep_overrides
@@ -202,7 +203,7 @@ def _history(job: Job) -> pd.DataFrame:
         except UnicodeDecodeError:
             wrong = "not text (binary bytes)"
         except (OSError, ValueError, pd.errors.ParserError) as e:
-            wrong = f"unreadable as a history ({type(e).__name__}: {str(e).splitlines()[0]})"
+            wrong = f"unreadable as a history ({first_line(e)})"
         else:
             missing = [c for c in COLUMNS if c not in df.columns]
             epochs = (job.metrics or {}).get("epochs")
@@ -216,7 +217,6 @@ def _history(job: Job) -> pd.DataFrame:
         job.problems.append(f"{path}: {wrong}")
         job.status = "damaged"
         df = empty
-    df = df.copy()
     df.insert(0, "job", job.id)
     return df
 

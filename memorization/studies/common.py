@@ -11,7 +11,6 @@ training itself.
 
 from __future__ import annotations
 
-import errno
 import math
 import sys
 from collections.abc import Callable
@@ -189,23 +188,14 @@ def study_main(run: Callable[[DictConfig], dict], config_name: str) -> Callable[
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
 
-        from memorization.entry import other_rank
-        from memorization.folder_lock import hold
-        from memorization.launch import die_with_launcher
+        from memorization.entry import error_line, job_held
 
-        out = HydraConfig.get().runtime.output_dir
-        die_with_launcher()
         try:
-            with hold(None if other_rank() else out, what="job folder",
-                      wait=bool(cfg.get("wait_for_lock", False))):
+            with job_held(cfg, HydraConfig.get().runtime.output_dir):
                 run(cfg)
         except Exception as exc:
             err = root_error(exc)
-            line = first_line(err)
-            if isinstance(err, OSError) and err.errno in (errno.EACCES, errno.EROFS,
-                                                          errno.ENOSPC):
-                line += " (is the output folder writable, with free space?)"
-            print(f"error: {line}", file=sys.stderr)
+            print(f"error: {error_line(err)}", file=sys.stderr)
             if HydraConfig.get().mode == RunMode.MULTIRUN:
                 return
             sys.exit(2 if isinstance(err, ConfigError) else 1)
