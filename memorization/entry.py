@@ -185,8 +185,7 @@ def other_rank() -> bool:
 
 
 @contextlib.contextmanager
-def started(config_name: str = "config", validate: Callable | None = None,
-            check_folder: Callable[[DictConfig, Path], object] | None = None):
+def started(config_name: str = "config", validate: Callable | None = None):
     """The entry point's start, before Hydra: bad input refused in one line (exit 2); the
     output folder pinned in ``sys.argv`` (a folder named after the time is the one resolved
     here) and held (memorization/folder_lock.py) while the block runs Hydra, after which
@@ -211,7 +210,7 @@ def started(config_name: str = "config", validate: Callable | None = None,
     if cfg is not None and not {"--cfg", "-c", "--info", "-i"} & set(args) and not other_rank():
         out = output_dir(cfg, args)
     if out is None:
-        yield
+        yield None
         return
     sys.argv[1:] = pinned(args, out)
     new = not out.exists()
@@ -221,13 +220,24 @@ def started(config_name: str = "config", validate: Callable | None = None,
         try:
             stack.enter_context(hold(out, wait=wait, what="sweep folder" if is_sweep(args)
                                      else "job folder"))
-            if check_folder is not None and not is_sweep(args):
+            if not is_sweep(args):
                 check_folder(cfg, out)
         except ConfigError as e:  # a refusal, before Hydra wrote anything
             print(f"error: {first_line(e)}", file=sys.stderr)
             stack.close()
             sys.exit(2)
-        yield
+        yield out
+
+
+def check_folder(cfg: DictConfig, out: Path) -> None:
+    """A single job's folder that holds a run with other settings is refused before Hydra
+    writes into it (its .hydra/ files would no longer describe the run there)."""
+    from memorization.config import composed_resolved
+    from memorization.jobs import job_state, settings_refusal
+
+    if (cfg.get("resume", True) and cfg.get("ckpt_path") is None
+            and job_state(out) != "new"):
+        settings_refusal(out, composed_resolved(cfg, out))
 
 
 def _remove_if_empty(out: Path, new: bool) -> None:
@@ -263,3 +273,42 @@ def error_line(err: BaseException) -> str:
     if isinstance(err, OSError) and err.errno in _NO_ROOM:
         line += " (is the output folder writable, with free space? hydra.run.dir=...)"
     return line
+
+
+def run_job(cfg: DictConfig, out: Path | None, job: Callable[[DictConfig], object]) -> None:
+    """A job inside Hydra, for every entry point: ``job(cfg)`` with the folder held
+    (:func:`job_held`). An error is one line on the screen and ``FAILED`` in the folder (its
+    traceback there); in a sweep the other jobs go on, else the process exits 2 for bad input
+    or a refused folder, 1 for another error. A refused folder (held by another process, or
+    holding another run) gets nothing written into it."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from memorization.errors import Refusal, TrainingDiverged
+    from memorization.jobs import mark_failed
+
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    try:
+        with job_held(cfg, out):
+            try:
+                job(cfg)
+            except Exception as exc:
+                err = root_error(exc)
+                if isinstance(err, Refusal):
+                    raise err from None
+                where = ""
+                if out is not None:
+                    try:
+                        mark_failed(out, exc, err)
+                        where = "" if isinstance(err, ConfigError | TrainingDiverged) else \
+                            f" (traceback in {Path(out) / 'FAILED'})"
+                    except OSError:
+                        pass
+                print(f"error: {error_line(err)}{where}", file=sys.stderr)
+                if not multirun:
+                    sys.exit(2 if isinstance(err, ConfigError) else 1)
+    except Refusal as err:
+        print(f"error: {first_line(err)}", file=sys.stderr)
+        if not multirun:
+            sys.exit(2)
+

@@ -5,20 +5,19 @@ in one job fails the whole sweep in one line instead of stopping it midway (or n
 the jobs after it). At the end: how many jobs finished, were skipped (finished by an earlier
 run of the sweep), failed (with each one's folder and first error line) or did not finish,
 then the sweep report, whose summary table is printed last. A sweep with a failed job exits
-non-zero (:data:`SWEEP_FAILURES`, read by the entry point)."""
+non-zero (:func:`exit_status`, which the entry points call with the sweep's folder: each job's
+state is read from its folder, as the status line reports it)."""
 
 from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
-
-SWEEP_FAILURES = 0  # failed jobs of the last sweep this process launched
-SWEEP_DIR: Path | None = None  # its folder, once it started
 
 
 def sweep_jobs(config: DictConfig, loader) -> list[list[str]]:
@@ -81,6 +80,24 @@ def sweep_status(sweep_dir: Path, since: float) -> dict[str, list[tuple[Path, st
     return status
 
 
+def hydra_sweep(main: Callable[[], None], out: Path | None, sweep: bool) -> None:
+    """Run an entry point's Hydra ``main``; with ``-m`` (``sweep``), ``out`` the sweep's
+    folder: a sweep whose launcher gave up early (a job's process died) says what is where,
+    and one that ran to its end with a failed job exits 1 (the jobs all ran)."""
+    started = time.time()
+    try:
+        main()
+    except SystemExit as stop:
+        if sweep and out is not None and stop.code not in (0, None) and out.is_dir():
+            status = sweep_status(out, started)
+            if any(status.values()):  # not a refusal before the first job
+                print(f"the sweep stopped early; {format_status(status)}"
+                      "\nthe same command again resumes it", file=sys.stderr)
+        raise
+    if sweep and out is not None and out.is_dir() and sweep_status(out, started)["failed"]:
+        sys.exit(1)
+
+
 def format_status(status: dict[str, list[tuple[Path, str]]]) -> str:
     counts = ", ".join(f"{len(v)} {k}" for k, v in status.items() if v)
     lines = [f"sweep: {counts or 'no jobs'}"]
@@ -98,16 +115,12 @@ class SweepReport(Callback):
         self.started = time.time()
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        global SWEEP_DIR
         self.started = time.time()
-        SWEEP_DIR = Path(str(config.hydra.sweep.dir))
         check_jobs(config)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        global SWEEP_FAILURES
         sweep_dir = Path(str(config.hydra.sweep.dir))
         status = sweep_status(sweep_dir, self.started)
-        SWEEP_FAILURES = len(status["failed"])
         print(format_status(status), flush=True)
         if not self.enabled:
             return

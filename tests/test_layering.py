@@ -19,9 +19,10 @@ LAYERS = {
     "optim": PARTS, "studies.config": PARTS, "studies.gradients": PARTS,
     "relabel.config": PARTS, "replicas.config": PARTS,
     "module": ENGINE, "callbacks": ENGINE, "jobs": ENGINE, "loop": ENGINE, "replicas": ENGINE,
+    "engine": ENGINE,
     "relabel": ENGINE,
     "schemas": ORCHESTRATION, "config": ORCHESTRATION, "help": ORCHESTRATION,
-    "launch": ORCHESTRATION, "entry": ORCHESTRATION,
+    "launch": ORCHESTRATION, "entry": ORCHESTRATION, "job": ORCHESTRATION,
     "run": ENTRY, "sweep": ENTRY, "report": ENTRY, "reproduce": ENTRY, "studies": ENTRY,
     "easy_hard": ENTRY, "sensitivity": ENTRY,
 }

@@ -8,22 +8,14 @@ import os
 from pathlib import Path
 
 import hydra
-import lightning as L
-from lightning.pytorch.callbacks import Checkpoint
-from lightning.pytorch.callbacks import ProgressBar as ProgressBarBase
 from omegaconf import DictConfig, OmegaConf
 
 from memorization.callbacks import LogConfig, RunReport, StopAtTrainAccuracy
+from memorization.engine import config_callbacks, config_loggers, make_trainer, seed
 from memorization.io import say
 from memorization.jobs import check_checkpoint, resolved_dict
 from memorization.metrics.callback import LayerMetrics
-from memorization.replicas.config import (
-    check_net,
-    replica_cfg,
-    replica_count,
-    replicas_config,
-    trainer_options,
-)
+from memorization.replicas.config import check_net, replica_cfg, replica_count, replicas_config
 from memorization.replicas.data import StackedData
 from memorization.replicas.module import StackedClassifier
 from memorization.replicas.report import Replicas, replica_folder
@@ -48,19 +40,10 @@ def _own_folder(resolved: dict, job: Path, folder: Path) -> dict:
 
 
 def replica_loggers(cfg: DictConfig, rcfg: DictConfig, folder: Path, name: str,
-                    group: str) -> list:
+                   group: str) -> list:
     """Replica k's loggers: the config's, writing into its folder; W&B a run of its own."""
-    out = []
-    for c in (cfg.get("logger") or {}).values():
-        if c is None:
-            continue
-        kw: dict = {"save_dir": str(folder)} if "save_dir" in c else {}
-        if str(c.get("_target_", "")).endswith("WandbLogger"):
-            kw |= {"name": name, "group": c.get("group") or group, "reinit": "create_new"}
-        out.append(hydra.utils.instantiate(c, **kw))
-    if cfg.get("history") is not None:
-        out.append(hydra.utils.instantiate(cfg.history, save_dir=str(folder)))
-    return out
+    return config_loggers(cfg, folder, wandb={"name": name, "group": group,
+                                              "reinit": "create_new"})
 
 
 def train_replicas(cfg: DictConfig, resolved: dict, out: Path | None,
@@ -73,7 +56,7 @@ def train_replicas(cfg: DictConfig, resolved: dict, out: Path | None,
         # seed=null: a seed of its own, drawn and recorded, so each replica can be rerun
         seeds.append(rcfg.seed if rcfg.get("seed") is not None
                      else int.from_bytes(os.urandom(4), "little") >> 1)
-        L.seed_everything(seeds[-1], workers=True, verbose=False)
+        seed(seeds[-1])
         dms.append(hydra.utils.instantiate(rcfg.data, noise=rcfg.noise, _convert_="all"))
         nets.append(hydra.utils.instantiate(rcfg.model, _convert_="all"))
     check_net(nets[0], S)
@@ -87,10 +70,7 @@ def train_replicas(cfg: DictConfig, resolved: dict, out: Path | None,
 
     # the stop rule, the report and the layer metrics run per replica, in Replicas
     callbacks, stop, print_summary, with_metrics = [], None, True, False
-    for c in (cfg.get("callbacks") or {}).values():
-        if c is None:
-            continue
-        cb = hydra.utils.instantiate(c)
+    for cb in config_callbacks(cfg):
         if isinstance(cb, StopAtTrainAccuracy):
             stop = (cb.threshold, cb.monitor)
         elif isinstance(cb, RunReport):
@@ -99,8 +79,6 @@ def train_replicas(cfg: DictConfig, resolved: dict, out: Path | None,
             with_metrics = True
         else:
             callbacks.append(cb)
-    if not cfg.trainer.get("enable_progress_bar", True):
-        callbacks = [c for c in callbacks if not isinstance(c, ProgressBarBase)]
     metrics = [LayerMetrics(rcfg.metrics) if with_metrics else None for rcfg in rcfgs]
     group = str(OmegaConf.select(cfg, "logger.wandb.group", default=None) or job)
     loggers = [replica_loggers(cfg, rcfg, replica_folder(job, k), _run_name(cfg, rcfg, rc.vary),
@@ -111,9 +89,7 @@ def train_replicas(cfg: DictConfig, resolved: dict, out: Path | None,
                         stop=stop, print_summary=print_summary,
                         previous=previous if previous != job.resolve() else None)
     callbacks = [*callbacks, LogConfig(resolved), replicas]
-    saves = any(isinstance(c, Checkpoint) for c in callbacks)
-    trainer = hydra.utils.instantiate(trainer_options(cfg), callbacks=callbacks, logger=False,
-                                      **({} if saves else {"enable_checkpointing": False}))
+    trainer = make_trainer(cfg, callbacks, [])  # each replica logs through Replicas
     if trainer.is_global_zero:
         say(f"stacked: {S} replicas in one process (replicas.vary={rc.vary}, "
             f"mode {rc.mode}); each reported in {job / 'replicas'}/<k>/")

@@ -24,7 +24,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from memorization.entry import conf_dir  # noqa: F401  (re-exported for the studies)
-from memorization.errors import ConfigError, check_number, first_line, root_error
+from memorization.errors import ConfigError, check_number, first_line
 from memorization.io import atomic_path, say
 
 STUDY_KEYS = ("sensitivity", "easy_hard")
@@ -178,27 +178,38 @@ def finished_jobs(sweep_dir: Path, marker: str) -> list[Path]:
                   (1, 0, p.name))
 
 
+def study_job(run: Callable[[DictConfig], dict], cfg: DictConfig) -> dict:
+    """A study's job in its folder, by the rules of memorization.run's jobs
+    (memorization/jobs.py): a folder holding this job's finished result (metrics.json, the
+    same settings in config_resolved.yaml) is skipped unless ``resume=false``; a folder holding
+    a run with other settings is refused; anything else starts over (a study keeps no
+    checkpoint), its old result and failure removed first."""
+    import json
+
+    import yaml
+
+    from memorization.io import write_text_atomic
+    from memorization.jobs import clear_markers, resolved_dict, resume_point
+
+    out, resolved = output_dir(), resolved_dict(cfg)
+    if cfg.get("resume", True) and resume_point(out, resolved, 0) == "skip":
+        return json.loads((out / "metrics.json").read_text())
+    clear_markers(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / "config_resolved.yaml", yaml.safe_dump(resolved, sort_keys=False))
+    return run(cfg)
+
+
 def study_main(run: Callable[[DictConfig], dict], config_name: str) -> Callable[[], None]:
-    """The ``main`` of a study: Hydra composes conf/<config_name>.yaml, ``run`` does the job;
-    an error is one line (``error: ...``), a bad value exits 2, another error 1; in a sweep
-    the other jobs go on."""
+    """The Hydra ``main`` of a study: Hydra composes conf/<config_name>.yaml and the job runs
+    as memorization.run's do (``entry.run_job``: the folder held, an error in one line and in
+    FAILED, a bad value exits 2, another error 1; in a sweep the other jobs go on)."""
 
     @hydra.main(version_base="1.3", config_path=conf_dir(), config_name=config_name)
     def _main(cfg: DictConfig) -> None:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
+        from memorization.entry import run_job
 
-        from memorization.entry import error_line, job_held
-
-        try:
-            with job_held(cfg, HydraConfig.get().runtime.output_dir):
-                run(cfg)
-        except Exception as exc:
-            err = root_error(exc)
-            print(f"error: {error_line(err)}", file=sys.stderr)
-            if HydraConfig.get().mode == RunMode.MULTIRUN:
-                return
-            sys.exit(2 if isinstance(err, ConfigError) else 1)
+        run_job(cfg, output_dir(), lambda c: study_job(run, c))
 
     return _main
 
@@ -250,10 +261,11 @@ def study_entry(run: Callable[[DictConfig], dict], config_name: str) -> Callable
     hydra_main = study_main(run, config_name)
 
     def main() -> None:
-        from memorization.entry import started
+        from memorization.entry import is_sweep, started
+        from memorization.sweep import hydra_sweep
 
         key = config_name
-        with started(config_name, validate=lambda cfg: validate_study(cfg, key)):
-            hydra_main()
+        with started(config_name, validate=lambda cfg: validate_study(cfg, key)) as out:
+            hydra_sweep(hydra_main, out, is_sweep(sys.argv[1:]))
 
     return main
