@@ -12,10 +12,11 @@ import torch
 from torch import nn
 
 from memorization.io import flat_keys, pct, say
+from memorization.loop import evaluate
 from memorization.optim import OptimConfig
 from memorization.relabel.config import RelabelConfig
 from memorization.relabel.masc_layers import LABELLINGS, layer_predictions, probe_names
-from memorization.relabel.retrain import evaluate, retrain
+from memorization.relabel.retrain import retrain
 
 _pct = partial(pct, none="-")  # summary lines: "-" for a missing value
 

@@ -44,8 +44,8 @@ import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
+from memorization import loop
 from memorization.io import say, write_json_atomic
-from memorization.loop import train_epoch
 from memorization.studies import common
 from memorization.studies.config import SPLITS, EasyHardConfig  # noqa: F401  (re-exported)
 
@@ -64,29 +64,21 @@ def binomial_reference(n_examples: int, n_runs: int, p: float) -> np.ndarray:
     return expected / n_runs
 
 
-def train_one(net: torch.nn.Module, build_optim: Callable, x: torch.Tensor, y: torch.Tensor,
+def train_one(net: torch.nn.Module, optim, x: torch.Tensor, y: torch.Tensor,
               batch_size: int, epochs: int, seed: int) -> torch.nn.Module:
-    """``epochs`` epochs of minibatch training with cross-entropy, batches in an order drawn
-    from ``seed`` (a fresh permutation per epoch); the schedule, if any, steps per epoch."""
-    opt, sched = build_optim(net.parameters())
-    gen = torch.Generator().manual_seed(seed)
-    for _ in range(epochs):
-        train_epoch(net, opt, x, y, torch.randperm(len(y), generator=gen), batch_size)
-        if sched is not None:
-            sched.step()
-    return net
+    """``epochs`` epochs of minibatch training with cross-entropy (memorization/loop.py), batches
+    in an order drawn from ``seed`` (a fresh permutation per epoch); the schedule, if any, steps
+    per epoch. ``optim``: an ``optim.OptimConfig``, or its ``build``."""
+    return loop.fit(net, optim, x, y, epochs=epochs, batch_size=batch_size, seed=seed)
 
 
-@torch.no_grad()
 def errors_of(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
               batch_size: int = 4096) -> torch.Tensor:
     """1 where the network (eval mode) misclassifies an example, else 0."""
-    net.eval()
-    pred = torch.cat([net(xb).argmax(1) for xb in x.split(batch_size)])
-    return (pred != y).long()
+    return (loop.predict(net, x, batch_size) != y).long()
 
 
-def error_counts(make_net: Callable[[int], torch.nn.Module], build_optim: Callable,
+def error_counts(make_net: Callable[[int], torch.nn.Module], optim,
                  train: tuple[torch.Tensor, torch.Tensor], score: tuple[torch.Tensor, torch.Tensor],
                  seeds: list[int], batch_size: int, epochs: int,
                  progress: bool = False) -> torch.Tensor:
@@ -95,7 +87,7 @@ def error_counts(make_net: Callable[[int], torch.nn.Module], build_optim: Callab
     counts = torch.zeros(len(score[1]), dtype=torch.long, device=score[1].device)
     bar = tqdm(seeds, desc="seeds", unit="run", disable=not progress, dynamic_ncols=True)
     for done, s in enumerate(bar, start=1):
-        net = train_one(make_net(s), build_optim, *train, batch_size, epochs, s)
+        net = train_one(make_net(s), optim, *train, batch_size, epochs, s)
         counts += errors_of(net, *score)
         bar.set_postfix(mean_error=f"{float(counts.sum()) / (len(counts) * done):.3f}")
     return counts
@@ -123,7 +115,7 @@ def run(cfg: DictConfig) -> dict:
         f"{int(data['corrupted'].sum())} corrupted, noise {cfg.noise.name} p={cfg.noise.p}); "
         f"{params} parameters, {optim._target_} lr={optim.lr}, batch {cfg.data.batch_size}; "
         f"scoring the {len(scored['y'])} {ec.split} examples")
-    counts = error_counts(make_net, optim.build, (data["x"], data["y"]),
+    counts = error_counts(make_net, optim, (data["x"], data["y"]),
                           (scored["x"], scored["y"]), seeds, cfg.data.batch_size, ec.epochs,
                           progress=True).cpu()
     rates = counts.double() / ec.n_seeds

@@ -30,13 +30,12 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from omegaconf import DictConfig
 from tqdm import tqdm
 
+from memorization import loop
 from memorization.errors import ConfigError
 from memorization.io import atomic_path, say, write_json_atomic
-from memorization.loop import train_epoch
 from memorization.studies import common
 from memorization.studies.config import METHODS, SensitivityConfig  # noqa: F401  (re-exported)
 from memorization.studies.gradients import (
@@ -96,31 +95,24 @@ def _input_grads(cfg, sc: SensitivityConfig, net, x, y):
     after every epoch."""
     from memorization.config import build
 
-    opt, sched = build(cfg, "optim").build(net.parameters())
-    n, gen = len(y), torch.Generator().manual_seed(cfg.seed)
-    rows, gs, step = [], [], 0
+    n, rows, gs = len(y), [], []
 
-    def note(epoch: int) -> None:
+    def note(epoch: int, _loss=None) -> None:
         g = input_grad_norm(net, x, y)
         gs.append(g.float().cpu())
         g_bar = torch.stack(gs).mean(0)
-        with torch.no_grad():
-            logits = net.eval()(x)
-            net.train()
-        rows.append({"step": step, "epoch": epoch, "gini": float(gini(g_bar)),
-                     "gini_step": float(gini(g)), "seen": float(epoch > 0),
-                     "train_loss": float(F.cross_entropy(logits, y)),
-                     "train_acc": float((logits.argmax(1) == y).float().mean())})
+        acc, loss = loop.evaluate(net, x, y, batch_size=n)
+        rows.append({"step": epoch * -(-n // sc.batch_size), "epoch": epoch,
+                     "gini": float(gini(g_bar)), "gini_step": float(gini(g)),
+                     "seen": float(epoch > 0), "train_loss": float(loss),
+                     "train_acc": float(acc)})
+        bar.update(epoch > 0)
 
     net.train()
-    note(0)
-    for epoch in tqdm(range(1, sc.epochs + 1), desc="epochs", unit="epoch", dynamic_ncols=True):
-        order = torch.randperm(n, generator=gen)
-        train_epoch(net, opt, x, y, order, sc.batch_size)
-        step += -(-n // sc.batch_size)
-        if sched is not None:
-            sched.step()
-        note(epoch)
+    with tqdm(total=sc.epochs, desc="epochs", unit="epoch", dynamic_ncols=True) as bar:
+        note(0)
+        loop.fit(net, build(cfg, "optim"), x, y, epochs=sc.epochs, batch_size=sc.batch_size,
+                 seed=cfg.seed, after_epoch=note)
     return rows, torch.stack(gs), None
 
 
