@@ -1,6 +1,6 @@
 """Checks on the composed config, run before anything is built: bad values fail in one line.
 
-Each group's own keys are checked by its dataclass (memorization/schemas.py: types while Hydra
+Each group's own keys are checked by its dataclass (memorization/store.py: types while Hydra
 composes, ranges in ``__post_init__``), which :func:`build` makes from the group's node. What
 stays here spans groups, or the machine: the model against the data's shape and classes, the
 noise against the data, the trainer and launcher, files and keys that must exist.
@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+import memorization.catalog  # noqa: F401  (registers the schemas, for composing in tests too)
 import memorization.resolvers  # noqa: F401  (the ${mem.*} resolvers)
-import memorization.schemas  # noqa: F401  (registers the schemas, for composing in tests too)
 from memorization.errors import ConfigError, check_number, first_line, root_error
 from memorization.jobs import DivergenceGuard, resolved_dict
 from memorization.noise import get_corruption

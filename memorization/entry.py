@@ -18,8 +18,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+import memorization.catalog  # noqa: F401  (the groups' schemas, in Hydra's ConfigStore)
 import memorization.resolvers  # noqa: F401  (the ${mem.*} resolvers)
-import memorization.schemas  # noqa: F401  (the groups' schemas, in Hydra's ConfigStore)
 from memorization.errors import ConfigError, first_line, root_error
 
 

@@ -84,7 +84,7 @@ def _entry_point() -> str:
 
 
 def _schema_error(exc: BaseException) -> str | None:
-    """One line for an OmegaConf error about one key (see memorization/schemas.py), naming the
+    """One line for an OmegaConf error about one key (see memorization/store.py), naming the
     key and the fix; None for any other error."""
     from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 

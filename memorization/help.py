@@ -33,7 +33,7 @@ def _compose(conf: Path, overrides: list[str], config_name: str = "config") -> D
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    import memorization.schemas  # noqa: F401  (the groups' schemas, in Hydra's ConfigStore)
+    import memorization.catalog  # noqa: F401  (the groups' schemas, in Hydra's ConfigStore)
 
     GlobalHydra.instance().clear()
     try:

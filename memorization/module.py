@@ -26,6 +26,7 @@ from memorization.metrics.csr import (
     to_input_units,
 )
 from memorization.optim import OptimConfig
+from memorization.store import register, with_target
 
 # Lightning suggests sync_dist=True for epoch-level logs under DDP; ours are already reduced over
 # ranks by the metrics' all-reduced sums, so a second reduction would only cost a collective.
@@ -292,3 +293,7 @@ class Classifier(ClassifierBase):
     def on_test_epoch_end(self) -> None:
         logs = self._collect("test", "test", with_loss=True)
         self.log_dict({k: v.float() for k, v in logs.items()}, sync_dist=False)
+
+
+ModuleSchema = with_target(ModuleConfig, "memorization.module.Classifier")
+register("module", ModuleSchema)

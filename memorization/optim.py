@@ -17,6 +17,7 @@ import hydra.utils
 import torch
 
 from memorization.errors import ConfigError, check_number, shown
+from memorization.store import register
 
 # keys of ours, not arguments of the class they configure
 _OWN = ("_target_", "_partial_", "scheduler")
@@ -139,3 +140,6 @@ def _call(target: str, key: str, first, kwargs: dict):
         raise ConfigError(f"{key}: {target} refused its arguments ({e}){fix}") from e
     except ValueError as e:  # torch's own range checks, e.g. "Invalid momentum value"
         raise ConfigError(f"{key}: {target}: {e}") from e
+
+
+register("optim", OptimConfig)

@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "memorization"
 BASE, PARTS, ENGINE, ORCHESTRATION, ENTRY = range(5)
 LAYERS = {
     "errors": BASE, "io": BASE, "overrides": BASE, "distributed": BASE, "folder_lock": BASE,
-    "resolvers": BASE,
+    "resolvers": BASE, "store": BASE,
     "data": PARTS, "noise": PARTS, "models": PARTS, "metrics": PARTS, "loggers": PARTS,
     "optim": PARTS, "studies.config": PARTS, "studies.gradients": PARTS,
     "relabel.config": PARTS, "replicas.config": PARTS,
@@ -23,6 +23,7 @@ LAYERS = {
     "relabel": ENGINE,
     "schemas": ORCHESTRATION, "config": ORCHESTRATION, "help": ORCHESTRATION,
     "launch": ORCHESTRATION, "entry": ORCHESTRATION, "job": ORCHESTRATION,
+    "catalog": ORCHESTRATION,
     "run": ENTRY, "sweep": ENTRY, "report": ENTRY, "reproduce": ENTRY, "studies": ENTRY,
     "easy_hard": ENTRY, "sensitivity": ENTRY,
 }

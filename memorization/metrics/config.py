@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from memorization.errors import ConfigError, check_all
 from memorization.metrics.protocol import LayerMetric, MetricConfig, ModelMetric
+from memorization.store import open_node, register
 
 Metric = LayerMetric | ModelMetric
 
@@ -125,3 +126,6 @@ def _import(key: str, path: str) -> type[Metric]:
         raise ConfigError(f"metrics.{key}.class={path} is not a LayerMetric or ModelMetric "
                           "(memorization/metrics/protocol.py)")
     return kind
+
+
+register("metrics", open_node(MetricsConfig))  # every other key of the group is a metric

@@ -36,6 +36,7 @@ from torchmetrics import Metric
 
 from memorization.metrics.protocol import Context, LayerMetric, MetricConfig, Probe
 from memorization.models.probes import ProbeLayer
+from memorization.store import register_metric
 
 
 @dataclass(frozen=True)
@@ -201,3 +202,6 @@ class CosineMetric(LayerMetric):
             logs[f"dead/{split}/{layer}"] = res["dead"]
         self.sums = {}
         return logs
+
+
+register_metric(CosineMetric)

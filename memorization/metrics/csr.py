@@ -47,6 +47,7 @@ from torchmetrics import Metric
 
 from memorization.errors import ConfigError, check_all, shown
 from memorization.metrics.protocol import MetricConfig, ModelMetric, fixed_subset
+from memorization.store import register_metric
 
 PAPER_ALPHA, PAPER_BETA, PAPER_R, PAPER_PIXEL_SCALE = 0.25, 0.2, 0.3, 255.0
 """The paper's LASS step, noise scale and box radius, on its 0-255 pixel scale."""
@@ -252,3 +253,6 @@ class CSRMetric(ModelMetric):
         for batch in ctx.batches(c.split, self.idx, c.batch_size):
             metric.update(net, batch["x"], alpha, beta, r, c.max_iter, generator=gen)
         return {f"csr/{c.split}": metric.compute()}
+
+
+register_metric(CSRMetric)

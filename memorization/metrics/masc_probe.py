@@ -28,6 +28,7 @@ from memorization.metrics.masc_states import MASCSamples, MASCSubspaces
 from memorization.metrics.protocol import Context, LayerMetric, MetricConfig, Probe
 from memorization.metrics.subset_accuracy import ProbeAccuracy
 from memorization.models.probes import ProbeLayer
+from memorization.store import register_metric
 
 GIB = 1024**3
 LABELLINGS = ("masc", "masc_true")  # fitted on the training labels, on the true labels
@@ -209,3 +210,6 @@ class MASCMetric(LayerMetric):
             logs |= acc.compute(name, layer)
         self.fits, self.bases, self.acc = {}, {}, {}  # the kept outputs and states go
         return logs
+
+
+register_metric(MASCMetric)

@@ -24,6 +24,7 @@ from torchmetrics import Metric
 
 from memorization.errors import ConfigError
 from memorization.metrics.protocol import Context, LayerMetric, MetricConfig, Probe
+from memorization.store import register_metric
 
 
 def polarization_counts(outputs: torch.Tensor, labels: torch.Tensor, corrupted: torch.Tensor,
@@ -105,3 +106,6 @@ class PolarizationMetric(LayerMetric):
         logs = {f"polarization/train/{name}": m.compute() for name, m in self.counts.items()}
         self.counts = {}
         return logs
+
+
+register_metric(PolarizationMetric)

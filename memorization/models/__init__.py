@@ -3,6 +3,7 @@
 Layer: parts; imports errors only.
 """
 
+from memorization.models import schema  # noqa: F401,I001  (registers the model schemas)
 from memorization.models.alexnet import AlexNet, AlexNetConfig
 from memorization.models.cnn import CNN, CNNConfig
 from memorization.models.mlp import MLP, MLPConfig

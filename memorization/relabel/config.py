@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from memorization.errors import ConfigError, check_bool, check_number, shown
+from memorization.store import register
 
 MONITORS = ("acc", "loss")
 
@@ -51,3 +52,6 @@ class RelabelConfig:
         if self.layers is not None and not all(isinstance(p, str) for p in self.layers):
             raise ConfigError(f"relabel.layers={self.layers} must be a list of layer names or "
                               "globs, or null")
+
+
+register("relabel", RelabelConfig)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from memorization.errors import ConfigError, check_number
+from memorization.store import register
 
 # the keys a replica may take its own value of: replica k runs with base + k
 VARIABLE = ("seed", "noise.seed", "data.shuffle_seed", "data.train_seed", "data.val_seed")
@@ -144,3 +145,6 @@ def trainer_options(cfg: DictConfig) -> DictConfig:
     with open_dict(node):
         node.pop("replicas", None)
     return node
+
+
+register("replicas", ReplicasConfig)

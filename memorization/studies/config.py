@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from memorization.errors import ConfigError, check_bool, check_number
+from memorization.store import register
 
 SPLITS = ("train", "test")
 METHODS = ("unrolled", "input_grad_norm")
@@ -64,3 +65,8 @@ class SensitivityConfig:
                               f"of sensitivity.every={self.every} (or 0)")
         if not isinstance(self.device, str) or not self.device:
             raise ConfigError(f"sensitivity.device={self.device} must be auto or a torch device")
+
+
+# the studies' own nodes (conf/sensitivity.yaml, conf/easy_hard.yaml)
+register("sensitivity", SensitivityConfig)
+register("easy_hard", EasyHardConfig)
