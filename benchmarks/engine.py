@@ -1,13 +1,14 @@
-"""Why the networks trained inside a job use the plain loop and jobs the Lightning Trainer.
+"""What the one engine costs per network: ``engine.fit_network`` against a plain PyTorch loop.
 
     python benchmarks/engine.py [--n-train 1000] [--width 4096] [--runs 5] [--device cpu]
 
 The same network (Arpit et al.'s MLP: 2 hidden layers of ``--width`` ReLU units, SGD lr 0.01,
 batch 128; input 784) is trained for one epoch on ``--n-train`` examples, ``--runs`` times each:
 
-1. by ``memorization.loop.fit`` (what the relabel retrain and the studies use);
-2. by a Lightning ``Trainer`` and the framework's ``Classifier``, built afresh per network as a
-   study would have to (Trainer, data module, fit; no logger, checkpoint or progress bar);
+1. by a plain PyTorch loop written here (the baseline: batches by indexing tensors on the
+   device, one optimizer step per batch, nothing else);
+2. by ``engine.fit_network``, the Lightning fit that the relabel retrain and the studies use
+   (a Trainer built afresh per network; no logger, checkpoint or progress bar);
 3. the Trainer's fixed cost per network: (2) minus (1).
 
 Printed: seconds per network and the ratio (2) / (1), measured in this one process; plus the
@@ -24,17 +25,17 @@ import statistics
 import time
 import warnings
 
-import lightning as L
 import torch
 
 torch.set_flush_denormal(True)
 logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
 warnings.filterwarnings("ignore")
 
-from memorization import loop  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from memorization import engine  # noqa: E402
 from memorization.data import DataModule  # noqa: E402
 from memorization.models import MLP  # noqa: E402
-from memorization.module import Classifier  # noqa: E402
 from memorization.optim import OptimConfig  # noqa: E402
 
 OPTIM = {"_target_": "torch.optim.SGD", "lr": 0.01}
@@ -55,22 +56,26 @@ def _data(n_train: int) -> DataModule:
 def plain(width: int, x: torch.Tensor, y: torch.Tensor, seed: int, device) -> float:
     t = time.perf_counter()
     net = _net(width, seed).to(device)
-    loop.fit(net, OptimConfig(**OPTIM), x, y, epochs=1, batch_size=128, seed=seed)
-    loop.predict(net, x)  # a study scores its examples afterwards
+    opt = torch.optim.SGD(net.parameters(), lr=OPTIM["lr"])
+    order = engine.seeded_orders(len(y), seed)(0).to(device)
+    net.train()
+    for idx in order.split(128):
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(net(x[idx]), y[idx]).backward()
+        opt.step()
+    engine.predict(net, x)  # a study scores its examples afterwards
     if device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - t
 
 
-def lightning(width: int, n_train: int, seed: int, accelerator: str) -> float:
+def lightning(width: int, x: torch.Tensor, y: torch.Tensor, seed: int, device) -> float:
     t = time.perf_counter()
-    dm = _data(n_train)
-    module = Classifier(net=_net(width, seed), optim=dict(OPTIM))
-    trainer = L.Trainer(max_epochs=1, accelerator=accelerator, devices=1, logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, use_distributed_sampler=False,
-                        num_sanity_val_steps=0, limit_val_batches=0)
-    trainer.fit(module, datamodule=dm)
+    net = _net(width, seed).to(device)
+    engine.fit_network(net, OptimConfig(**OPTIM), x, y, epochs=1, batch_size=128, seed=seed)
+    engine.predict(net, x)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
     return time.perf_counter() - t
 
 
@@ -86,14 +91,15 @@ def main() -> None:
     dm.setup("fit")
     tensors = dm.splits["train"].tensors
     x, y = tensors["x"].to(device), tensors["y"].to(device)
-    accelerator = "gpu" if device.type == "cuda" else "cpu"
     plain(args.width, x, y, 0, device)  # warm-up, both
-    lightning(args.width, args.n_train, 0, accelerator)
-    a = [plain(args.width, x, y, s, device) for s in range(1, args.runs + 1)]
-    b = [lightning(args.width, args.n_train, s, accelerator) for s in range(1, args.runs + 1)]
+    lightning(args.width, x, y, 0, device)
+    a, b = [], []
+    for s in range(1, args.runs + 1):  # interleaved, so that drift hits both alike
+        a.append(plain(args.width, x, y, s, device))
+        b.append(lightning(args.width, x, y, s, device))
     pa, pb = statistics.median(a), statistics.median(b)
     print(f"one network (MLP 2x{args.width}, {args.n_train} examples, 1 epoch, "
-          f"{device.type}), median of {args.runs}: plain loop {pa:.3f} s, Lightning Trainer "
+          f"{device.type}), median of {args.runs}: plain loop {pa:.3f} s, engine.fit_network "
           f"{pb:.3f} s, ratio {pb / pa:.2f}; the Trainer's cost per network {pb - pa:.3f} s")
 
 

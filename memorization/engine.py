@@ -1,42 +1,47 @@
-"""The training engine: one Lightning assembly for every job that ``memorization.run`` trains.
+"""The training engine: every network the package trains is one Lightning ``Trainer.fit``
+assembled here.
 
-A single run (:func:`train_single`) and a stacked job (``memorization/replicas/job.py``) are
-both one ``Trainer.fit`` of a LightningModule (``module.Classifier`` or
-``replicas.module.StackedClassifier``) built here from the same pieces, so seeding, the
-config's callbacks (stop rule, checkpoints, divergence guard, layer metrics, progress bar), its
-loggers and W&B, the Trainer's options and the end of a W&B run are written once:
+- **Jobs.** A single run (memorization/single.py) and a stacked job
+  (memorization/replicas/job.py) fit a LightningModule (``module.Classifier`` or
+  ``replicas.module.StackedClassifier``) from the same pieces, so seeding, the config's
+  callbacks (stop rule, checkpoints, divergence guard, layer metrics, progress bar), its loggers
+  and W&B, the Trainer's options and the end of a W&B run are written once: :func:`seed`,
+  :func:`config_callbacks`, :func:`config_loggers` (a stacked job gives each replica its own
+  folder and W&B run through its arguments), :func:`build_module`, :func:`make_trainer`,
+  :func:`finish_wandb`.
+- **Networks trained inside a job** (the relabel stage's retraining, the studies' networks):
+  :func:`fit_network`, a Trainer with no logger, checkpoint or progress bar over tensors held
+  on the device (batches by indexing, seeded orders, an after-epoch hook that may stop it),
+  and :func:`evaluate` / :func:`predict` in eval mode. The job around them owns the folder,
+  the logs and the resume.
 
-- :func:`seed` seeds Python, NumPy and torch (and the dataloader workers) from a run's seed;
-- :func:`config_callbacks` and :func:`config_loggers` instantiate the config's ``callbacks``
-  and ``logger``/``history`` nodes (a stacked job gives each replica its own folder and W&B
-  run through :func:`config_loggers`' arguments);
-- :func:`make_trainer` builds the Trainer from ``cfg.trainer`` (without ``replicas``, ours);
-- :func:`finish_wandb` closes the W&B run so the next job of a multirun starts its own.
+Why one Trainer for both: measured (``benchmarks/engine.py``, docs/architecture.md), a Trainer
+built per network costs about 0.015 s more than a plain loop, nothing next to Arpit's 2x4096
+networks, and its per-step cost is that of a job's (docs/performance.md); a network trained
+by :func:`fit_network` has bitwise the weights the plain loop gave it (tests/test_engine.py).
 
-Why Lightning for jobs and ``loop.py`` for the networks trained inside one: a job needs
-checkpoints, resume, DDP, loggers and callbacks, which the Trainer gives at a per-step cost of
-a few percent (docs/performance.md); the relabel retrain and the studies train many small
-networks, or one briefly, inside a job, where a Trainer's set-up per network costs more than
-the network's training (measured in ``benchmarks/engine.py``; docs/performance.md).
-
-Layer: engine; imports parts (data, models, optim, replicas.config), the base and the engine's
-module, callbacks, jobs and relabel, never the config or an entry point.
+Layer: engine; imports parts (replicas.config) and the base, never the config or an entry
+point.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import sys
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import hydra
 import lightning as L
 import torch
+import torch.nn.functional as F
 from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.callbacks import ProgressBar as ProgressBarBase
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
 
-from memorization.callbacks import LogConfig
-from memorization.jobs import LAST, check_checkpoint
 from memorization.replicas.config import trainer_options
 
 # Denormals make the deep MLPs twice as slow on x86 CPUs after a few epochs.
@@ -103,41 +108,150 @@ def build_module(cfg: DictConfig, net: torch.nn.Module) -> L.LightningModule:
         net=net, optim=OmegaConf.to_container(cfg.optim, resolve=True), **options)
 
 
-def train_single(cfg: DictConfig, resolved: dict, out: Path | None, ckpt: str | None,
-                 fitted: dict | None = None, relabel=None) -> dict | None:
-    """One run: the data module, network and module of the config, its callbacks and loggers,
-    one fit (from ``ckpt`` when given), then the relabel stage (``relabel``: its config when
-    enabled). ``fitted``: the fit's report of an earlier attempt whose fit finished (only the
-    stage runs again). Returns the run's summary (what metrics.json holds)."""
-    if cfg.get("seed") is not None:  # `if cfg.get("seed")` would skip seed 0
-        seed(cfg.seed)
-    elif fitted is not None:  # the same initial weights as the attempt that fitted
-        torch.manual_seed(fitted["torch_seed"])
-    datamodule = hydra.utils.instantiate(cfg.data, noise=cfg.noise, _convert_="all")
-    net = hydra.utils.instantiate(cfg.model, _convert_="all")
-    # control: the untrained network, for the relabel stage's random-initialization control
-    init_state = ({k: v.detach().clone() for k, v in net.state_dict().items()}
-                  if relabel is not None and relabel.control else None)
-    module = build_module(cfg, net)
-    if ckpt is not None:
-        check_checkpoint(ckpt, module, cfg.trainer.get("max_epochs"))
-    # logged once the data is set up, so a data error fails before any logger starts a run
-    callbacks = [*config_callbacks(cfg), LogConfig(resolved)]
-    trainer = make_trainer(cfg, callbacks, config_loggers(cfg))
-    report = next((c for c in callbacks if hasattr(c, "summary")), None)
-    if relabel is not None and report is not None:
-        report.stage_pending = True  # metrics.json only once the stage is done
-    if fitted is None:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
-    summary = fitted or (report.summary if report is not None else None)
-    if (relabel is not None and report is not None and summary is not None
-            and not summary.get("interrupted") and trainer.is_global_zero):
-        from memorization.relabel.job import load_trained, run_stage
+# ---- networks trained inside a job (the relabel retrain, the studies' networks) ----------
 
-        if fitted is not None:
-            check_checkpoint(out / LAST, module)
-            load_trained(module, out / LAST)
-        run_seed = cfg.seed if cfg.get("seed") is not None else summary["torch_seed"]
-        run_stage(relabel, trainer=trainer, module=module, dm=datamodule, report=report,
-                  init_state=init_state, seed=run_seed, summary=fitted)
-    return report.summary if report is not None else None
+
+def seeded_orders(n: int, seed: int) -> Callable[[int], torch.Tensor]:
+    """Epoch e's order of n examples: successive permutations of one generator seeded with
+    ``seed`` (called for e = 1, 2, ... in turn)."""
+    gen = torch.Generator().manual_seed(seed)
+    return lambda epoch: torch.randperm(n, generator=gen)
+
+
+class _Batches:
+    """The index batches of each epoch: ``order(e)`` cut into ``batch_size`` slices (the last
+    may be short). Lightning takes any iterable as a train loader; a torch DataLoader would
+    draw its base seed from the global generator every epoch, changing dropout's draws."""
+
+    def __init__(self, n: int, batch_size: int, order: Callable[[int], torch.Tensor]):
+        self.n, self.batch_size, self.order, self.epoch = n, batch_size, order, 0
+
+    def __len__(self) -> int:
+        return -(-self.n // self.batch_size)
+
+    def __iter__(self) -> Iterator[torch.Tensor]:  # a generator: iter() alone draws nothing
+        self.epoch += 1
+        yield from self.order(self.epoch).split(self.batch_size)
+
+
+class _OnTensors(L.LightningModule):
+    """A network trained on tensors (x, y), held where they are; batches by indexing."""
+
+    def __init__(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor, build: Callable,
+                 loss_fn: Callable):
+        super().__init__()
+        self.net, self.build, self.loss_fn = net, build, loss_fn
+        self.x, self.y = x, y  # attributes, not buffers: the Trainer does not move them
+        self.total: torch.Tensor | None = None
+
+    def on_train_epoch_start(self) -> None:
+        self.total = torch.zeros((), dtype=torch.float64, device=self.device)
+
+    def training_step(self, idx: torch.Tensor, _: int) -> torch.Tensor:
+        idx = idx.to(self.y.device)
+        xb = self.x[idx].to(self.device, non_blocking=True)
+        yb = self.y[idx].to(self.device, non_blocking=True)
+        loss = self.loss_fn(self.net(xb), yb)
+        self.total += loss.detach().double() * idx.numel()
+        return loss
+
+    def configure_optimizers(self):
+        opt, sched = self.build(self.net.parameters())
+        if sched is None:
+            return opt
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+
+
+class _AfterEpoch(L.Callback):
+    def __init__(self, hook: Callable[[int, torch.Tensor], bool | None]):
+        self.hook = hook
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: _OnTensors) -> None:
+        if self.hook(trainer.current_epoch + 1, pl_module.total):
+            trainer.should_stop = True
+
+
+@contextlib.contextmanager
+def _quiet():
+    """No Lightning set-up lines or warnings for each of a study's many small fits."""
+    names = ("lightning.pytorch", "lightning.fabric")
+    levels = [logging.getLogger(n).level for n in names]
+    for n in names:
+        logging.getLogger(n).setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for n, level in zip(names, levels, strict=True):
+            logging.getLogger(n).setLevel(level)
+
+
+def fit_network(net: nn.Module, optim, x: torch.Tensor, y: torch.Tensor, *, epochs: int,
+                batch_size: int, seed: int = 0, loss_fn: Callable = F.cross_entropy,
+                order: Callable[[int], torch.Tensor] | None = None,
+                after_epoch: Callable[[int, torch.Tensor], bool | None] | None = None
+                ) -> nn.Module:
+    """Train ``net`` in place, on the device it is on, on (x, y) for ``epochs`` epochs: one
+    Lightning fit with an optimizer and schedule that ``optim`` makes afresh (an
+    ``optim.OptimConfig``, or its ``build``), the schedule stepped once per epoch. Epoch e goes
+    through the examples in ``order(e)``, by default :func:`seeded_orders` of ``seed``, one
+    optimizer step per ``batch_size`` slice. ``after_epoch(e, loss_sum)`` (the epoch's
+    sample-weighted loss sum, a float64 device tensor) runs after each epoch and stops
+    training by returning True. No logger, checkpoint or progress bar: the job around it owns
+    those. Nothing syncs with the host inside an epoch."""
+    from lightning.pytorch.strategies import SingleDeviceStrategy
+
+    device = next(net.parameters()).device
+    module = _OnTensors(net, x, y, getattr(optim, "build", optim), loss_fn)
+    batches = _Batches(len(y), batch_size, order or seeded_orders(len(y), seed))
+    with _quiet():
+        trainer = L.Trainer(
+            max_epochs=epochs, accelerator="gpu" if device.type == "cuda" else "cpu",
+            strategy=SingleDeviceStrategy(device), logger=False, enable_checkpointing=False,
+            enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+            use_distributed_sampler=False,
+            callbacks=[_AfterEpoch(after_epoch)] if after_epoch is not None else [])
+        trainer.fit(module, train_dataloaders=batches)
+    return net.to(device)  # the strategy's teardown moves the network to the CPU
+
+
+def _device(net: nn.Module) -> torch.device:
+    return next(net.parameters()).device
+
+
+@torch.no_grad()
+def evaluate(net: nn.Module, x: torch.Tensor, y: torch.Tensor,
+             loss_fn: Callable = F.cross_entropy, batch_size: int = 4096,
+             device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(accuracy, mean loss) of ``net`` in eval mode on (x, y), as float64 tensors on
+    ``device`` (by default the network's; no host sync); the network's mode is restored
+    afterwards."""
+    device = device if device is not None else _device(net)
+    was_training = net.training
+    net.eval()
+    hits = torch.zeros((), dtype=torch.long, device=device)
+    loss = torch.zeros((), dtype=torch.float64, device=device)
+    try:
+        for idx in torch.arange(len(y), device=y.device).split(batch_size):
+            xb, yb = x[idx].to(device, non_blocking=True), y[idx].to(device, non_blocking=True)
+            logits = net(xb)
+            hits += (logits.argmax(1) == yb).sum()
+            loss += loss_fn(logits, yb).double() * idx.numel()
+    finally:
+        net.train(was_training)
+    n = max(len(y), 1)
+    return hits.double() / n, loss / n
+
+
+@torch.no_grad()
+def predict(net: nn.Module, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+    """The class ``net`` predicts (eval mode, argmax) for each row of x, on the network's
+    device; the network's mode is restored afterwards."""
+    device, was_training = _device(net), net.training
+    net.eval()
+    try:
+        return torch.cat([net(xb.to(device, non_blocking=True)).argmax(1)
+                          for xb in x.split(batch_size)])
+    finally:
+        net.train(was_training)

@@ -18,10 +18,11 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from memorization.config import build, validate
-from memorization.engine import finish_wandb, train_single
+from memorization.engine import finish_wandb
 from memorization.jobs import FIT, STAGE, clear_markers, resolved_dict, resume_point
 from memorization.launch import apply_threads, job_threads
 from memorization.replicas.config import replica_count
+from memorization.single import train_single
 
 
 def hydra_output_dir() -> Path | None:

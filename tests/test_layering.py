@@ -18,7 +18,7 @@ LAYERS = {
     "data": PARTS, "noise": PARTS, "models": PARTS, "metrics": PARTS, "loggers": PARTS,
     "optim": PARTS, "studies.config": PARTS, "studies.gradients": PARTS,
     "relabel.config": PARTS, "replicas.config": PARTS,
-    "module": ENGINE, "callbacks": ENGINE, "jobs": ENGINE, "loop": ENGINE, "replicas": ENGINE,
+    "module": ENGINE, "callbacks": ENGINE, "jobs": ENGINE, "single": ENGINE, "replicas": ENGINE,
     "engine": ENGINE,
     "relabel": ENGINE,
     "schemas": ORCHESTRATION, "config": ORCHESTRATION, "help": ORCHESTRATION,

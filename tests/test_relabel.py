@@ -367,3 +367,20 @@ def test_the_sweep_report_has_the_relabel_table(job, tmp_path, monkeypatch):
     csv = pd.read_csv(sweep / "report" / "relabel.csv")
     assert list(csv["job"].astype(str)) == ["0"]
     assert csv["relabel/masc/test_acc_after"][0] == pytest.approx(n["masc"]["test_acc_after"])
+
+
+@pytest.mark.slow
+def test_the_stage_runs_under_ddp_on_rank_zero(tmp_path):
+    """A 2-process CPU DDP job: rank zero runs the stage alone after the fit, so its MASC
+    refits and its retraining must not wait on the other rank (they once all-reduced with a
+    rank that had left)."""
+    out = tmp_path / "ddp"
+    res = run_cli(["trainer=ddp_cpu", "relabel.enabled=true", "relabel.max_epochs=2",
+                   "metrics=none", "logger=none", "trainer.max_epochs=2",
+                   "stop_at_train_acc=null", f"hydra.run.dir={out}"], cwd=tmp_path, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    node = json.loads((out / "metrics.json").read_text())["relabel"]
+    for lab in LABELLINGS:
+        assert 1 <= node[lab]["epochs"] <= 2
+    saved = np.load(out / "relabel.npz")
+    assert saved["masc"].shape == saved["train_labels"].shape

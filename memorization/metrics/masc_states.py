@@ -75,17 +75,20 @@ class MASCSubspaces(Metric):
             self.count[j] += torch.bincount(labels[:, j], minlength=self.num_classes)
 
     def fit(self, labelling: int = 0,
-            samples: tuple[torch.Tensor, torch.Tensor] | None = None, name: str | None = None
-            ) -> tuple[torch.Tensor, torch.Tensor]:
+            samples: tuple[torch.Tensor, torch.Tensor] | None = None, name: str | None = None,
+            across_ranks: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """The subspaces from the states as they are (no DDP sync: :meth:`compute` syncs).
         ``samples``: the layer's outputs [N, D] and their labels ([N] or [N, L]), when the
         caller holds them: classes that float32 cannot settle are refitted from them in float64
-        (see :func:`fit_subspaces`). ``name``: for its log line (default: the metric's)."""
+        (see :func:`fit_subspaces`), their float64 Grams summed over the DDP ranks unless
+        ``across_ranks=False`` (every sample is in this process: the relabel stage, which runs
+        on rank zero alone). ``name``: for its log line (default: the metric's)."""
         if samples is not None:
             x, labels = samples
             samples = (x, labels[:, labelling] if labels.dim() == 2 else labels)
         name = name or (self.name if labelling == 0 else f"{self.name} (labelling {labelling})")
-        reduce = all_reduce_sum if samples is not None and rank_world()[1] > 1 else None
+        reduce = (all_reduce_sum if samples is not None and across_ranks
+                  and rank_world()[1] > 1 else None)
         return fit_subspaces(self.gram[labelling], self.variance, samples=samples,
                              reduce=reduce, name=name)
 

@@ -114,7 +114,9 @@ def _fit(net: nn.Module, names: list[str], x: torch.Tensor, labels: torch.Tensor
                 basis, n_comp = fit_subspaces_from_samples(samples[0], labels[:, j],
                                                            num_classes, variance)
             else:
-                basis, n_comp = f.fit(j, samples=samples, name=f"relabel {lab_name}/{name}")
+                # rank zero holds every sample: no all-reduce with ranks that are not here
+                basis, n_comp = f.fit(j, samples=samples, name=f"relabel {lab_name}/{name}",
+                                      across_ranks=False)
             bases[(lab_name, name)] = (basis, flat_bases(basis), n_comp)
     return bases
 

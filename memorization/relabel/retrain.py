@@ -1,8 +1,7 @@
 """Retraining on relabeled data with early stopping on a held-out set (MASC paper, Sec. 3.3).
 
-The plain loop of memorization/loop.py rather than a second Lightning ``Trainer``: the stage
-runs after the job's fit, in one process, and needs none of a fit's machinery (checkpoints,
-loggers, callbacks). Each
+Trained by the engine's ``fit_network`` (memorization/engine.py: a Lightning fit over tensors,
+without the job's checkpoints, loggers and callbacks, which the job around it owns). Each
 epoch: the training set in a seeded random order (a fresh permutation per epoch, the last batch
 short), one optimizer step per batch, the learning-rate schedule stepped once; then the held-out
 set and the report set evaluated in eval mode. Tensors stay on the device; the held-out value
@@ -26,7 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from memorization.loop import evaluate, fit
+from memorization.engine import evaluate, fit_network
 from memorization.optim import OptimConfig
 
 
@@ -74,7 +73,7 @@ def retrain(net: nn.Module, x: torch.Tensor, y: torch.Tensor,
         return best["since"] >= patience and epoch < max_epochs
 
     # a fresh permutation per epoch, from seed + epoch
-    fit(net, optim, x, y, epochs=max_epochs, batch_size=batch_size, loss_fn=loss_fn,
+    fit_network(net, optim, x, y, epochs=max_epochs, batch_size=batch_size, loss_fn=loss_fn,
         order=lambda e: torch.randperm(len(y), generator=torch.Generator().manual_seed(seed + e)),
         after_epoch=after_epoch)
     if best["state"] is not None:  # None only if every epoch's value was NaN: keep the last

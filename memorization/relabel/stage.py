@@ -11,8 +11,8 @@ from functools import partial
 import torch
 from torch import nn
 
+from memorization.engine import evaluate
 from memorization.io import flat_keys, pct, say
-from memorization.loop import evaluate
 from memorization.optim import OptimConfig
 from memorization.relabel.config import RelabelConfig
 from memorization.relabel.masc_layers import LABELLINGS, layer_predictions, probe_names

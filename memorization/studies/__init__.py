@@ -1,4 +1,4 @@
-"""Stand-alone studies that train many small networks with a plain loop: Arpit et al.'s loss
+"""Stand-alone studies that train many small networks (engine.fit_network): Arpit et al.'s loss
 sensitivity (``python -m memorization.sensitivity``) and easy and hard examples
 (``python -m memorization.easy_hard``).
 

@@ -3,10 +3,10 @@ memorization.easy_hard``) share: their Hydra entry point, their checks, their da
 their outputs, and the figure of a whole sweep.
 
 The studies compose the same groups as ``python -m memorization.run`` (data, noise, model, optim)
-from their own primary configs (conf/sensitivity.yaml, conf/easy_hard.yaml) and train with a
-plain loop over the DataModule's tensors: a study trains many tiny networks (100 seeds, or
-thousands of unrolled steps), for which a Lightning Trainer's set-up per run costs more than the
-training itself.
+from their own primary configs (conf/sensitivity.yaml, conf/easy_hard.yaml), run their jobs by
+the same rules as memorization.run's (:func:`study_job`), and train their many small networks
+on the DataModule's tensors with the engine's ``fit_network`` (memorization/engine.py); the
+sensitivity study's unrolled SGD keeps its own steps (gradients.py).
 """
 
 from __future__ import annotations

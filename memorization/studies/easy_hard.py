@@ -11,9 +11,8 @@ Our reading and choices. The examples scored are the training examples (``split=
 against its training label (the random one under randY): how well one epoch fits them. Run k
 (k = 0..N-1) draws its weights and its batch order from seed ``seed + k``; the data (its
 subset and its corruption) is the same for every run. Each run trains with the project's model
-and optimizer settings (``model``, ``optim``, ``data.batch_size``) by a plain loop over the
-DataModule's tensors, sequentially in one process: on this 2-core CPU a Lightning Trainer per
-seed costs about a second of set-up each, more than one epoch of a 1,000-example MLP.
+and optimizer settings (``model``, ``optim``, ``data.batch_size``), trained by the engine's
+``fit_network`` over the DataModule's tensors, sequentially in one process.
 
 The reference curve. With N runs and mean error rate p (the measured one, per job), if every
 example's error count were independently Binomial(N, p), the per-example rates sorted
@@ -44,7 +43,7 @@ import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from memorization import loop
+from memorization import engine
 from memorization.io import say, write_json_atomic
 from memorization.studies import common
 from memorization.studies.config import SPLITS, EasyHardConfig  # noqa: F401  (re-exported)
@@ -66,16 +65,16 @@ def binomial_reference(n_examples: int, n_runs: int, p: float) -> np.ndarray:
 
 def train_one(net: torch.nn.Module, optim, x: torch.Tensor, y: torch.Tensor,
               batch_size: int, epochs: int, seed: int) -> torch.nn.Module:
-    """``epochs`` epochs of minibatch training with cross-entropy (memorization/loop.py), batches
+    """``epochs`` epochs of minibatch training with cross-entropy (engine.fit_network), batches
     in an order drawn from ``seed`` (a fresh permutation per epoch); the schedule, if any, steps
     per epoch. ``optim``: an ``optim.OptimConfig``, or its ``build``."""
-    return loop.fit(net, optim, x, y, epochs=epochs, batch_size=batch_size, seed=seed)
+    return engine.fit_network(net, optim, x, y, epochs=epochs, batch_size=batch_size, seed=seed)
 
 
 def errors_of(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
               batch_size: int = 4096) -> torch.Tensor:
     """1 where the network (eval mode) misclassifies an example, else 0."""
-    return (loop.predict(net, x, batch_size) != y).long()
+    return (engine.predict(net, x, batch_size) != y).long()
 
 
 def error_counts(make_net: Callable[[int], torch.nn.Module], optim,

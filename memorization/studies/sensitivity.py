@@ -33,7 +33,7 @@ import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from memorization import loop
+from memorization import engine
 from memorization.errors import ConfigError
 from memorization.io import atomic_path, say, write_json_atomic
 from memorization.studies import common
@@ -101,7 +101,7 @@ def _input_grads(cfg, sc: SensitivityConfig, net, x, y):
         g = input_grad_norm(net, x, y)
         gs.append(g.float().cpu())
         g_bar = torch.stack(gs).mean(0)
-        acc, loss = loop.evaluate(net, x, y, batch_size=n)
+        acc, loss = engine.evaluate(net, x, y, batch_size=n)
         rows.append({"step": epoch * -(-n // sc.batch_size), "epoch": epoch,
                      "gini": float(gini(g_bar)), "gini_step": float(gini(g)),
                      "seen": float(epoch > 0), "train_loss": float(loss),
@@ -111,8 +111,8 @@ def _input_grads(cfg, sc: SensitivityConfig, net, x, y):
     net.train()
     with tqdm(total=sc.epochs, desc="epochs", unit="epoch", dynamic_ncols=True) as bar:
         note(0)
-        loop.fit(net, build(cfg, "optim"), x, y, epochs=sc.epochs, batch_size=sc.batch_size,
-                 seed=cfg.seed, after_epoch=note)
+        engine.fit_network(net, build(cfg, "optim"), x, y, epochs=sc.epochs,
+                           batch_size=sc.batch_size, seed=cfg.seed, after_epoch=note)
     return rows, torch.stack(gs), None
 
 

@@ -1,0 +1,129 @@
+"""The engine's fit of a network on tensors (engine.fit_network): the weights a plain PyTorch
+loop gives, bitwise; its stop hook, schedule and batch orders; evaluate and predict."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from memorization.engine import evaluate, fit_network, predict, seeded_orders
+from memorization.optim import OptimConfig, SchedulerConfig
+
+
+def _data(n=90, d=6, k=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, d, generator=g), torch.randint(0, k, (n,), generator=g)
+
+
+def _net(d=6, k=3, dropout=0.0):
+    torch.manual_seed(1)
+    return nn.Sequential(nn.Linear(d, 16), nn.ReLU(), nn.Dropout(dropout), nn.Linear(16, k))
+
+
+def _plain(net, optim, x, y, epochs, batch_size, seed):
+    """The reference: the textbook loop, written here independently of the engine."""
+    opt, sched = optim.build(net.parameters())
+    gen = torch.Generator().manual_seed(seed)
+    net.train()
+    for _ in range(epochs):
+        for idx in torch.randperm(len(y), generator=gen).split(batch_size):
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(net(x[idx]), y[idx]).backward()
+            opt.step()
+        if sched is not None:
+            sched.step()
+    return net
+
+
+@pytest.mark.parametrize("optim", [
+    OptimConfig(_target_="torch.optim.SGD", lr=0.1, momentum=0.9),
+    OptimConfig(_target_="torch.optim.Adam", lr=1e-2),
+    OptimConfig(_target_="torch.optim.SGD", lr=0.1,
+                scheduler=SchedulerConfig(_target_="torch.optim.lr_scheduler.StepLR",
+                                          step_size=1, gamma=0.5)),
+], ids=["sgd_momentum", "adam", "sgd_steplr"])
+def test_fit_network_gives_the_plain_loops_weights_bitwise(optim):
+    x, y = _data()
+    ref = _plain(_net(), optim, x, y, epochs=3, batch_size=16, seed=7)
+    got = fit_network(_net(), optim, x, y, epochs=3, batch_size=16, seed=7)
+    for a, b in zip(ref.state_dict().values(), got.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_dropout_draws_come_from_the_global_generator_only():
+    """No data loader draws a seed of its own each epoch: with dropout, the same global seed
+    gives the plain loop's weights."""
+    x, y = _data()
+    optim = OptimConfig(_target_="torch.optim.SGD", lr=0.1)
+    ref = _net(dropout=0.5)
+    torch.manual_seed(11)
+    ref = _plain(ref, optim, x, y, epochs=2, batch_size=16, seed=2)
+    net = _net(dropout=0.5)
+    torch.manual_seed(11)
+    got = fit_network(net, optim, x, y, epochs=2, batch_size=16, seed=2)
+    for a, b in zip(ref.state_dict().values(), got.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_after_epoch_sees_the_loss_sum_and_stops_training():
+    x, y = _data()
+    seen = []
+
+    def hook(epoch, total):
+        seen.append((epoch, float(total)))
+        return epoch == 2
+
+    net = _net()
+    with torch.no_grad():
+        first = float(F.cross_entropy(net(x), y))  # before training: an upper bound, roughly
+    fit_network(net, OptimConfig(lr=1e-2), x, y, epochs=10, batch_size=30, after_epoch=hook)
+    assert [e for e, _ in seen] == [1, 2]  # stopped after the second epoch
+    # the sum of the batches' mean losses weighted by their sizes: n times a mean loss
+    assert 0 < seen[0][1] / len(y) < 2 * first
+
+
+def test_a_custom_order_and_a_short_last_batch():
+    x, y = _data(n=10)
+    orders = []
+
+    def order(epoch):
+        orders.append(epoch)
+        return torch.arange(10).flip(0) if epoch == 1 else torch.arange(10)
+
+    steps = []
+    net = _net()
+    net.register_forward_pre_hook(lambda m, args: steps.append(args[0].shape[0]))
+    fit_network(net, OptimConfig(lr=1e-2), x, y, epochs=2, batch_size=4, order=order)
+    assert orders == [1, 2] and steps == [4, 4, 2, 4, 4, 2]
+
+
+def test_seeded_orders_are_successive_permutations_of_one_generator():
+    a, b = seeded_orders(20, 5), seeded_orders(20, 5)
+    first, second = a(1), a(2)
+    assert torch.equal(first, b(1)) and torch.equal(second, b(2))
+    assert sorted(first.tolist()) == list(range(20)) and not torch.equal(first, second)
+
+
+def test_evaluate_and_predict_by_hand():
+    net = nn.Linear(2, 2, bias=False)
+    with torch.no_grad():
+        net.weight.copy_(torch.eye(2))  # logits = x: the class is the larger coordinate
+    x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [2.0, 1.0], [0.0, 3.0]])
+    y = torch.tensor([0, 0, 0, 1])
+    net.train()
+    acc, loss = evaluate(net, x, y, batch_size=3)
+    assert acc.item() == pytest.approx(3 / 4) and net.training
+    expected = F.cross_entropy(x, y, reduction="sum").double() / 4
+    assert loss.item() == pytest.approx(expected.item())
+    assert predict(net, x, batch_size=3).tolist() == [0, 1, 0, 1]
+
+
+def test_the_network_stays_where_it_was():
+    x, y = _data()
+    net = copy.deepcopy(_net())
+    fit_network(net, OptimConfig(lr=1e-2), x, y, epochs=1, batch_size=30)
+    assert next(net.parameters()).device == x.device
