@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 # torch pinned by constraints.txt: without it pip would pull a multi-GB CUDA build here.
 PIP_INSTALL := $(PY) -m pip install -c constraints.txt
 
-.PHONY: help install test test-slow test-all lint bench run sweep report reproduce clean
+.PHONY: help install test test-slow test-all lint bench bench-gpu run sweep report reproduce clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -32,6 +32,9 @@ bench:  ## speed: training overhead, hardware use, metrics suite, stacked seeds,
 	$(PY) benchmarks/metrics.py
 	$(PY) benchmarks/stacked.py
 	$(PY) benchmarks/parallel.py
+
+bench-gpu:  ## the device check on a GPU, <= 8 min, resumable (benchmarks/gpu.sh; QUICK=1 tries it on a CPU)
+	PY=$(PY) bash benchmarks/gpu.sh
 
 run:  ## train the default job (MLP on the bundled digits, 20% label noise)
 	$(PY) -m memorization.run

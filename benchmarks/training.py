@@ -33,6 +33,7 @@ import torch.nn.functional as F
 torch.set_flush_denormal(True)
 logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # its set-up lines: noise here
 
+from memorization import accel  # noqa: E402
 from memorization.data import DataModule  # noqa: E402
 from memorization.models import MLP  # noqa: E402
 from memorization.module import Classifier  # noqa: E402
@@ -92,19 +93,30 @@ class _EpochTimer(L.Callback):
             self.times.append(time.perf_counter() - self._t)
 
 
-def framework(depth: int, n_train: int, epochs: int, device: torch.device, synthetic: bool):
+def framework(depth: int, n_train: int, epochs: int, device: torch.device, synthetic: bool,
+              precision: str = "32-true", matmul: str | None = None,
+              compile: bool | str = False):
+    """The framework's epochs; ``precision``, ``matmul`` and ``compile``: the speed options
+    (trainer.precision, trainer.matmul_precision, trainer.compile; memorization/accel.py)."""
     torch.manual_seed(0)
     dm = data_module(n_train, synthetic)
     net = MLP(in_shape=(1, 28, 28), num_classes=10, depth=depth, width=512)
     module = Classifier(net, optim=OPTIM)
-    return timed_fit(module, dm, epochs, device), dm, net
+    module.compile_steps(compile)
+    accel.apply_matmul_precision(matmul)
+    try:
+        return timed_fit(module, dm, epochs, device, precision), dm, net
+    finally:
+        accel.apply_matmul_precision(None)
 
 
-def timed_fit(module: L.LightningModule, dm, epochs: int, device: torch.device) -> list[float]:
+def timed_fit(module: L.LightningModule, dm, epochs: int, device: torch.device,
+              precision: str = "32-true") -> list[float]:
     """Each epoch's time (training + evaluation) of fitting ``module`` on ``dm``; no logger,
     checkpoint, progress bar or summary."""
     timer = _EpochTimer(device)
     trainer = L.Trainer(max_epochs=epochs, accelerator=device.type, devices=1, logger=False,
+                        precision=precision,
                         enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, num_sanity_val_steps=0,
                         use_distributed_sampler=False, callbacks=[timer])
@@ -171,6 +183,11 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--synthetic", action="store_true")
     ap.add_argument("--no-record", action="store_true")
+    ap.add_argument("--speed-options", action="store_true",
+                    help="also time the framework epoch with TF32 products, bf16-mixed steps "
+                         "and torch.compile, each against the plain float32 framework epoch")
+    ap.add_argument("--compile-backend", default=None,
+                    help="the torch.compile backend of --speed-options (default: inductor)")
     args = ap.parse_args()
     device = torch.device(args.device)
     peak = matmul_peak(device)
@@ -189,6 +206,15 @@ def main() -> None:
                      f"{t_fw:.2f} s, plain loop {t_bare:.2f} s, ratio {t_fw / t_bare:.3f} "
                      f"(target <= 1.05); {flops / t_fw / 1e9:.0f} GFLOP/s = "
                      f"{flops / t_fw / 1e9 / peak:.0%} of peak (target >= 60%)")
+        if args.speed_options:
+            for name, kw in (("matmul_precision=high", {"matmul": "high"}),
+                             ("precision=bf16-mixed", {"precision": "bf16-mixed"}),
+                             (f"compile={args.compile_backend or 'true'}",
+                              {"compile": args.compile_backend or True})):
+                t = min(framework(depth, args.n_train, args.epochs, device, args.synthetic,
+                                  **kw)[0][1:] or [float("nan")])
+                lines.append(f"  MLP {depth}x512 with trainer.{name}: {t:.2f} s, "
+                             f"{t_fw / t:.2f}x the float32 framework epoch's speed")
     print("\n".join(lines))
     if args.no_record:
         return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from functools import partial
 from pathlib import Path
 
@@ -238,6 +239,8 @@ def run_summary(epochs: int, stop: tuple[float | None, int | None] | None, final
         "interrupted": interrupted,
         "torch_seed": torch_seed,
         "threads": torch.get_num_threads(),  # the job's share of the cores
+        # the GPUs the job could see (a parallel sweep's worker: its own, launch.take_gpu)
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         **extras,
     }
 

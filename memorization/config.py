@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import memorization.catalog  # noqa: F401  (registers the schemas, for composing in tests too)
 import memorization.resolvers  # noqa: F401  (the ${mem.*} resolvers)
+from memorization import accel
 from memorization.errors import ConfigError, check_number, first_line, root_error
 from memorization.jobs import DivergenceGuard, resolved_dict
 from memorization.noise import get_corruption
@@ -90,6 +91,7 @@ def validate(cfg: DictConfig, on_driver: bool = False) -> None:
     _require(on_driver or accelerator not in ("gpu", "cuda") or torch.cuda.is_available(),
              f"trainer.accelerator={accelerator} but no GPU is visible; use trainer=default "
              "(auto) or trainer=cpu")
+    accel.check(trainer)
     from hydra.core.hydra_config import HydraConfig
 
     from memorization.launch import check_launcher

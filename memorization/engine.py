@@ -42,6 +42,7 @@ from lightning.pytorch.callbacks import ProgressBar as ProgressBarBase
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from memorization import accel
 from memorization.replicas.config import trainer_options
 
 # Denormals make the deep MLPs twice as slow on x86 CPUs after a few epochs.
@@ -88,6 +89,7 @@ def make_trainer(cfg: DictConfig, callbacks: list, loggers: list) -> L.Trainer:
     """The Trainer of ``cfg.trainer``. Without a Checkpoint callback (callbacks=no_checkpoint)
     there is no checkpoint at all, not Lightning's own either."""
     saves = any(isinstance(c, Checkpoint) for c in callbacks)
+    accel.apply_matmul_precision(cfg.trainer.get("matmul_precision"))
     return hydra.utils.instantiate(trainer_options(cfg), callbacks=callbacks,
                                    logger=loggers or False,
                                    **({} if saves else {"enable_checkpointing": False}))
@@ -104,8 +106,10 @@ def build_module(cfg: DictConfig, net: torch.nn.Module) -> L.LightningModule:
     """The config's LightningModule (``cfg.module``) around ``net``. The optimizer stays plain
     options: Hydra would build its _target_ here, before the parameters exist."""
     options = OmegaConf.to_container(cfg.module, resolve=True)
-    return hydra.utils.get_class(options.pop("_target_"))(
+    module = hydra.utils.get_class(options.pop("_target_"))(
         net=net, optim=OmegaConf.to_container(cfg.optim, resolve=True), **options)
+    module.compile_steps(cfg.trainer.get("compile", False))
+    return module
 
 
 # ---- networks trained inside a job (the relabel retrain, the studies' networks) ----------

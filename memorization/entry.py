@@ -286,11 +286,13 @@ def run_job(cfg: DictConfig, out: Path | None, job: Callable[[DictConfig], objec
 
     from memorization.errors import Refusal, TrainingDiverged
     from memorization.jobs import mark_failed
+    from memorization.launch import take_gpu
 
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         with job_held(cfg, out):
             try:
+                take_gpu(HydraConfig.get(), cfg.get("trainer"))  # before anything starts CUDA
                 job(cfg)
             except Exception as exc:
                 err = root_error(exc)

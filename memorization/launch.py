@@ -7,8 +7,11 @@ Pure functions of the config nodes (DictConfig or plain dicts); docs/launchers.m
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import tempfile
 import warnings
+from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
@@ -26,6 +29,9 @@ OmegaConf.register_new_resolver("mem.gpus_if_cuda",
 # set by the entry point (memorization/entry.py) for the workers its launcher starts
 LAUNCHER_PID = "MEMORIZATION_LAUNCHER_PID"
 LAUNCHER_HOST = "MEMORIZATION_LAUNCHER_HOST"
+# the GPUs a parallel (joblib) sweep shares out, one per worker; default: those CUDA sees
+GPUS = "MEMORIZATION_GPUS"
+_gpu_slot: tuple[int, str, Any] | None = None  # this worker's (slot, GPU id, held lock file)
 
 _KINDS = {"BasicLauncher": "basic", "JoblibLauncher": "joblib", "RayLauncher": "ray",
           "SlurmLauncher": "slurm", "LocalLauncher": "submitit_local"}
@@ -95,6 +101,82 @@ def local_processes(trainer_cfg: Any) -> int:
     return count if count > 0 else 2 if multi else 1
 
 
+def joblib_workers(hydra_cfg: Any, cores: int | None = None) -> int:
+    """Worker processes of hydra/launcher=parallel (joblib: n_jobs -1 all cores, -2 all but
+    one, ...)."""
+    n_jobs = int(_get(hydra_cfg, "launcher.n_jobs", -1))
+    return max(1, n_jobs if n_jobs > 0 else (cores or available_cores()) + 1 + n_jobs)
+
+
+def sweep_gpus() -> list[str]:
+    """The GPU ids a parallel sweep shares out: ``$MEMORIZATION_GPUS`` (comma-separated) when
+    set, else those this process sees (``$CUDA_VISIBLE_DEVICES``'s, or 0..n-1). Counted through
+    NVML, which does not start CUDA, so a worker can still choose its GPU afterwards."""
+    listed = os.environ.get(GPUS)
+    if listed is not None:
+        return [g.strip() for g in listed.split(",") if g.strip()]
+    import torch
+
+    n = torch.cuda.device_count()
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is None:
+        return [str(i) for i in range(n)]
+    return [g.strip() for g in visible.split(",") if g.strip()][:n]
+
+
+def _gpu_jobs(hydra_cfg: Any, trainer_cfg: Any) -> bool:
+    """A parallel sweep's job that may use a GPU (accelerator not cpu)."""
+    accelerator = str(_get(trainer_cfg, "accelerator", "auto")).lower()
+    return _multirun(hydra_cfg) and launcher_kind(hydra_cfg) == "joblib" and \
+        accelerator not in ("cpu", "mps")
+
+
+def _log_gpu(slot: int, gpu: str) -> None:
+    """Into the job's run.log: which GPU this job's worker holds."""
+    logging.getLogger(__name__).info("GPU %s (worker slot %d, pid %d)", gpu, slot, os.getpid())
+
+
+def take_gpu(hydra_cfg: Any, trainer_cfg: Any, lock_dir: Path | None = None) -> str | None:
+    """Give this parallel-sweep worker a GPU of its own, before anything in it starts CUDA:
+    the first of :func:`sweep_gpus` whose slot no other live worker of the same launcher holds
+    (a lock file per slot, held for the worker's life and freed by the OS when it dies), set as
+    ``CUDA_VISIBLE_DEVICES``. A reused worker keeps its GPU. Returns the GPU id; None for
+    anything but a GPU job of hydra/launcher=parallel, or a machine without GPUs."""
+    global _gpu_slot
+    if not _gpu_jobs(hydra_cfg, trainer_cfg):
+        return None
+    if _gpu_slot is not None:
+        _log_gpu(*_gpu_slot[:2])
+        return _gpu_slot[1]
+    gpus = sweep_gpus()
+    if not gpus:
+        return None
+    import fcntl
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        raise RuntimeError("CUDA started in this worker before its GPU was chosen; "
+                           "launch.take_gpu must run first in the job")
+    folder = lock_dir or Path(tempfile.gettempdir()) / \
+        f"memorization-gpus-{os.environ.get(LAUNCHER_PID) or os.getppid()}"
+    folder.mkdir(parents=True, exist_ok=True)
+    for k, gpu in enumerate(gpus):
+        handle = open(folder / f"slot{k}.lock", "a")  # noqa: SIM115 (held for the process's life)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            continue
+        _gpu_slot = (k, gpu, handle)
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+        _log_gpu(k, gpu)
+        return gpu
+    raise ConfigError(f"every one of the {len(gpus)} GPUs ({','.join(gpus)}) is held by another "
+                      "worker of this sweep; set hydra.launcher.n_jobs to at most "
+                      f"{len(gpus)}")
+
+
 def job_threads(hydra_cfg: Any, explicit: int | None = None, *, trainer_cfg: Any = None,
                 cores: int | None = None) -> int | None:
     """Torch threads for one job (per rank) under the launcher running it; None keeps torch's
@@ -112,9 +194,7 @@ def job_threads(hydra_cfg: Any, explicit: int | None = None, *, trainer_cfg: Any
         return None
     kind, cores = launcher_kind(hydra_cfg), cores or available_cores()
     if kind == "joblib":
-        n_jobs = int(_get(hydra_cfg, "launcher.n_jobs", -1))
-        workers = n_jobs if n_jobs > 0 else cores + 1 + n_jobs  # joblib: -1 all, -2 all but one
-        share = cores // min(cores, max(1, workers))
+        share = cores // min(cores, joblib_workers(hydra_cfg, cores))
     elif kind == "ray":
         share = int(float(_get(hydra_cfg, "launcher.ray.remote.num_cpus", 1)))
     elif kind in ("slurm", "submitit_local"):
@@ -141,18 +221,22 @@ def apply_threads(n: int | None) -> None:
         torch.set_num_interop_threads(n)
 
 
-def check_launcher(hydra_cfg: Any, trainer_cfg: Any, *, cuda: bool | None = None) -> None:
+def check_launcher(hydra_cfg: Any, trainer_cfg: Any, *, cuda: bool | None = None,
+                   gpus: list[str] | None = None) -> None:
     """Raise a one-line ConfigError for a sweep whose launcher cannot run this trainer config;
     a single run (no -m) passes, whatever hydra/launcher says."""
     if not _multirun(hydra_cfg):
         return
     kind = launcher_kind(hydra_cfg)
     accelerator = str(_get(trainer_cfg, "accelerator", "auto")).lower()
+    if _gpu_jobs(hydra_cfg, trainer_cfg):
+        gpus = sweep_gpus() if gpus is None else gpus
+        workers = joblib_workers(hydra_cfg)
+        if gpus and workers > len(gpus):
+            raise ConfigError(f"hydra/launcher=parallel gives each of its {workers} workers a "
+                              f"GPU of its own, but {len(gpus)} are visible; set "
+                              f"hydra.launcher.n_jobs={len(gpus)} (or trainer=cpu)")
     cuda = _cuda_available() if cuda is None else cuda
-    if kind == "joblib" and cuda and accelerator != "cpu":
-        raise ConfigError("hydra/launcher=parallel runs CPU jobs side by side and shares no GPUs "
-                          "out; on a GPU machine use hydra/launcher=ray (a GPU per job), or "
-                          "trainer=cpu")
     ranks = local_processes(trainer_cfg)
     if ranks == 1 and int(_get(trainer_cfg, "num_nodes", 1)) == 1:
         return

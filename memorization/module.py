@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics import Metric
 
+from memorization import accel
 from memorization.distributed import epoch_generator
 from memorization.errors import ConfigError
 from memorization.metrics import SubsetAccuracy
@@ -122,6 +123,19 @@ class ClassifierBase(L.LightningModule):
     num_classes: int
     optim: OptimConfig
 
+    def compile_steps(self, option: bool | str) -> None:
+        """Run the steps' forward passes through ``torch.compile`` (``trainer.compile``,
+        memorization/accel.py); the metrics and checkpoints keep the plain network."""
+        self.__dict__["_compile"] = option  # plain attributes, outside the module's state
+        self.__dict__["_compiled_fns"] = {}
+
+    def stepped(self, key, fn):
+        """``fn`` as the steps call it: compiled once per key when ``compile_steps`` asked."""
+        cache = self.__dict__.setdefault("_compiled_fns", {})
+        if key not in cache:
+            cache[key] = accel.compiled(fn, self.__dict__.get("_compile", False))
+        return cache[key]
+
     def loss_fn(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if self.loss_name == "mse":
             # Theunissen et al.: MSE on one-hot targets, no output activation
@@ -219,7 +233,7 @@ class Classifier(ClassifierBase):
         self.losses["fit_"].reset()
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        logits = self.net(batch["x"])
+        logits = self.stepped("net", self.net)(batch["x"])
         loss = self.loss_fn(logits, batch["y"])
         w = self.adversarial.weight
         if w > 0:
@@ -258,7 +272,7 @@ class Classifier(ClassifierBase):
         self._eval_step(batch, "test")
 
     def _eval_step(self, batch: dict, split: str) -> None:
-        logits, y = self.net(batch["x"]), batch["y"]
+        logits, y = self.stepped("net", self.net)(batch["x"]), batch["y"]
         self.losses[split + "_"].update(self.loss_fn(logits, y), y.numel())
         self.accs[split + "_"].update(logits, y, batch.get("y_true"), batch.get("corrupted"))
 

@@ -14,6 +14,7 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
+from memorization.accel import full_precision
 from memorization.callbacks import LogConfig
 from memorization.engine import build_module, config_callbacks, config_loggers, make_trainer, seed
 from memorization.jobs import LAST, check_checkpoint
@@ -54,6 +55,7 @@ def train_single(cfg: DictConfig, resolved: dict, out: Path | None, ckpt: str | 
             check_checkpoint(out / LAST, module)
             load_trained(module, out / LAST)
         run_seed = cfg.seed if cfg.get("seed") is not None else summary["torch_seed"]
-        run_stage(relabel, trainer=trainer, module=module, dm=datamodule, report=report,
-                  init_state=init_state, seed=run_seed, summary=fitted)
+        with full_precision():  # the subspaces in float32/64 whatever the steps ran in
+            run_stage(relabel, trainer=trainer, module=module, dm=datamodule, report=report,
+                      init_state=init_state, seed=run_seed, summary=fitted)
     return report.summary if report is not None else None

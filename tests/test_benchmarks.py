@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import ROOT
 
 
@@ -36,3 +38,21 @@ def test_stacked_benchmark_runs_both_modes_and_whole_jobs():
     assert "one run's epoch (MLP 1x512, synthetic 600 train)" in res.stdout
     assert "S= 2: loop" in res.stdout and "vmap" in res.stdout
     assert "trainer.replicas=2" in res.stdout and "2 jobs one after another" in res.stdout
+
+
+@pytest.mark.slow
+def test_gpu_check_runs_quick_on_a_cpu_and_resumes(tmp_path):
+    """`QUICK=1 make bench-gpu`: every part at tiny sizes on the CPU; a second run finds each
+    part's output and runs nothing again."""
+    env = {**os.environ, "QUICK": "1", "RESULTS": str(tmp_path), "PY": sys.executable,
+           "OMP_NUM_THREADS": "2"}
+    res = subprocess.run(["bash", "benchmarks/gpu.sh"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=400, env=env)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
+    parts = ("tests", "training", "stacked", "metrics", "syncs")
+    assert all((tmp_path / f"{p}.txt").stat().st_size > 0 for p in parts)
+    assert "host syncs in" in (tmp_path / "syncs.txt").read_text()
+    again = subprocess.run(["bash", "benchmarks/gpu.sh"], cwd=ROOT, capture_output=True,
+                           text=True, timeout=60, env=env)
+    assert again.returncode == 0
+    assert again.stdout.count("(done in an earlier run)") == len(parts)

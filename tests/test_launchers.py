@@ -120,16 +120,68 @@ def test_apply_threads_sets_torch_and_child_env():
 # ---- launcher/trainer pairs that cannot work ------------------------------------------------
 
 @needs_joblib
-def test_parallel_refused_on_a_gpu_machine():
-    cfg = sweep_cfg("hydra/launcher=parallel")
-    with pytest.raises(ConfigError, match="use hydra/launcher=ray") as err:
-        launch.check_launcher(cfg.hydra, cfg.trainer, cuda=True)
+def test_parallel_on_a_gpu_machine_needs_a_gpu_per_worker():
+    """hydra/launcher=parallel gives each worker its own GPU (launch.take_gpu): more workers
+    than GPUs is refused in one line; as many, or CPU jobs, or a single run, pass."""
+    cfg = sweep_cfg("hydra/launcher=parallel", "hydra.launcher.n_jobs=3")
+    with pytest.raises(ConfigError, match="hydra.launcher.n_jobs=2") as err:
+        launch.check_launcher(cfg.hydra, cfg.trainer, cuda=True, gpus=["0", "1"])
     assert "\n" not in str(err.value)
-    launch.check_launcher(cfg.hydra, cfg.trainer, cuda=False)
-    cpu = sweep_cfg("hydra/launcher=parallel", "trainer=cpu")  # CPU jobs on purpose: fine
-    launch.check_launcher(cpu.hydra, cpu.trainer, cuda=True)
-    single = sweep_cfg("hydra/launcher=parallel", multirun=False)  # the launcher is unused
-    launch.check_launcher(single.hydra, single.trainer, cuda=True)
+    launch.check_launcher(cfg.hydra, cfg.trainer, cuda=True, gpus=["0", "1", "2"])
+    launch.check_launcher(cfg.hydra, cfg.trainer, cuda=False, gpus=[])  # no GPU: CPU jobs
+    cpu = sweep_cfg("hydra/launcher=parallel", "hydra.launcher.n_jobs=3", "trainer=cpu")
+    launch.check_launcher(cpu.hydra, cpu.trainer, cuda=True, gpus=["0"])
+    single = sweep_cfg("hydra/launcher=parallel", "hydra.launcher.n_jobs=3", multirun=False)
+    launch.check_launcher(single.hydra, single.trainer, cuda=True, gpus=["0"])
+
+
+_TAKE = textwrap.dedent("""
+    import json, os, sys, time
+    from omegaconf import OmegaConf
+    from memorization import launch
+    hydra = OmegaConf.create({"mode": "MULTIRUN", "launcher": {
+        "_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher",
+        "n_jobs": 2}})
+    trainer = OmegaConf.create({"accelerator": sys.argv[2]})
+    try:
+        first = launch.take_gpu(hydra, trainer, lock_dir=__import__("pathlib").Path(sys.argv[1]))
+        again = launch.take_gpu(hydra, trainer)
+        print(json.dumps([first, again, os.environ.get("CUDA_VISIBLE_DEVICES")]), flush=True)
+    except Exception as exc:
+        print(json.dumps(["error", str(exc)]), flush=True)
+    time.sleep(float(sys.argv[3]))
+""")
+
+
+def test_each_parallel_worker_takes_its_own_gpu(tmp_path):
+    """Workers of one launcher that live at once get different GPUs of $MEMORIZATION_GPUS,
+    keep theirs for later jobs, and one worker too many gets a one-line error; a slot frees
+    when its worker dies; a CPU job takes none."""
+    env = {**os.environ, launch.GPUS: "3,5"}
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+
+    def start(accelerator="auto", hold=3.0):
+        return subprocess.Popen([sys.executable, "-c", _TAKE, str(tmp_path), accelerator,
+                                 str(hold)], stdout=subprocess.PIPE, text=True, env=env)
+
+    def answer(proc):
+        return json.loads(proc.stdout.readline())
+
+    a, b = start(), start(hold=60)
+    got = [answer(a), answer(b)]
+    c = start(hold=0)
+    assert sorted(g[0] for g in got) == ["3", "5"]
+    assert all(g[0] == g[1] == g[2] for g in got)  # the same GPU again, and as CUDA sees it
+    late = answer(c)
+    assert late[0] == "error" and "n_jobs to at most 2" in late[1] and "\n" not in late[1]
+    cpu = start("cpu", hold=0)
+    assert answer(cpu) == [None, None, None]
+    a.wait(timeout=30)
+    d = start(hold=0)  # a's slot is free again
+    assert answer(d)[0] == got[0][0]
+    b.kill()
+    for p in (b, c, cpu, d):
+        p.wait(timeout=30)
 
 
 @pytest.mark.parametrize("launcher", ["basic", "parallel"])
@@ -281,6 +333,32 @@ def test_parallel_sweep_jobs_use_one_thread_each(tmp_path):
     metrics = _metrics(sweep)
     expected = max(1, launch.available_cores() // 2)
     assert [m["threads"] for m in metrics] == [expected, expected]
+
+
+@needs_joblib
+@pytest.mark.slow
+def test_parallel_sweep_gives_each_worker_its_own_gpu(tmp_path):
+    """The real entry point under joblib with two GPU ids to share out ($MEMORIZATION_GPUS;
+    this machine has no GPU, so the jobs still train on the CPU): each job records the GPU
+    its worker took, and two workers never hold the same one."""
+    sweep = tmp_path / "sweep"
+    fast = [a for a in FAST if a != "trainer.accelerator=cpu"]  # auto: a GPU job if it could
+    res = run_cli(["-m", "hydra/launcher=parallel", "hydra.launcher.n_jobs=2", *fast,
+                   "trainer.max_epochs=1", "noise.p=0,0.2,0.4", NO_REPORT,
+                   f"hydra.sweep.dir={sweep}"], cwd=tmp_path,
+                  env={"OMP_NUM_THREADS": "2", launch.GPUS: "3,5"})
+    assert res.returncode == 0, res.stderr[-3000:]
+    gpus = [m["cuda_visible_devices"] for m in _metrics(sweep, jobs=("0", "1", "2"))]
+    assert set(gpus) <= {"3", "5"} and None not in gpus
+    by_pid: dict[str, set[str]] = {}
+    for job in ("0", "1", "2"):
+        log = (sweep / job / "run.log").read_text()
+        line = next(ln for ln in log.splitlines() if "(worker slot" in ln)
+        gpu, pid = line.split("GPU ")[1].split()[0], line.rsplit("pid ", 1)[1].rstrip(")")
+        by_pid.setdefault(pid, set()).add(gpu)
+    assert all(len(g) == 1 for g in by_pid.values())  # a worker keeps its GPU
+    owners = [next(iter(g)) for g in by_pid.values()]
+    assert len(owners) == len(set(owners))  # two workers never share one
 
 
 @pytest.mark.slow

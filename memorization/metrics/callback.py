@@ -36,6 +36,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 from torch import nn
 
+from memorization.accel import full_precision
 from memorization.distributed import rank_world
 from memorization.errors import ConfigError
 from memorization.io import say
@@ -122,7 +123,12 @@ class LayerMetrics(Callback):
         pl_module.log_dict({k: v.float() for k, v in logs.items()}, sync_dist=False)
 
     def compute(self, dm, net: nn.Module) -> dict[str, torch.Tensor]:
-        """All enabled metrics for ``net`` on ``dm``'s probe sets, as ``{name: scalar}``."""
+        """All enabled metrics for ``net`` on ``dm``'s probe sets, as ``{name: scalar}``, in
+        full float32 precision whatever the steps ran in (memorization/accel.py)."""
+        with full_precision():
+            return self._compute(dm, net)
+
+    def _compute(self, dm, net: nn.Module) -> dict[str, torch.Tensor]:
         was_training = net.training
         net.eval()
         try:

@@ -139,11 +139,16 @@ def check_net(net, replicas: int) -> None:
                           "set its rate to 0 or trainer.replicas=1")
 
 
+# keys of the trainer node that are ours, not Trainer arguments (memorization/accel.py)
+OURS = ("replicas", "compile", "matmul_precision")
+
+
 def trainer_options(cfg: DictConfig) -> DictConfig:
-    """``cfg.trainer`` without ``replicas``, which is ours, not a Trainer argument."""
+    """``cfg.trainer`` without the keys that are ours (:data:`OURS`)."""
     node = copy.deepcopy(cfg.trainer)
     with open_dict(node):
-        node.pop("replicas", None)
+        for key in OURS:
+            node.pop(key, None)
     return node
 
 

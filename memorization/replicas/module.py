@@ -66,6 +66,9 @@ class StackedClassifier(ClassifierBase):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Every replica's logits, ``[S, B, C]``; ``x`` is ``[B, ...]`` (shared) or
         ``[S, B, ...]`` (replica k's samples at k)."""
+        return self.stepped("forward", self._forward)(x)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         stacked = self._stacked(x)
         if self._use_vmap():
             params, buffers = self._stack_state()
@@ -112,10 +115,14 @@ class StackedClassifier(ClassifierBase):
         which = self._active if world == 1 and not vec else list(range(self.S))
         if not which:  # all stopped (trainer.min_epochs beyond their fit): nothing to train
             return None
-        logits = self(x) if vec else torch.stack([self.nets[k](x[k]) for k in which])
+        logits = self(x) if vec else \
+            torch.stack([self.stepped(k, self.nets[k])(x[k]) for k in which])
         losses = self._losses(logits, y, which)
-        full = torch.full((self.S,), float("nan"), dtype=losses.dtype, device=losses.device)
-        full[which] = losses.detach()
+        if len(which) == self.S:  # no index tensor to copy to the device
+            full = losses.detach()
+        else:
+            full = torch.full((self.S,), float("nan"), dtype=losses.dtype, device=losses.device)
+            full[which] = losses.detach()
         self.losses["fit_"].update(full, y.shape[-1])
         if not self._eval_train():
             for i, k in enumerate(which):
