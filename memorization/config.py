@@ -24,6 +24,7 @@ from memorization.errors import ConfigError, check_number, first_line, root_erro
 from memorization.jobs import DivergenceGuard, resolved_dict
 from memorization.noise import get_corruption
 from memorization.replicas.config import check_stackable, replica_count
+from memorization.studies.config import STUDY_KEYS
 
 
 def _require(ok: bool, message: str) -> None:
@@ -63,7 +64,7 @@ def validate(cfg: DictConfig, on_driver: bool = False) -> None:
     """Raise :class:`ConfigError` naming the first value that cannot work, and how to fix it.
     ``on_driver``: the checks of a sweep's jobs before launch, on a machine that may not be
     where they run (no GPU on a SLURM login node), so the devices are not checked."""
-    study = next((k for k in ("sensitivity", "easy_hard") if k in cfg), None)
+    study = next((k for k in STUDY_KEYS if k in cfg), None)
     _require(study is None, f"the config has a '{study}' node: that preset is for "
                             f"python -m memorization.{study}, not memorization.run")
     for key in ("data", "noise", "model", "module", "optim", "trainer"):

@@ -44,6 +44,7 @@ from torch import nn
 
 from memorization import accel
 from memorization.replicas.config import trainer_options
+from memorization.replicas.module import stacked_logits
 
 # Denormals make the deep MLPs twice as slow on x86 CPUs after a few epochs.
 torch.set_flush_denormal(True)
@@ -204,20 +205,116 @@ def fit_network(net: nn.Module, optim, x: torch.Tensor, y: torch.Tensor, *, epoc
     sample-weighted loss sum, a float64 device tensor) runs after each epoch and stops
     training by returning True. No logger, checkpoint or progress bar: the job around it owns
     those. Nothing syncs with the host inside an epoch."""
-    from lightning.pytorch.strategies import SingleDeviceStrategy
-
-    device = next(net.parameters()).device
     module = _OnTensors(net, x, y, getattr(optim, "build", optim), loss_fn)
     batches = _Batches(len(y), batch_size, order or seeded_orders(len(y), seed))
+    _fit(module, batches, epochs, _device(net),
+         [_AfterEpoch(after_epoch)] if after_epoch is not None else [])
+    return net
+
+
+def _fit(module: L.LightningModule, batches, epochs: int, device: torch.device,
+         callbacks: list) -> None:
+    from lightning.pytorch.strategies import SingleDeviceStrategy
+
     with _quiet():
         trainer = L.Trainer(
             max_epochs=epochs, accelerator="gpu" if device.type == "cuda" else "cpu",
             strategy=SingleDeviceStrategy(device), logger=False, enable_checkpointing=False,
             enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-            use_distributed_sampler=False,
-            callbacks=[_AfterEpoch(after_epoch)] if after_epoch is not None else [])
+            use_distributed_sampler=False, callbacks=callbacks)
         trainer.fit(module, train_dataloaders=batches)
-    return net.to(device)  # the strategy's teardown moves the network to the CPU
+    module.to(device)  # the strategy's teardown moves the network to the CPU
+
+
+class _StackedBatches:
+    """Each epoch's index batches of S networks on subsets of one size m: network k goes
+    through ``subsets[k]`` (an [S, m] index tensor) in the order ``orders[k](e)``, the S
+    orders cut into ``batch_size`` slices together, an [S, b] tensor per step."""
+
+    def __init__(self, subsets: torch.Tensor, batch_size: int,
+                 orders: list[Callable[[int], torch.Tensor]]):
+        self.subsets, self.batch_size, self.orders, self.epoch = subsets, batch_size, orders, 0
+
+    def __len__(self) -> int:
+        return -(-self.subsets.shape[1] // self.batch_size)
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        self.epoch += 1
+        dev = self.subsets.device
+        idx = torch.stack([sub[order(self.epoch).to(dev)]
+                           for sub, order in zip(self.subsets, self.orders, strict=True)])
+        yield from idx.split(self.batch_size, dim=1)
+
+
+class _StackedOnTensors(L.LightningModule):
+    """S networks of one architecture trained at once on their own batches of (x, y): the
+    loss is the sum of their mean losses, so each network gets exactly its own gradient, and
+    one elementwise optimizer steps each as its own would."""
+
+    def __init__(self, nets: list[nn.Module], x: torch.Tensor, y: torch.Tensor,
+                 build: Callable, use_vmap: bool, loss_fn: Callable):
+        super().__init__()
+        self.nets, self.build, self.loss_fn = nn.ModuleList(nets), build, loss_fn
+        self.x, self.y, self.use_vmap = x, y, use_vmap
+
+    def training_step(self, idx: torch.Tensor, _: int) -> torch.Tensor:
+        idx = idx.to(self.y.device)
+        xb = self.x[idx].to(self.device, non_blocking=True)
+        yb = self.y[idx].to(self.device, non_blocking=True)
+        logits = stacked_logits(self.nets, xb, self.use_vmap, stacked=True)
+        return torch.stack([self.loss_fn(logits[k], yb[k]) for k in range(len(self.nets))]).sum()
+
+    def configure_optimizers(self):
+        opt, sched = self.build(self.nets.parameters())
+        if sched is None:
+            return opt
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+
+
+def uses_vmap(mode: str, device: torch.device) -> bool:
+    """``trainer.replicas``' modes: ``vmap``, ``loop``, or ``auto`` (vmap on a GPU)."""
+    return mode == "vmap" or (mode == "auto" and device.type == "cuda")
+
+
+def fit_stacked(nets: list[nn.Module], optim, x: torch.Tensor, y: torch.Tensor,
+                subsets: torch.Tensor, *, epochs: int, batch_size: int,
+                orders: list[Callable[[int], torch.Tensor]], mode: str = "auto",
+                loss_fn: Callable = F.cross_entropy) -> list[nn.Module]:
+    """Train the S networks ``nets`` (one architecture, on one device) in place, network k on
+    the examples ``subsets[k]`` of (x, y) (``subsets``: [S, m] indices), in one Lightning fit:
+    epoch e takes network k through its subset in the order ``orders[k](e)`` (a permutation of
+    range(m)), one step of every network per ``batch_size`` slice. ``mode``: ``loop`` runs the
+    networks one after another (each bitwise as :func:`fit_network` on
+    ``x[subsets[k]], y[subsets[k]]`` with ``order=orders[k]`` would train it, on a CPU);
+    ``vmap`` as one batched computation (equal within rounding); ``auto``: vmap on a GPU.
+    ``optim`` must step elementwise (replicas.config.ELEMENTWISE): one optimizer steps them
+    all."""
+    if subsets.dim() != 2 or subsets.shape[0] != len(nets) or len(orders) != len(nets):
+        raise ValueError(f"{len(nets)} networks need [{len(nets)}, m] subsets and as many "
+                         f"orders, not {tuple(subsets.shape)} and {len(orders)}")
+    device = _device(nets[0])
+    module = _StackedOnTensors(nets, x, y, getattr(optim, "build", optim),
+                               uses_vmap(mode, device), loss_fn)
+    _fit(module, _StackedBatches(subsets, batch_size, orders), epochs, device, [])
+    return nets
+
+
+@torch.no_grad()
+def predict_stacked(nets: list[nn.Module], x: torch.Tensor, mode: str = "auto",
+                    batch_size: int = 4096) -> torch.Tensor:
+    """[S, N]: the class each network predicts (eval mode, argmax) for each row of x, on the
+    networks' device; their modes are restored afterwards."""
+    device, modes = _device(nets[0]), [net.training for net in nets]
+    vec = uses_vmap(mode, device)
+    for net in nets:
+        net.eval()
+    try:
+        return torch.cat([stacked_logits(nets, xb.to(device, non_blocking=True), vec,
+                                         stacked=False).argmax(-1)
+                          for xb in x.split(batch_size)], dim=1)
+    finally:
+        for net, was in zip(nets, modes, strict=True):
+            net.train(was)
 
 
 def _device(net: nn.Module) -> torch.device:

@@ -172,16 +172,18 @@ def _flat(node, prefix: str = "") -> dict:
     return out
 
 
-def config_changes(folder: str | os.PathLike, resolved: dict) -> list[str]:
+def config_changes(folder: str | os.PathLike, resolved: dict,
+                   free: tuple[str, ...] = ()) -> list[str]:
     """The settings of ``resolved`` that differ from those of the run in ``folder`` (its
-    config_resolved.yaml), as ``key: old -> new``, leaving out what may change between runs."""
+    config_resolved.yaml), as ``key: old -> new``, leaving out what may change between runs
+    (and the keys ``free`` names, with what is under them)."""
     import yaml
 
     path = Path(folder) / "config_resolved.yaml"
     if not path.is_file():
         return []
     old, new = _flat(yaml.safe_load(path.read_text()) or {}), _flat(resolved)
-    free = _FREE
+    free = (*_FREE, *free)
     if not old.get("relabel.enabled") and not new.get("relabel.enabled"):
         # a stage that runs in neither is no setting of the run (folders from before it
         # existed have no relabel keys at all)

@@ -127,3 +127,71 @@ def test_the_network_stays_where_it_was():
     net = copy.deepcopy(_net())
     fit_network(net, OptimConfig(lr=1e-2), x, y, epochs=1, batch_size=30)
     assert next(net.parameters()).device == x.device
+
+
+def _subsets(n, m, s, seed=3):
+    g = torch.Generator().manual_seed(seed)
+    return torch.stack([torch.randperm(n, generator=g)[:m].sort().values for _ in range(s)])
+
+
+@pytest.mark.parametrize("optim", [OptimConfig(_target_="torch.optim.SGD", lr=0.1, momentum=0.9),
+                                   OptimConfig(_target_="torch.optim.Adam", lr=1e-2)],
+                         ids=["sgd_momentum", "adam"])
+def test_fit_stacked_in_loop_mode_is_each_networks_own_fit_bitwise(optim):
+    """S networks on their own subsets in one fit: each gets the weights fit_network gives
+    it alone on its subset with its order (one optimizer over all of them steps each as its
+    own would), and the stacked predictions are each network's own."""
+    from memorization.engine import fit_stacked, predict_stacked
+
+    x, y = _data()
+    subsets = _subsets(len(y), 50, 3)
+    nets = []
+    for k in range(3):
+        torch.manual_seed(10 + k)
+        nets.append(nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3)))
+    alone = [copy.deepcopy(n) for n in nets]
+    fit_stacked(nets, optim, x, y, subsets, epochs=3, batch_size=16,
+                orders=[seeded_orders(50, 20 + k) for k in range(3)], mode="loop")
+    for k in range(3):
+        sub = subsets[k]
+        fit_network(alone[k], optim, x[sub], y[sub], epochs=3, batch_size=16,
+                    order=seeded_orders(50, 20 + k))
+        for a, b in zip(alone[k].state_dict().values(), nets[k].state_dict().values(),
+                        strict=True):
+            assert torch.equal(a, b)
+    pred = predict_stacked(nets, x, mode="loop", batch_size=32)
+    assert pred.shape == (3, len(y))
+    for k in range(3):
+        assert torch.equal(pred[k], predict(alone[k], x))
+
+
+def test_fit_stacked_in_vmap_mode_matches_the_loop_within_rounding():
+    from memorization.engine import fit_stacked, predict_stacked
+
+    x, y = _data()
+    subsets = _subsets(len(y), 40, 4)
+    base = []
+    for k in range(4):
+        torch.manual_seed(30 + k)
+        base.append(nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3)))
+    optim = OptimConfig(_target_="torch.optim.SGD", lr=0.1, momentum=0.9)
+    runs = {}
+    for mode in ("loop", "vmap"):
+        nets = [copy.deepcopy(n) for n in base]
+        fit_stacked(nets, optim, x, y, subsets, epochs=2, batch_size=8,
+                    orders=[seeded_orders(40, k) for k in range(4)], mode=mode)
+        runs[mode] = nets
+        assert predict_stacked(nets, x, mode=mode).shape == (4, len(y))
+    for a, b in zip(runs["loop"], runs["vmap"], strict=True):
+        for p, q in zip(a.parameters(), b.parameters(), strict=True):
+            assert torch.allclose(p, q, atol=1e-5)
+        assert not torch.equal(a[0].weight, base[0][0].weight)  # it trained
+
+
+def test_fit_stacked_refuses_subsets_that_do_not_match_the_networks():
+    from memorization.engine import fit_stacked
+
+    x, y = _data()
+    with pytest.raises(ValueError, match=r"2 networks need \[2, m\] subsets"):
+        fit_stacked([_net(), _net()], OptimConfig(), x, y, _subsets(len(y), 10, 3), epochs=1,
+                    batch_size=4, orders=[seeded_orders(10, 0)] * 2)

@@ -17,6 +17,7 @@ LAYERS = {
     "resolvers": BASE, "store": BASE,
     "data": PARTS, "noise": PARTS, "models": PARTS, "metrics": PARTS, "loggers": PARTS,
     "optim": PARTS, "accel": PARTS, "scores": PARTS, "studies.config": PARTS,
+    "scores.job": ENTRY, "scores.report": ENTRY, "scores.__main__": ENTRY,
     "studies.gradients": PARTS,
     "relabel.config": PARTS, "replicas.config": PARTS,
     "module": ENGINE, "callbacks": ENGINE, "jobs": ENGINE, "single": ENGINE, "replicas": ENGINE,

@@ -108,26 +108,47 @@ def _chunk(models: list[int], n: int = 6, t: int = 3, seed: int = 0) -> dict:
     m = len(models)
     return {"models": torch.tensor(models), "ratios": torch.full((m,), 0.5),
             "included": subset_masks(n, 0.5, 0, models),
-            "correct_train": torch.rand(m, n, generator=g) < 0.5,
-            "correct_test": torch.rand(m, t, generator=g) < 0.5}
+            "pred_train": torch.randint(0, 3, (m, n), generator=g, dtype=torch.int16),
+            "pred_test": torch.randint(0, 3, (m, t), generator=g, dtype=torch.int16)}
 
 
-def test_chunks_land_whole_and_resume_from_the_first_missing(tmp_path):
-    from memorization.scores.chunks import chunk_path, landed, load_chunks, next_chunk, save_chunk
+def test_chunks_land_whole_and_a_rerun_trains_what_no_chunk_holds(tmp_path):
+    from memorization.scores.chunks import (
+        chunk_path,
+        landed,
+        load_chunks,
+        next_index,
+        plan,
+        save_chunk,
+    )
 
-    assert load_chunks(tmp_path) is None and next_chunk(tmp_path, 3) == 0
+    assert load_chunks(tmp_path) is None and next_index(tmp_path) == 0
     a, c = _chunk([0, 1]), _chunk([4, 5], seed=1)
     save_chunk(tmp_path, 0, **a)
     save_chunk(tmp_path, 2, **c)
     # a half-written chunk (the temporary file of a killed writer) does not count
     (chunk_path(tmp_path, 1).parent / ".chunk_0001.npz.123.ab.tmp.npz").write_bytes(b"x")
-    assert landed(tmp_path) == [0, 2] and next_chunk(tmp_path, 3) == 1
+    assert landed(tmp_path) == [0, 2] and next_index(tmp_path) == 3
     got = load_chunks(tmp_path)
     assert got.count == 4 and got.models.tolist() == [0, 1, 4, 5]
+    assert got.chunk.tolist() == [0, 0, 2, 2]
     assert torch.equal(got.included, torch.cat([a["included"], c["included"]]))
-    assert torch.equal(got.correct_test, torch.cat([a["correct_test"], c["correct_test"]]))
-    save_chunk(tmp_path, 1, **_chunk([2, 3]))
-    assert next_chunk(tmp_path, 3) is None
+    assert torch.equal(got.pred_test, torch.cat([a["pred_test"], c["pred_test"]]))
+    todo = [k for k in range(8) if k not in set(got.models.tolist())]
+    assert plan(todo, lambda k: 0.5, 3) == [[2, 3, 6], [7]]
+    save_chunk(tmp_path, 3, **_chunk([2]))
+    save_chunk(tmp_path, 4, **_chunk([2]))
+    with pytest.raises(ValueError, match="model 2 is in two chunks"):
+        load_chunks(tmp_path)
+
+
+def test_plan_gives_each_chunk_one_ratio_and_lets_the_ratios_take_turns():
+    from memorization.scores.chunks import plan
+
+    ratios = [0.3, 0.7]
+    chunks = plan(list(range(10)), lambda k: ratios[k % 2], 2)
+    assert chunks == [[0, 2], [1, 3], [4, 6], [5, 7], [8], [9]]
+    assert sorted(k for c in chunks for k in c) == list(range(10))
 
 
 def test_a_chunk_of_another_job_is_named(tmp_path):

@@ -29,6 +29,25 @@ from memorization.module import ClassifierBase, MeanLoss, best_and_gap
 from memorization.optim import OptimConfig
 
 
+def stacked_logits(nets, x: torch.Tensor, use_vmap: bool, stacked: bool) -> torch.Tensor:
+    """Every network's output, ``[S, B, ...]``, for ``x`` shared (``[B, ...]``) or ``stacked``
+    (``[S, B, ...]``, network k's samples at k): one after another, or as one batched
+    computation over the stacked parameters (``use_vmap``)."""
+    if not use_vmap:
+        return torch.stack([net(x[k] if stacked else x) for k, net in enumerate(nets)])
+    # stacked anew each call (a copy of the parameters): torch.stack is differentiable, so
+    # its backward hands each network the gradient of its slice
+    named = [dict(net.named_parameters()) for net in nets]
+    params = {n: torch.stack([p[n] for p in named]) for n in named[0]}
+    bufs = [dict(net.named_buffers()) for net in nets]
+    buffers = {n: torch.stack([b[n] for b in bufs]) for n in bufs[0]}
+
+    def call(p, b, xk):
+        return functional_call(nets[0], (p, b), (xk,))
+
+    return vmap(call, in_dims=(0, 0, 0 if stacked else None))(params, buffers, x)
+
+
 class StackedClassifier(ClassifierBase):
     """See the module docstring."""
 
@@ -69,26 +88,10 @@ class StackedClassifier(ClassifierBase):
         return self.stepped("forward", self._forward)(x)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        stacked = self._stacked(x)
-        if self._use_vmap():
-            params, buffers = self._stack_state()
-            return vmap(self._call, in_dims=(0, 0, 0 if stacked else None))(params, buffers, x)
-        return torch.stack([net(x[k] if stacked else x) for k, net in enumerate(self.nets)])
+        return stacked_logits(self.nets, x, self._use_vmap(), self._stacked(x))
 
     def _use_vmap(self) -> bool:
         return self.mode == "vmap" or (self.mode == "auto" and self.device.type == "cuda")
-
-    def _stack_state(self):
-        # stacked anew each call (a copy of the parameters): torch.stack is differentiable,
-        # so its backward hands each network the gradient of its slice
-        named = [dict(net.named_parameters()) for net in self.nets]
-        params = {n: torch.stack([p[n] for p in named]) for n in named[0]}
-        bufs = [dict(net.named_buffers()) for net in self.nets]
-        buffers = {n: torch.stack([b[n] for b in bufs]) for n in bufs[0]}
-        return params, buffers
-
-    def _call(self, params, buffers, x):
-        return functional_call(self.nets[0], (params, buffers), (x,))
 
     def _losses(self, logits: torch.Tensor, y: torch.Tensor, which: list[int]) -> torch.Tensor:
         """Each listed replica's mean loss on its labels (``y`` [S, B] or shared [B])."""

@@ -1,18 +1,25 @@
 """Which training examples each model of a scores job trains on: model k at ratio r draws a
 uniform random subset of exactly round(r n) of the n training examples, from a generator
 seeded with (seed, k) alone, so a model's subset is the same whatever chunk, process or
-device trains it, and a rerun or a resumed job draws the same."""
+device trains it, and a rerun or a resumed job draws the same. Its initial weights and its
+batch order come from streams of their own (:data:`WEIGHTS`, :data:`ORDER`) of the same
+pair."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
+# the streams of one model: its subset (stream 0, what model_seed(seed, k) always gave), its
+# initial weights, its batch order
+SUBSET, WEIGHTS, ORDER = 0, 1, 2
 
-def model_seed(seed: int, model: int) -> int:
-    """A 63-bit generator seed from (seed, model): NumPy's SeedSequence mixes the pair, so
+
+def model_seed(seed: int, model: int, stream: int = SUBSET) -> int:
+    """A 63-bit generator seed from (seed, model, stream): NumPy's SeedSequence mixes them, so
     neighbouring models or seeds give unrelated streams (seed * M + k would collide)."""
-    state = np.random.SeedSequence([int(seed), int(model)]).generate_state(2, np.uint32)
+    entropy = [int(seed), int(model)] + ([int(stream)] if stream else [])
+    state = np.random.SeedSequence(entropy).generate_state(2, np.uint32)
     return int(state[0]) << 31 ^ int(state[1])
 
 

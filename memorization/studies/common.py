@@ -26,9 +26,7 @@ from omegaconf import DictConfig
 from memorization.entry import conf_dir  # noqa: F401  (re-exported for the studies)
 from memorization.errors import ConfigError, check_number, first_line
 from memorization.io import atomic_path, say
-
-STUDY_KEYS = ("sensitivity", "easy_hard")
-"""The top-level nodes of the studies' primary configs; a preset that sets one is theirs."""
+from memorization.studies.config import STUDY_KEYS  # noqa: F401  (re-exported)
 
 
 def device_of(name: str) -> torch.device:
@@ -200,16 +198,18 @@ def study_job(run: Callable[[DictConfig], dict], cfg: DictConfig) -> dict:
     return run(cfg)
 
 
-def study_main(run: Callable[[DictConfig], dict], config_name: str) -> Callable[[], None]:
-    """The Hydra ``main`` of a study: Hydra composes conf/<config_name>.yaml and the job runs
-    as memorization.run's do (``entry.run_job``: the folder held, an error in one line and in
-    FAILED, a bad value exits 2, another error 1; in a sweep the other jobs go on)."""
+def study_main(run: Callable[[DictConfig], dict], config_name: str,
+               job: Callable = study_job) -> Callable[[], None]:
+    """The Hydra ``main`` of a study: Hydra composes conf/<config_name>.yaml and the job
+    (``job(run, cfg)``, by default :func:`study_job`) runs as memorization.run's do
+    (``entry.run_job``: the folder held, an error in one line and in FAILED, a bad value exits
+    2, another error 1; in a sweep the other jobs go on)."""
 
     @hydra.main(version_base="1.3", config_path=conf_dir(), config_name=config_name)
     def _main(cfg: DictConfig) -> None:
         from memorization.entry import run_job
 
-        run_job(cfg, output_dir(), lambda c: study_job(run, c))
+        run_job(cfg, output_dir(), lambda c: job(run, c))
 
     return _main
 
@@ -255,17 +255,21 @@ def finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def study_entry(run: Callable[[DictConfig], dict], config_name: str) -> Callable[[], None]:
-    """``main`` of ``python -m memorization.<config_name>``: an unknown option of a group fails
-    in one line before Hydra starts (as in memorization.run), then :func:`study_main`."""
-    hydra_main = study_main(run, config_name)
+def study_entry(run: Callable[[DictConfig], dict], config_name: str, job: Callable = study_job,
+                validate: Callable[[DictConfig], object] | None = None) -> Callable[[], None]:
+    """``main`` of ``python -m memorization.<config_name>``: an unknown option of a group or a
+    bad value (``validate``, by default :func:`validate_study` of the node ``config_name``)
+    fails in one line before Hydra starts (as in memorization.run), then :func:`study_main`
+    with ``job``."""
+    hydra_main = study_main(run, config_name, job)
+    key = config_name
+    check = validate or (lambda cfg: validate_study(cfg, key))
 
     def main() -> None:
         from memorization.entry import is_sweep, started
         from memorization.sweep import hydra_sweep
 
-        key = config_name
-        with started(config_name, validate=lambda cfg: validate_study(cfg, key)) as out:
+        with started(config_name, validate=check) as out:
             hydra_sweep(hydra_main, out, is_sweep(sys.argv[1:]))
 
     return main

@@ -9,6 +9,9 @@ from memorization.errors import ConfigError, check_bool, check_number
 from memorization.store import register
 
 SPLITS = ("train", "test")
+STUDY_KEYS = ("sensitivity", "easy_hard", "scores")
+"""The top-level nodes of the stand-alone commands' primary configs (conf/sensitivity.yaml,
+conf/easy_hard.yaml, conf/scores.yaml); a preset that sets one is that command's."""
 METHODS = ("unrolled", "input_grad_norm")
 
 
