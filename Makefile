@@ -32,6 +32,7 @@ bench:  ## speed: training overhead, hardware use, metrics suite, stacked seeds,
 	$(PY) benchmarks/metrics.py
 	$(PY) benchmarks/stacked.py
 	$(PY) benchmarks/parallel.py
+	$(PY) benchmarks/scores.py
 
 bench-gpu:  ## the device check on a GPU, <= 8 min, resumable (benchmarks/gpu.sh; QUICK=1 tries it on a CPU)
 	PY=$(PY) bash benchmarks/gpu.sh

@@ -9,6 +9,8 @@
 #               the other, MLP 3x512 and 10x512 (benchmarks/stacked.py)
 #   4. metrics  the epoch-end metrics suite as a fraction of an epoch (benchmarks/metrics.py)
 #   5. syncs    host syncs per training step in steady state (benchmarks/syncs.py)
+#   6. scores   the scores job's models, 32 at a time (loop, vmap) against one at a time
+#               (benchmarks/scores.py)
 # Resumable: each part's output lands in $RESULTS/<part>.txt (default $OUT when set, else
 # benchmarks/gpu-results/) once it finished, and a rerun skips the parts already there.
 # Each part runs under its own time limit, so one that hangs does not eat the loan.
@@ -55,6 +57,7 @@ if [ "$QUICK" = 1 ]; then
     part stacked 120 $PY benchmarks/stacked.py --no-record --synthetic --n-train 600 --depth 1 --replicas 1 2 --modes vmap --jobs 0
     part metrics 120 $PY benchmarks/metrics.py --synthetic --n-train 600 --probe 200 --csr-n 50
     part syncs 120 $PY benchmarks/syncs.py --n-train 600
+    part scores 120 $PY benchmarks/scores.py --models 4 --stack 2 --epochs 1 --n 300
 else
     part tests 180 $PY -m pytest -q -m gpu tests/test_gpu.py
     part training 180 $PY benchmarks/training.py --no-record --synthetic --depths 3 10 --epochs 3 --speed-options
@@ -62,5 +65,6 @@ else
     part stacked10 90 $PY benchmarks/stacked.py --no-record --synthetic --depth 10 --replicas 1 8 32 --modes vmap --jobs 0
     part metrics 60 $PY benchmarks/metrics.py --synthetic
     part syncs 60 $PY benchmarks/syncs.py
+    part scores 90 $PY benchmarks/scores.py --models 64 --stack 32 --epochs 3
 fi
 exit $failed

@@ -262,6 +262,8 @@ class _StackedOnTensors(L.LightningModule):
         xb = self.x[idx].to(self.device, non_blocking=True)
         yb = self.y[idx].to(self.device, non_blocking=True)
         logits = stacked_logits(self.nets, xb, self.use_vmap, stacked=True)
+        if self.use_vmap:  # one batched loss instead of S small ones
+            return torch.vmap(self.loss_fn)(logits, yb).sum()
         return torch.stack([self.loss_fn(logits[k], yb[k]) for k in range(len(self.nets))]).sum()
 
     def configure_optimizers(self):

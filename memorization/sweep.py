@@ -32,17 +32,24 @@ def sweep_jobs(config: DictConfig, loader) -> list[list[str]]:
     return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
 
 
-def check_jobs(config: DictConfig) -> None:
-    """Compose and validate every job of the sweep; exit 2 with one line at the first bad one."""
+def check_jobs(config: DictConfig, validate: Callable[[DictConfig], object] | None = None
+               ) -> None:
+    """Compose and validate every job of the sweep; exit 2 with one line at the first bad one.
+    ``validate``: the entry point's check of a job (default: memorization.run's, with the
+    devices left to each job)."""
     from hydra.core.global_hydra import GlobalHydra
 
-    from memorization.config import validate
     from memorization.errors import first_line, root_error
     from memorization.overrides import override_items, sweep_overrides
 
     loader = GlobalHydra.instance().config_loader()
     swept = set(sweep_overrides(Path(str(config.hydra.sweep.dir)))) or {
         k for k, _, sweep in override_items(list(config.hydra.overrides.task)) if sweep}
+    if validate is None:
+        from memorization.config import validate as run_validate
+
+        def validate(cfg):
+            return run_validate(cfg, on_driver=True)
     try:
         jobs = sweep_jobs(config, loader)
     except Exception as exc:  # a sweep Hydra expands otherwise: each job checks itself
@@ -51,7 +58,7 @@ def check_jobs(config: DictConfig) -> None:
         return
     for num, overrides in enumerate(jobs):
         try:
-            validate(loader.load_sweep_config(config, overrides), on_driver=True)
+            validate(loader.load_sweep_config(config, overrides))
         except Exception as exc:
             err = root_error(exc)
             mine = [f"{k}={v}" for k, v, _ in override_items(overrides) if k in swept]

@@ -40,6 +40,14 @@ def test_stacked_benchmark_runs_both_modes_and_whole_jobs():
     assert "trainer.replicas=2" in res.stdout and "2 jobs one after another" in res.stdout
 
 
+def test_scores_benchmark_compares_chunks_with_one_at_a_time():
+    res = subprocess.run([sys.executable, "benchmarks/scores.py", "--models", "4", "--stack",
+                          "2", "--epochs", "1", "--n", "200"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "one at a time (baseline)" in res.stdout and "2 at a time, vmap" in res.stdout
+
+
 @pytest.mark.slow
 def test_gpu_check_runs_quick_on_a_cpu_and_resumes(tmp_path):
     """`QUICK=1 make bench-gpu`: every part at tiny sizes on the CPU; a second run finds each
@@ -49,7 +57,7 @@ def test_gpu_check_runs_quick_on_a_cpu_and_resumes(tmp_path):
     res = subprocess.run(["bash", "benchmarks/gpu.sh"], cwd=ROOT, capture_output=True,
                          text=True, timeout=400, env=env)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
-    parts = ("tests", "training", "stacked", "metrics", "syncs")
+    parts = ("tests", "training", "stacked", "metrics", "syncs", "scores")
     assert all((tmp_path / f"{p}.txt").stat().st_size > 0 for p in parts)
     assert "host syncs in" in (tmp_path / "syncs.txt").read_text()
     again = subprocess.run(["bash", "benchmarks/gpu.sh"], cwd=ROOT, capture_output=True,

@@ -228,3 +228,14 @@ def test_the_command_refuses_a_bad_value_before_it_starts(tmp_path):
     res = run_study("scores", [*TINY, "scores.ratios=[1.5]", f"hydra.run.dir={tmp_path}"])
     assert res.returncode == 2 and "1.5 is not in (0, 1)" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1 and not (tmp_path / "chunks").exists()
+
+
+def test_a_sweep_checks_every_job_before_any_runs(tmp_path):
+    from tests.study_utils import run_study
+
+    res = run_study("scores", ["-m", "noise=label_flip,random_labels", *TINY,
+                               f"hydra.sweep.dir={tmp_path}"])
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert "error: job 1 (noise=random_labels): noise=random_labels is defined with p=1" in \
+        res.stderr and "nothing was run" in res.stderr
+    assert not list(tmp_path.glob("*/chunks"))

@@ -9,6 +9,6 @@ al. 2021) from many models trained on random subsets of the (corrupted) training
 - job.py: the job (its folder's rules, chunks of models trained stacked by the engine);
 - report.py: scores.csv, the summary and figures, from whatever chunks have landed.
 
-Layer: estimator, masks, chunks, config are parts (they import the base only); job, report and
-__main__ are an entry point (they import the studies' shared helpers and the engine).
+Layer: parts (estimator, masks, chunks, config: they import the base only); job, report and
+__main__ are an entry point's (they import the studies' shared helpers and the engine).
 """

@@ -225,7 +225,7 @@ def _cscores(path: Path, est: Estimates, bad: torch.Tensor, sc: ScoresConfig) ->
         if any(v is not None for v in ys):
             left.plot(ratios, [np.nan if v is None else v for v in ys], "o-", color=color,
                       label=name)
-    left.set(xlabel="subset ratio", ylabel="mean C-score", ylim=(-0.02, 1.02),
+    left.set(xlabel="subset ratio", ylabel="mean C-score", xlim=(0, 1), ylim=(-0.02, 1.02),
              title="consistency against the subset ratio")
     _legend(left)
     bins, r0 = np.linspace(0, 1, 26), sc.mem_ratio

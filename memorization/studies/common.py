@@ -147,12 +147,21 @@ def job_label(folder: Path) -> str:
 
 
 class StudySweep(Callback):
-    """At the end of a ``-m`` sweep of a study: ``combine(sweep_dir)`` draws every job's
-    curve into one figure in the sweep folder (as Arpit et al.'s Figs. 1 and 3 show real data,
-    randX and randY together). ``combine``: a function's dotted path."""
+    """At the start of a ``-m`` sweep of a study, every job is composed and checked (one line,
+    exit 2, before any job runs: ``check``, a function's dotted path, or by default
+    :func:`validate_study` of the study's node); at its end, ``combine(sweep_dir)`` draws every
+    job's curve into one figure in the sweep folder (as Arpit et al.'s Figs. 1 and 3 show real
+    data, randX and randY together). ``combine``: a function's dotted path."""
 
-    def __init__(self, combine: str, enabled: bool = True):
-        self.combine, self.enabled = combine, enabled
+    def __init__(self, combine: str, enabled: bool = True, check: str | None = None):
+        self.combine, self.enabled, self.check = combine, enabled, check
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from memorization.sweep import check_jobs
+
+        key = next(k for k in STUDY_KEYS if k in config)
+        check_jobs(config, hydra.utils.get_method(self.check) if self.check else
+                   (lambda cfg: validate_study(cfg, key)))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if not self.enabled:
