@@ -15,10 +15,10 @@ install:  ## create .venv and install the package with its dev, launcher (joblib
 	$(PY) -m pip install -q --upgrade pip
 	$(PIP_INSTALL) -e '.[dev,launchers,ray,mnist1d]'
 
-test:  ## run the test suite but its slow end-to-end tests (W&B offline, CPU; ~7 min on 2 cores)
+test:  ## run the test suite but its slow end-to-end tests (W&B offline, CPU; 7-10 min on 2 cores)
 	WANDB_MODE=offline WANDB_SILENT=true $(PY) -m pytest -q -m "not slow"
 
-test-slow:  ## the slow end-to-end tests only (launchers, Ray, kill -9, the wheel; ~2-3 min)
+test-slow:  ## the slow end-to-end tests only (launchers, Ray, kill -9, sweeps, benchmarks, the wheel; ~8-10 min)
 	WANDB_MODE=offline WANDB_SILENT=true $(PY) -m pytest -q -m slow
 
 test-all:  ## every test (what CI runs)

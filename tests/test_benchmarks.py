@@ -11,6 +11,7 @@ import pytest
 from tests.conftest import ROOT
 
 
+@pytest.mark.slow
 def test_training_benchmark_runs_and_prints_its_figures():
     res = subprocess.run([sys.executable, "benchmarks/training.py", "--no-record", "--synthetic",
                           "--n-train", "600", "--depths", "1", "--epochs", "2"], cwd=ROOT,
@@ -21,6 +22,7 @@ def test_training_benchmark_runs_and_prints_its_figures():
     assert "MLP 1x512, synthetic 600 train" in res.stdout and "ratio" in res.stdout
 
 
+@pytest.mark.slow
 def test_parallel_benchmark_runs_both_sweeps():
     res = subprocess.run([sys.executable, "benchmarks/parallel.py", "--no-record", "--epochs",
                           "1", "--model", "mlp"], cwd=ROOT, capture_output=True, text=True,
@@ -29,6 +31,7 @@ def test_parallel_benchmark_runs_both_sweeps():
     assert "one after the other" in res.stdout and "two at once" in res.stdout
 
 
+@pytest.mark.slow
 def test_stacked_benchmark_runs_both_modes_and_whole_jobs():
     res = subprocess.run([sys.executable, "benchmarks/stacked.py", "--no-record", "--synthetic",
                           "--n-train", "600", "--depth", "1", "--replicas", "1", "2",

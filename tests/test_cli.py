@@ -78,7 +78,8 @@ def test_multirun_on_digits_ends_with_its_report(tmp_path):
     assert "GPU available" in log and "=== memorization: run summary ===" in log
 
 
-@pytest.mark.parametrize("masc", ["auto", "gram"])  # auto picks the sample route here
+@pytest.mark.parametrize("masc", ["auto", pytest.param("gram", marks=pytest.mark.slow)])
+# auto picks the sample route here; the gram route runs with the slow tests
 def test_ddp_two_cpu_processes_give_exact_metrics(tmp_path, masc):
     """A 2-process DDP run logs the same accuracies as one process evaluating its weights."""
     out = tmp_path / "ddp"

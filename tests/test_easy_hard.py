@@ -89,6 +89,7 @@ def test_presets_compose_and_run_on_synthetic_data_of_their_shape(tmp_path, pres
     assert easy_hard.run(cfg)["n_examples"] == 30
 
 
+@pytest.mark.slow
 def test_command_sweep_end_to_end(tmp_path):
     """Real data and randY on a digits subset, N = 3; one figure for the sweep."""
     for job, summary in zip(("0", "1"), noise_sweep("easy_hard", TINY, tmp_path), strict=True):

@@ -93,6 +93,7 @@ def test_nan_loss_stops_the_job_in_one_line_and_marks_it_failed(tmp_path):
     assert (out / "FAILED").read_text().startswith("the training loss became nan at epoch 1")
 
 
+@pytest.mark.slow
 def test_sweep_keeps_going_past_a_failed_job_and_reports_it(tmp_path):
     sweep = tmp_path / "sweep"
     res = run_cli(["-m", *QUICK, "optim=sgd", "optim.lr=1e30,0.01", "trainer.max_epochs=2",
@@ -107,6 +108,7 @@ def test_sweep_keeps_going_past_a_failed_job_and_reports_it(tmp_path):
     assert "1 failed" in res.stdout.split("sweep: 1 finished")[1]  # the report's head line
 
 
+@pytest.mark.slow
 def test_rerun_of_a_finished_sweep_trains_nothing(tmp_path):
     sweep = tmp_path / "sweep"
     args = ["-m", *QUICK, "noise.p=0,0.4", "trainer.max_epochs=2", "stop_at_train_acc=null",
@@ -133,6 +135,7 @@ def test_a_bad_value_in_any_job_fails_the_sweep_before_anything_runs(tmp_path):
         assert not list(sweep.glob("*/metrics.json")) and not list(sweep.glob("*/FAILED"))
 
 
+@pytest.mark.slow
 def test_damaged_and_foreign_checkpoints_are_one_line_errors(tmp_path):
     garbage = tmp_path / "garbage.ckpt"
     garbage.write_bytes(os.urandom(1000))
@@ -227,6 +230,7 @@ def test_starting_over_leaves_nothing_of_the_old_run_to_resume(tmp_path):
     assert job_state(tmp_path) == "new"
 
 
+@pytest.mark.slow
 def test_a_rerun_with_other_settings_is_refused_in_one_line(tmp_path):
     out = tmp_path / "job"
     base = [*QUICK, "trainer.max_epochs=1", f"hydra.run.dir={out}"]
@@ -246,6 +250,7 @@ def test_a_rerun_with_other_settings_is_refused_in_one_line(tmp_path):
         in res.stdout
 
 
+@pytest.mark.slow
 def test_a_job_uses_its_own_wandb_service(tmp_path):
     """wandb exports WANDB_SERVICE so children share their parent's service; a job killed with
     kill -9 would leave its run registered there and its rerun refused. A job ignores an

@@ -173,6 +173,7 @@ def test_a_moved_folder_resumes_to_identical_metrics(tmp_path):
     assert _each_row_once(moved)
 
 
+@pytest.mark.slow
 def test_an_exploding_finite_loss_fails_the_job_in_one_line(tmp_path):
     """Adam at lr=1e6: the loss stays finite (about 1e30) but is no learning curve; the job
     fails with one line and FAILED. max_ratio=null lets such a run go on."""

@@ -173,6 +173,7 @@ def test_bad_replica_count_is_one_line(tmp_path):
         "once)"]
 
 
+@pytest.mark.slow
 def test_ddp_stacked_job_reports_each_replicas_exact_accuracy(tmp_path):
     """2 CPU processes, 2 replicas: each replica's logged accuracies are those of its final
     weights evaluated in one process (sums over ranks, per replica)."""

@@ -247,6 +247,7 @@ def _cli(*args: str, **kw) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, env=env, timeout=600, **kw)
 
 
+@pytest.mark.slow
 def test_cli_refuses_bad_input(tmp_path):
     res = _cli("nosuch")
     assert res.returncode == 2 and "invalid choice: 'nosuch'" in res.stderr

@@ -67,6 +67,7 @@ def test_options_of_an_extra_config_folder_are_options(tmp_path):
     assert "noise=mine is not an option" in _unknown_option(["noise=mine"])
 
 
+@pytest.mark.slow
 def test_cli_extra_config_folder_and_a_typo(tmp_path):
     extra = _extra_conf(tmp_path)
     ok = run_cli(["--config-dir", str(extra), "noise=mine", "--cfg", "job", "--package",

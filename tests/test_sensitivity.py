@@ -158,6 +158,7 @@ def test_presets_compose_and_run_on_synthetic_data_of_their_shape(tmp_path, pres
     assert sensitivity.run(cfg)["steps"] == 6
 
 
+@pytest.mark.slow
 def test_command_sweep_end_to_end(tmp_path):
     for summary in noise_sweep("sensitivity", SYNTHETIC, tmp_path):
         assert summary["steps"] == 6

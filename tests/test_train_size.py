@@ -116,6 +116,7 @@ def test_the_settings_line_names_the_optimizer_and_schedule():
     assert "Adam lr=0.001" in format_settings(config, trainer, nn.Linear(2, 3))
 
 
+@pytest.mark.slow
 def test_time_to_convergence_sweep_end_to_end(tmp_path):
     """Arpit et al. Fig. 6 scaled down, from its preset (which carries its own sweep; the
     command line narrows it): two widths on 50 digits, each trained until it fits; the report
