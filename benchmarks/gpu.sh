@@ -52,7 +52,10 @@ torch.cuda.is_available(), '|', torch.cuda.get_device_name() if torch.cuda.is_av
 else 'no GPU', '| lightning', lightning.__version__, '| hydra', hydra.__version__)" || exit 2
 
 if [ "$QUICK" = 1 ]; then
-    part tests 120 env MEMORIZATION_GPU_TEST_DEVICE=cpu $PY -m pytest -q -m gpu tests/test_gpu.py -x
+    # the cheap half of the gpu tests: the other four (default job, DDP, divergence guard,
+    # compile) have CPU twins in the suite; MEMORIZATION_GPU_TEST_DEVICE=cpu pytest -m gpu: all
+    part tests 120 env MEMORIZATION_GPU_TEST_DEVICE=cpu $PY -m pytest -q -m gpu tests/test_gpu.py -x \
+        -k "not default_job and not ddp and not divergence and not compile"
     part training 200 $PY benchmarks/training.py --no-record --synthetic --n-train 600 --depths 1 --epochs 2 --speed-options --compile-backend aot_eager
     part stacked 120 $PY benchmarks/stacked.py --no-record --synthetic --n-train 600 --depth 1 --replicas 1 2 --modes vmap --jobs 0
     part metrics 120 $PY benchmarks/metrics.py --synthetic --n-train 600 --probe 200 --csr-n 50
