@@ -213,7 +213,7 @@ def fit_network(net: nn.Module, optim, x: torch.Tensor, y: torch.Tensor, *, epoc
 
 
 def _fit(module: L.LightningModule, batches, epochs: int, device: torch.device,
-         callbacks: list) -> None:
+         callbacks: list, precision: str = "32-true") -> None:
     from lightning.pytorch.strategies import SingleDeviceStrategy
 
     with _quiet():
@@ -221,7 +221,7 @@ def _fit(module: L.LightningModule, batches, epochs: int, device: torch.device,
             max_epochs=epochs, accelerator="gpu" if device.type == "cuda" else "cpu",
             strategy=SingleDeviceStrategy(device), logger=False, enable_checkpointing=False,
             enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-            use_distributed_sampler=False, callbacks=callbacks)
+            use_distributed_sampler=False, callbacks=callbacks, precision=precision)
         trainer.fit(module, train_dataloaders=batches)
     module.to(device)  # the strategy's teardown moves the network to the CPU
 
@@ -281,7 +281,8 @@ def uses_vmap(mode: str, device: torch.device) -> bool:
 def fit_stacked(nets: list[nn.Module], optim, x: torch.Tensor, y: torch.Tensor,
                 subsets: torch.Tensor, *, epochs: int, batch_size: int,
                 orders: list[Callable[[int], torch.Tensor]], mode: str = "auto",
-                loss_fn: Callable = F.cross_entropy) -> list[nn.Module]:
+                loss_fn: Callable = F.cross_entropy, precision: str = "32-true"
+                ) -> list[nn.Module]:
     """Train the S networks ``nets`` (one architecture, on one device) in place, network k on
     the examples ``subsets[k]`` of (x, y) (``subsets``: [S, m] indices), in one Lightning fit:
     epoch e takes network k through its subset in the order ``orders[k](e)`` (a permutation of
@@ -290,14 +291,15 @@ def fit_stacked(nets: list[nn.Module], optim, x: torch.Tensor, y: torch.Tensor,
     ``x[subsets[k]], y[subsets[k]]`` with ``order=orders[k]`` would train it, on a CPU);
     ``vmap`` as one batched computation (equal within rounding); ``auto``: vmap on a GPU.
     ``optim`` must step elementwise (replicas.config.ELEMENTWISE): one optimizer steps them
-    all."""
+    all. ``precision``: Lightning's (``bf16-mixed``: the steps under autocast, the weights and
+    the optimizer's state float32)."""
     if subsets.dim() != 2 or subsets.shape[0] != len(nets) or len(orders) != len(nets):
         raise ValueError(f"{len(nets)} networks need [{len(nets)}, m] subsets and as many "
                          f"orders, not {tuple(subsets.shape)} and {len(orders)}")
     device = _device(nets[0])
     module = _StackedOnTensors(nets, x, y, getattr(optim, "build", optim),
                                uses_vmap(mode, device), loss_fn)
-    _fit(module, _StackedBatches(subsets, batch_size, orders), epochs, device, [])
+    _fit(module, _StackedBatches(subsets, batch_size, orders), epochs, device, [], precision)
     return nets
 
 

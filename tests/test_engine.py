@@ -188,6 +188,32 @@ def test_fit_stacked_in_vmap_mode_matches_the_loop_within_rounding():
         assert not torch.equal(a[0].weight, base[0][0].weight)  # it trained
 
 
+@pytest.mark.parametrize("mode", ["loop", "vmap"])
+def test_fit_stacked_in_bf16_mixed_keeps_float32_weights_near_the_float32_fit(mode):
+    """bf16-mixed: the products run in bfloat16 (so the weights differ from the float32
+    fit's, which shows autocast was on), the weights stay float32, and after 2 epochs they
+    are within bfloat16's rounding of the float32 fit's."""
+    from memorization.engine import fit_stacked
+
+    x, y = _data()
+    subsets = _subsets(len(y), 40, 2)
+    base = []
+    for k in range(2):
+        torch.manual_seed(40 + k)
+        base.append(nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3)))
+    optim = OptimConfig(_target_="torch.optim.SGD", lr=0.1)
+    runs = {}
+    for precision in ("32-true", "bf16-mixed"):
+        nets = [copy.deepcopy(n) for n in base]
+        fit_stacked(nets, optim, x, y, subsets, epochs=2, batch_size=8, mode=mode,
+                    orders=[seeded_orders(40, k) for k in range(2)], precision=precision)
+        runs[precision] = nets
+    for a, b in zip(runs["32-true"], runs["bf16-mixed"], strict=True):
+        for p, q in zip(a.parameters(), b.parameters(), strict=True):
+            assert q.dtype == torch.float32
+            assert torch.allclose(p, q, atol=0.05) and not torch.equal(p, q)
+
+
 def test_fit_stacked_refuses_subsets_that_do_not_match_the_networks():
     from memorization.engine import fit_stacked
 

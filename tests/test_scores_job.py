@@ -88,6 +88,23 @@ def test_a_chunks_predictions_are_the_single_trainings(tmp_path):
     assert torch.equal(ch.included[1].nonzero()[:, 0], sub)
 
 
+def test_bf16_mixed_trains_the_models_under_autocast(tmp_path, monkeypatch):
+    """scores.precision reaches the stacked fit, which then trains other weights than the
+    float32 one (so the predictions can differ) and still fits the subsets."""
+    from memorization import engine
+
+    seen = []
+    fit = engine.fit_stacked
+    monkeypatch.setattr(engine, "fit_stacked",
+                        lambda *a, **k: seen.append(k["precision"]) or fit(*a, **k))
+    full = _run(tmp_path / "32", "scores.epochs=8")
+    mixed = _run(tmp_path / "bf16", "scores.epochs=8", "scores.precision=bf16-mixed")
+    assert seen == ["32-true", "bf16-mixed"]
+    assert mixed["acc_in_clean"] > 0.9 and abs(mixed["acc_in_clean"] - full["acc_in_clean"]) < 0.1
+    assert not torch.equal(load_chunks(tmp_path / "32").pred_test,
+                           load_chunks(tmp_path / "bf16").pred_test)
+
+
 @pytest.mark.slow
 def test_a_killed_job_resumes_to_the_same_scores(tmp_path):
     """kill -9 once the first chunk has landed; the rerun trains only the models no chunk
@@ -148,7 +165,10 @@ def test_bad_values_fail_in_one_line(tmp_path):
                           ({"ratios": []}, "lists no subset ratio"),
                           ({"ratios": [0.5, 0.5]}, "lists a ratio twice"),
                           ({"mem_ratio": 0.3}, "mem_ratio=0.3 is not one of"),
-                          ({"mode": "fast"}, "scores.mode=fast must be one of")]:
+                          ({"mode": "fast"}, "scores.mode=fast must be one of"),
+                          ({"precision": "64-true"}, "scores.precision=64-true is not one of"),
+                          ({"matmul_precision": "low"},
+                           "scores.matmul_precision=low is not one of")]:
         with pytest.raises(ConfigError, match=match):
             ScoresConfig(**kwargs)
     for overrides, match in [(["trainer.replicas=2", "model.dropout=0.5"], "model.dropout=0.5 "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from memorization.accel import MATMUL, PRECISIONS
 from memorization.errors import ConfigError, check_number
 from memorization.store import register
 
@@ -22,6 +23,8 @@ class ScoresConfig:
     mode: str = "auto"
     device: str = "auto"
     top: int = 24
+    precision: str = "32-true"
+    matmul_precision: str | None = None
 
     def __post_init__(self):
         check_number(self.models, "scores.models", integer=True, lo=1,
@@ -49,6 +52,12 @@ class ScoresConfig:
             raise ConfigError(f"scores.device={self.device} must be auto or a torch device")
         check_number(self.top, "scores.top", integer=True, lo=0,
                      what=" (how many of the most memorized examples the figure shows)")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"scores.precision={self.precision} is not one of "
+                              f"{', '.join(PRECISIONS)} (bf16-mixed: the fast one on a GPU)")
+        if self.matmul_precision is not None and self.matmul_precision not in MATMUL:
+            raise ConfigError(f"scores.matmul_precision={self.matmul_precision} is not one of "
+                              f"{', '.join(MATMUL)} or null (high: TF32 on a GPU)")
 
     @property
     def total(self) -> int:

@@ -8,6 +8,8 @@ model k = 0..M-1 (M = ``scores.models`` x len(``scores.ratios``); model k has ra
 and test example. The models train ``trainer.replicas`` at a time as one stacked fit
 (engine.fit_stacked: loop or vmap, ``scores.mode``); in loop mode a model's predictions are
 bitwise those it would get trained alone, so the scores do not depend on the chunk size.
+``scores.precision`` (bf16-mixed: the training steps under autocast) and
+``scores.matmul_precision`` (high: TF32) are for a GPU; the predictions run in float32.
 
 Resume. Each chunk of models lands atomically in ``chunks/`` (chunks.py) and the outputs are
 rewritten from every landed chunk after each one (``summary.json`` says how many models it
@@ -124,7 +126,8 @@ def train_chunk(cfg: DictConfig, sc: ScoresConfig, models: list[int], train: dic
     orders = [engine.seeded_orders(subsets.shape[1], model_seed(cfg.seed, j, ORDER))
               for j in models]
     engine.fit_stacked(nets, optim, x, y, subsets, epochs=sc.epochs,
-                       batch_size=cfg.data.batch_size, orders=orders, mode=sc.mode)
+                       batch_size=cfg.data.batch_size, orders=orders, mode=sc.mode,
+                       precision=sc.precision)
     size = cfg.data.get("eval_batch_size") or 1024
     ratios = torch.full((len(models),), sc.ratio_of(models[0]), dtype=torch.float64)
     return {"models": torch.tensor(models), "ratios": ratios,
@@ -134,11 +137,13 @@ def train_chunk(cfg: DictConfig, sc: ScoresConfig, models: list[int], train: dic
 
 
 def run(cfg: DictConfig) -> dict:
+    from memorization.accel import apply_matmul_precision
     from memorization.config import build
     from memorization.replicas.config import replica_count
 
     sc = validate(cfg)
     common.apply_job_threads(cfg)
+    apply_matmul_precision(sc.matmul_precision)
     device, out, started = common.device_of(sc.device), common.output_dir(), time.time()
     train = common.load_examples(cfg, "train", None, device)
     test = common.load_examples(cfg, "test", None, device)
