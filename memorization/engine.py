@@ -256,6 +256,7 @@ class _StackedOnTensors(L.LightningModule):
         super().__init__()
         self.nets, self.build, self.loss_fn = nn.ModuleList(nets), build, loss_fn
         self.x, self.y, self.use_vmap = x, y, use_vmap
+        self.total = None  # what _AfterEpoch hands its hook: no loss sum is kept here
 
     def training_step(self, idx: torch.Tensor, _: int) -> torch.Tensor:
         idx = idx.to(self.y.device)
@@ -281,7 +282,8 @@ def uses_vmap(mode: str, device: torch.device) -> bool:
 def fit_stacked(nets: list[nn.Module], optim, x: torch.Tensor, y: torch.Tensor,
                 subsets: torch.Tensor, *, epochs: int, batch_size: int,
                 orders: list[Callable[[int], torch.Tensor]], mode: str = "auto",
-                loss_fn: Callable = F.cross_entropy, precision: str = "32-true"
+                loss_fn: Callable = F.cross_entropy, precision: str = "32-true",
+                after_epoch: Callable[[int, None], bool | None] | None = None
                 ) -> list[nn.Module]:
     """Train the S networks ``nets`` (one architecture, on one device) in place, network k on
     the examples ``subsets[k]`` of (x, y) (``subsets``: [S, m] indices), in one Lightning fit:
@@ -292,14 +294,16 @@ def fit_stacked(nets: list[nn.Module], optim, x: torch.Tensor, y: torch.Tensor,
     ``vmap`` as one batched computation (equal within rounding); ``auto``: vmap on a GPU.
     ``optim`` must step elementwise (replicas.config.ELEMENTWISE): one optimizer steps them
     all. ``precision``: Lightning's (``bf16-mixed``: the steps under autocast, the weights and
-    the optimizer's state float32)."""
+    the optimizer's state float32). ``after_epoch(e, None)`` runs after each epoch (a
+    progress bar's hook) and stops training by returning True."""
     if subsets.dim() != 2 or subsets.shape[0] != len(nets) or len(orders) != len(nets):
         raise ValueError(f"{len(nets)} networks need [{len(nets)}, m] subsets and as many "
                          f"orders, not {tuple(subsets.shape)} and {len(orders)}")
     device = _device(nets[0])
     module = _StackedOnTensors(nets, x, y, getattr(optim, "build", optim),
                                uses_vmap(mode, device), loss_fn)
-    _fit(module, _StackedBatches(subsets, batch_size, orders), epochs, device, [], precision)
+    _fit(module, _StackedBatches(subsets, batch_size, orders), epochs, device,
+         [_AfterEpoch(after_epoch)] if after_epoch is not None else [], precision)
     return nets
 
 

@@ -214,6 +214,17 @@ def test_fit_stacked_in_bf16_mixed_keeps_float32_weights_near_the_float32_fit(mo
             assert torch.allclose(p, q, atol=0.05) and not torch.equal(p, q)
 
 
+def test_fit_stacked_calls_its_epoch_hook_after_each_epoch_and_stops_on_true():
+    from memorization.engine import fit_stacked
+
+    x, y = _data()
+    seen = []
+    fit_stacked([_net(), _net()], OptimConfig(), x, y, _subsets(len(y), 20, 2), epochs=5,
+                batch_size=8, orders=[seeded_orders(20, k) for k in range(2)], mode="loop",
+                after_epoch=lambda e, loss: seen.append((e, loss)) or e == 3)
+    assert seen == [(1, None), (2, None), (3, None)]
+
+
 def test_fit_stacked_refuses_subsets_that_do_not_match_the_networks():
     from memorization.engine import fit_stacked
 

@@ -112,9 +112,10 @@ def job(run, cfg: DictConfig) -> dict:
 
 
 def train_chunk(cfg: DictConfig, sc: ScoresConfig, models: list[int], train: dict,
-                test: dict, optim) -> dict[str, torch.Tensor]:
+                test: dict, optim, after_epoch=None) -> dict[str, torch.Tensor]:
     """The chunk of ``models`` (one ratio): their subsets, one stacked fit, their
-    predictions on every training and test example (int16, on the device)."""
+    predictions on every training and test example (int16, on the device).
+    ``after_epoch(e, None)``: called after each epoch of the fit (the progress bar)."""
     x, y = train["x"], train["y"]
     n, device = len(y), y.device
     masks = subset_masks(n, sc.ratio_of(models[0]), cfg.seed, models, device)
@@ -127,7 +128,7 @@ def train_chunk(cfg: DictConfig, sc: ScoresConfig, models: list[int], train: dic
               for j in models]
     engine.fit_stacked(nets, optim, x, y, subsets, epochs=sc.epochs,
                        batch_size=cfg.data.batch_size, orders=orders, mode=sc.mode,
-                       precision=sc.precision)
+                       precision=sc.precision, after_epoch=after_epoch)
     size = cfg.data.get("eval_batch_size") or 1024
     ratios = torch.full((len(models),), sc.ratio_of(models[0]), dtype=torch.float64)
     return {"models": torch.tensor(models), "ratios": ratios,
@@ -161,16 +162,24 @@ def run(cfg: DictConfig) -> dict:
         f"epoch(s) each, on {cfg.data.source} ({len(train['y'])} training examples, "
         f"{int(train['corrupted'].sum())} corrupted by {cfg.noise.name} p={cfg.noise.p}; "
         f"{len(test['y'])} test); {size} at a time on {device}; {len(have)} landed before")
+    # the bar moves by a chunk's share each epoch: a chunk can take hours on a CPU
     bar = tqdm(total=sc.total, initial=len(have), unit="model", desc="models",
-               dynamic_ncols=True)
+               dynamic_ncols=True, bar_format="{l_bar}{bar}| {n:.1f}/{total} "
+               "[{elapsed}<{remaining}{postfix}]")
     for models in todo:
-        arrays = train_chunk(cfg, sc, models, train, test, optim)
+        start, share = bar.n, len(models) / sc.epochs
+
+        def advance(_epoch, _loss, share=share) -> None:  # None: never stops the fit
+            bar.update(share)
+
+        arrays = train_chunk(cfg, sc, models, train, test, optim, advance)
         store.save_chunk(out, store.next_index(out), **arrays)
         landed = store.load_chunks(out).first(sc.total)
         summary = report.write(out, sc, landed, train, test, partial=True)
         auc = summary["auroc_mem"]
         bar.set_postfix(auroc="-" if auc is None else f"{auc:.3f}", refresh=False)
-        bar.update(len(models))
+        bar.n = start + len(models)  # exact again, whatever the epochs' shares summed to
+        bar.refresh()
     bar.close()
     summary = report.write(out, sc, landed, train, test, partial=False)
     figures = report.figures(out, sc, landed, train, test)
