@@ -32,17 +32,26 @@ PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed")
 MATMUL = ("highest", "high", "medium")
 
 
+def check_precision(value: Any, key: str = "trainer.precision",
+                    why: str = "the metrics need float32 weights") -> None:
+    """One line for a training-step precision this package cannot honour."""
+    if str(value) not in PRECISIONS:
+        raise ConfigError(f"{key}={value} is not one of {', '.join(PRECISIONS)} ({why}; "
+                          "bf16-mixed is the fast one)")
+
+
+def check_matmul(value: Any, key: str = "trainer.matmul_precision") -> None:
+    """One line for a float32 matmul precision torch does not know (null: torch's own)."""
+    if value is not None and value not in MATMUL:
+        raise ConfigError(f"{key}={value} is not one of {', '.join(MATMUL)} or null (high: "
+                          "TF32 on a GPU)")
+
+
 def check(trainer: Any) -> None:
     """One line for a ``precision``, ``matmul_precision`` or ``compile`` value this package
     cannot honour."""
-    precision = str(trainer.get("precision", "32-true") or "32-true")
-    if precision not in PRECISIONS:
-        raise ConfigError(f"trainer.precision={precision} is not one of {', '.join(PRECISIONS)} "
-                          "(the metrics need float32 weights; bf16-mixed is the fast one)")
-    matmul = trainer.get("matmul_precision")
-    if matmul is not None and matmul not in MATMUL:
-        raise ConfigError(f"trainer.matmul_precision={matmul} is not one of "
-                          f"{', '.join(MATMUL)} or null (high: TF32 on a GPU)")
+    check_precision(trainer.get("precision", "32-true") or "32-true")
+    check_matmul(trainer.get("matmul_precision"))
     option = trainer.get("compile", False)
     if not (isinstance(option, bool) or (isinstance(option, str) and option)):
         raise ConfigError(f"trainer.compile={option!r} must be true, false or a torch.compile "

@@ -172,7 +172,8 @@ class _AfterEpoch(L.Callback):
         self.hook = hook
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: _OnTensors) -> None:
-        if self.hook(trainer.current_epoch + 1, pl_module.total):
+        # a stacked fit keeps no loss sum: its hook gets None
+        if self.hook(trainer.current_epoch + 1, getattr(pl_module, "total", None)):
             trainer.should_stop = True
 
 
@@ -256,7 +257,6 @@ class _StackedOnTensors(L.LightningModule):
         super().__init__()
         self.nets, self.build, self.loss_fn = nn.ModuleList(nets), build, loss_fn
         self.x, self.y, self.use_vmap = x, y, use_vmap
-        self.total = None  # what _AfterEpoch hands its hook: no loss sum is kept here
 
     def training_step(self, idx: torch.Tensor, _: int) -> torch.Tensor:
         idx = idx.to(self.y.device)

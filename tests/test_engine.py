@@ -134,6 +134,15 @@ def _subsets(n, m, s, seed=3):
     return torch.stack([torch.randperm(n, generator=g)[:m].sort().values for _ in range(s)])
 
 
+def _nets(s, seed):
+    """S small MLPs, network k seeded with seed + k."""
+    nets = []
+    for k in range(s):
+        torch.manual_seed(seed + k)
+        nets.append(nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3)))
+    return nets
+
+
 @pytest.mark.parametrize("optim", [OptimConfig(_target_="torch.optim.SGD", lr=0.1, momentum=0.9),
                                    OptimConfig(_target_="torch.optim.Adam", lr=1e-2)],
                          ids=["sgd_momentum", "adam"])
@@ -145,10 +154,7 @@ def test_fit_stacked_in_loop_mode_is_each_networks_own_fit_bitwise(optim):
 
     x, y = _data()
     subsets = _subsets(len(y), 50, 3)
-    nets = []
-    for k in range(3):
-        torch.manual_seed(10 + k)
-        nets.append(nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3)))
+    nets = _nets(3, 10)
     alone = [copy.deepcopy(n) for n in nets]
     fit_stacked(nets, optim, x, y, subsets, epochs=3, batch_size=16,
                 orders=[seeded_orders(50, 20 + k) for k in range(3)], mode="loop")
@@ -170,10 +176,7 @@ def test_fit_stacked_in_vmap_mode_matches_the_loop_within_rounding():
 
     x, y = _data()
     subsets = _subsets(len(y), 40, 4)
-    base = []
-    for k in range(4):
-        torch.manual_seed(30 + k)
-        base.append(nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3)))
+    base = _nets(4, 30)
     optim = OptimConfig(_target_="torch.optim.SGD", lr=0.1, momentum=0.9)
     runs = {}
     for mode in ("loop", "vmap"):
@@ -197,10 +200,7 @@ def test_fit_stacked_in_bf16_mixed_keeps_float32_weights_near_the_float32_fit(mo
 
     x, y = _data()
     subsets = _subsets(len(y), 40, 2)
-    base = []
-    for k in range(2):
-        torch.manual_seed(40 + k)
-        base.append(nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3)))
+    base = _nets(2, 40)
     optim = OptimConfig(_target_="torch.optim.SGD", lr=0.1)
     runs = {}
     for precision in ("32-true", "bf16-mixed"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from memorization.accel import MATMUL, PRECISIONS
+from memorization.accel import check_matmul, check_precision
 from memorization.errors import ConfigError, check_number
 from memorization.store import register
 
@@ -52,12 +52,8 @@ class ScoresConfig:
             raise ConfigError(f"scores.device={self.device} must be auto or a torch device")
         check_number(self.top, "scores.top", integer=True, lo=0,
                      what=" (how many of the most memorized examples the figure shows)")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"scores.precision={self.precision} is not one of "
-                              f"{', '.join(PRECISIONS)} (bf16-mixed: the fast one on a GPU)")
-        if self.matmul_precision is not None and self.matmul_precision not in MATMUL:
-            raise ConfigError(f"scores.matmul_precision={self.matmul_precision} is not one of "
-                              f"{', '.join(MATMUL)} or null (high: TF32 on a GPU)")
+        check_precision(self.precision, "scores.precision", "the weights stay float32")
+        check_matmul(self.matmul_precision, "scores.matmul_precision")
 
     @property
     def total(self) -> int:
