@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from memorization.errors import ConfigError
 from memorization.metrics.cosine import (
     ConvGeometry,
     MeanCosine,
@@ -16,7 +18,14 @@ from memorization.metrics.cosine import (
     layer_cosine_sums,
     mean_cosine,
 )
-from memorization.metrics.polarization import Polarization, polarization
+from memorization.metrics.polarization import (
+    Polarization,
+    PolarizationConfig,
+    PolarizationMetric,
+    polarization,
+)
+from memorization.metrics.protocol import Context, Probe
+from memorization.models.probes import ProbeLayer
 
 
 def _layer():
@@ -158,3 +167,202 @@ def test_polarization_streaming_equals_one_shot():
     for idx in torch.arange(77).split(20):
         m.update(out[idx], labels[idx], corrupted[idx])
     assert torch.allclose(m.compute(), polarization(out, labels, corrupted, 4))
+
+
+# -- the two readings of the class c: true class (the paper's, the default) and training label --
+#
+# 8 samples, 2 classes. True classes: samples 0-3 are class 0, samples 4-7 class 1. Label noise
+# flips sample 3 (true 0 -> trained as 1) and sample 7 (true 1 -> trained as 0):
+#   y_true = 0 0 0 0 1 1 1 1,  y = 0 0 0 1 1 1 1 0,  corrupted = 3 and 7.
+Y_TRUE = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+Y_TRAIN = torch.tensor([0, 0, 0, 1, 1, 1, 1, 0])
+CORRUPTED = torch.tensor([False, False, False, True, False, False, False, True])
+# "early" layer, activity follows the TRUE class (a flipped image looks like its true class):
+#   e0 active on true class 0 (samples 0-3), e1 on true class 1 (4-7), e2 on every sample,
+#   e3 dead (never active)
+EARLY = torch.tensor([[1.0, 0, 2, 0], [2, 0, 1, 0], [1, 0, 1, 0], [3, 0, 2, 0],
+                      [0, 1, 1, 0], [0, 2, 3, 0], [0, 1, 1, 0], [0, 4, 2, 0]])
+# "late" layer, activity follows the TRAINING label (trained to fit the flipped labels):
+#   l0 active on training label 0 (samples 0, 1, 2, 7), l1 on training label 1 (3, 4, 5, 6),
+#   l2 on every sample, l3 dead
+LATE = torch.tensor([[1.0, 0, 1, 0], [1, 0, 2, 0], [2, 0, 1, 0], [0, 1, 1, 0],
+                     [0, 2, 1, 0], [0, 1, 2, 0], [0, 3, 1, 0], [2, 0, 1, 0]])
+# Hand-worked, pol = 2|1/2 - corrupted/active| per (class, node) with an active sample; the
+# dead nodes and the (class, node) pairs with no active sample are left out:
+#
+# early, c = true class (the paper's reading):
+#   e0: class 0 -> {0,1,2,3}, 1 of 4 corrupted -> 2|1/2 - 1/4| = 1/2;  class 1 -> {}: left out
+#   e1: class 1 -> {4,5,6,7}, 1 of 4 -> 1/2;                           class 0 -> {}: left out
+#   e2: class 0 -> {0,1,2,3}, 1/4 -> 1/2;  class 1 -> {4,5,6,7}, 1/4 -> 1/2
+#   mean over 4 pairs = (1/2 + 1/2 + 1/2 + 1/2) / 4 = 1/2             -> low early
+# early, c = training label:
+#   e0: label 0 -> {0,1,2} (7 is silent), 0 corrupted -> 1;  label 1 -> {3}, corrupted -> 1
+#   e1: label 0 -> {7}, corrupted -> 1;  label 1 -> {4,5,6}, clean -> 1
+#   e2: label 0 -> {0,1,2,7}, 1/4 -> 1/2;  label 1 -> {3,4,5,6}, 1/4 -> 1/2
+#   mean over 6 pairs = (4 * 1 + 2 * 1/2) / 6 = 5/6                    -> high already early
+# late, c = true class:
+#   l0: class 0 -> {0,1,2}, clean -> 1;  class 1 -> {7}, corrupted -> 1
+#   l1: class 0 -> {3}, corrupted -> 1;  class 1 -> {4,5,6}, clean -> 1
+#   l2: class 0 -> {0,1,2,3}, 1/4 -> 1/2;  class 1 -> {4,5,6,7}, 1/4 -> 1/2
+#   mean over 6 pairs = (4 * 1 + 2 * 1/2) / 6 = 5/6                    -> the rise 1/2 -> 5/6
+# late, c = training label:
+#   l0: label 0 -> {0,1,2,7}, 1/4 -> 1/2;  label 1 -> {}: left out
+#   l1: label 1 -> {3,4,5,6}, 1/4 -> 1/2;  label 0 -> {}: left out
+#   l2: label 0 -> {0,1,2,7}, 1/4 -> 1/2;  label 1 -> {3,4,5,6}, 1/4 -> 1/2
+#   mean over 4 pairs = 1/2                                            -> a fall 5/6 -> 1/2
+HAND = {("early", "true"): 1 / 2, ("early", "train"): 5 / 6,
+        ("late", "true"): 5 / 6, ("late", "train"): 1 / 2}
+LAYERS = {"early": EARLY, "late": LATE}
+
+
+def test_polarization_two_readings_hand_worked():
+    for (layer, reading), want in HAND.items():
+        labels = Y_TRUE if reading == "true" else Y_TRAIN
+        got = polarization(LAYERS[layer], labels, CORRUPTED, 2)
+        assert got.item() == pytest.approx(want, abs=1e-12), (layer, reading)
+    # both readings at once, [R, N] labels -> [R] values, from one activity matrix
+    for layer, out in LAYERS.items():
+        both = polarization(out, torch.stack([Y_TRUE, Y_TRAIN]), CORRUPTED, 2)
+        assert both.tolist() == pytest.approx([HAND[layer, "true"], HAND[layer, "train"]],
+                                              abs=1e-12)
+
+
+def _run_metric(labels: str | None, batch_size: int = 3) -> dict[str, float]:
+    """PolarizationMetric on the hand-built layers, fed in batches as the driver feeds it."""
+    metric = PolarizationMetric(PolarizationConfig() if labels is None
+                                else PolarizationConfig(labels=labels))
+    layers = {name: ProbeLayer(name, None, nn.Identity()) for name in LAYERS}
+    metric.begin(Context(layers=list(layers.values()), num_classes=2, probe_sizes={"train": 8},
+                         world=1, device=torch.device("cpu"), batches=None))
+    for idx in torch.arange(8).split(batch_size):
+        batch = {"x": torch.zeros(len(idx), 1), "y": Y_TRAIN[idx], "y_true": Y_TRUE[idx],
+                 "corrupted": CORRUPTED[idx]}
+        for name, out in LAYERS.items():
+            metric.update("train", Probe(layers[name], out[idx], None, None, batch))
+    return {k: float(v) for k, v in metric.compute().items()}
+
+
+def test_polarization_metric_logs_both_readings():
+    # default labels=true: the paper's reading under polarization/, the training-label reading
+    # under polarization_trainlabel/
+    assert PolarizationConfig().labels == "true"
+    logs = _run_metric(None)
+    want = {}
+    for layer in LAYERS:
+        want[f"polarization/train/{layer}"] = HAND[layer, "true"]
+        want[f"polarization_trainlabel/train/{layer}"] = HAND[layer, "train"]
+    assert logs == pytest.approx(want, abs=1e-12) and logs.keys() == want.keys()
+    # labels=train swaps them: the training-label reading under polarization/, the true-class
+    # reading under polarization_truelabel/
+    swapped = _run_metric("train")
+    want = {}
+    for layer in LAYERS:
+        want[f"polarization/train/{layer}"] = HAND[layer, "train"]
+        want[f"polarization_truelabel/train/{layer}"] = HAND[layer, "true"]
+    assert swapped == pytest.approx(want, abs=1e-12) and swapped.keys() == want.keys()
+
+
+def test_polarization_streaming_equals_one_shot_both_readings():
+    g = torch.Generator().manual_seed(4)
+    out = torch.relu(torch.randn(91, 10, generator=g))
+    y_true = torch.randint(0, 3, (91,), generator=g)
+    corrupted = torch.rand(91, generator=g) < 0.4
+    y = torch.where(corrupted, (y_true + 1 + torch.randint(0, 2, (91,), generator=g)) % 3, y_true)
+    labels = torch.stack([y_true, y])
+    m = Polarization(3, 10, readings=2)
+    for idx in torch.arange(91).split(17):
+        m.update(out[idx], labels[:, idx], corrupted[idx])
+    got = m.compute()
+    assert got.shape == (2,)
+    assert torch.allclose(got[0], polarization(out, y_true, corrupted, 3))
+    assert torch.allclose(got[1], polarization(out, y, corrupted, 3))
+    assert torch.allclose(got, polarization(out, labels, corrupted, 3))
+    assert got[0] != got[1]  # the readings differ under label noise
+
+
+def test_polarization_callback_logs_both_readings():
+    """Through the epoch-end driver on a small noisy run: every probe layer has both keys, each
+    equal to the one-shot function of its labelling."""
+    from memorization.data import DataModule
+    from memorization.metrics.callback import LayerMetrics
+    from memorization.models import MLP, capture
+
+    dm = DataModule(source="synthetic", shape=(1, 4, 4), num_classes=3, batch_size=16,
+                    source_options={"n_train": 90, "n_test": 30, "num_classes": 3,
+                                    "shape": (1, 4, 4)},
+                    noise={"name": "label_flip", "p": 0.3, "seed": 1})
+    dm.setup("fit")
+    torch.manual_seed(0)
+    net = MLP(in_shape=(1, 4, 4), num_classes=3, depth=2, width=8)
+    cb = LayerMetrics({"probe_size": 70, "batch_size": 32, "test": False,
+                       **{m: {"enabled": False} for m in ("cosine", "masc", "csr")}})
+    cb.setup(type("T", (), {"datamodule": dm})(), type("M", (), {"net": net})(), "fit")
+    logs = cb.compute(dm, net)
+    tr = {k: v[cb.probe["train"]] for k, v in dm.splits["train"].tensors.items()}
+    net.eval()
+    with torch.no_grad(), capture(net) as store:
+        net(tr["x"])
+        outs = dict(store["out"])
+    names = [layer.name for layer in net.probe_layers()]
+    assert sorted(logs) == sorted(f"{m}/train/{n}" for n in names
+                                  for m in ("polarization", "polarization_trainlabel"))
+    for n in names:
+        out = outs[n].flatten(1)
+        want_true = polarization(out, tr["y_true"], tr["corrupted"], 3).item()
+        want_train = polarization(out, tr["y"], tr["corrupted"], 3).item()
+        assert logs[f"polarization/train/{n}"].item() == pytest.approx(want_true)
+        assert logs[f"polarization_trainlabel/train/{n}"].item() == pytest.approx(want_train)
+
+
+@pytest.mark.parametrize(("given", "read"), [("true", "true"), (True, "true"), ("True", "true"),
+                                             ("train", "train")])
+def test_polarization_labels_config(given, read):
+    # an unquoted true (YAML, the command line) arrives as a bool, or through the str schema as
+    # "True": the same reading
+    assert PolarizationConfig(labels=given).labels == read
+
+
+def test_polarization_labels_config_refuses_others():
+    with pytest.raises(ConfigError, match="metrics.polarization.labels='x'"):
+        PolarizationConfig(labels="x")
+
+
+def test_cosine_polarization_figure_draws_the_other_reading():
+    """The vs-depth figure: the configured reading solid, the other dashed in the same colour,
+    named by their class labelling; the heatmap gains a block for the other reading."""
+    from matplotlib.colors import to_rgba
+
+    from memorization.report.figures import (
+        _Sweep,
+        fig_cosine_polarization_heatmap,
+        fig_cosine_polarization_vs_depth,
+    )
+    from memorization.report.series import numeric_columns
+    from tests.test_report_figures import make_sweep
+
+    jobs, history, swept = make_sweep(ps=(0.0, 0.4), seeds=(0,), epochs=5)
+    pol = history[history["metric"] == "polarization"]
+    other = pol.assign(metric="polarization_trainlabel", value=pol["value"] * 0.5)
+    history = pd.concat([history, other], ignore_index=True)
+    sw = _Sweep(numeric_columns(jobs), history, swept, "t")
+    fig = fig_cosine_polarization_vs_depth(sw)
+    ax = fig.axes[1]  # cosine, then polarization
+    solid = [ln for ln in ax.lines if ln.get_linestyle() == "-"]
+    dashed = [ln for ln in ax.lines if ln.get_linestyle() == "--"]
+    assert len(solid) == len(dashed) == 2  # one per noise level
+    assert {to_rgba(ln.get_color()) for ln in solid} == {to_rgba(ln.get_color()) for ln in dashed}
+    assert all(ln.get_linestyle() == "-" for ln in fig.axes[0].lines)  # cosine: one reading
+    texts = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "solid: polarization, c = true class" in texts
+    assert "dashed: polarization, c = training label" in texts
+    heat = fig_cosine_polarization_heatmap(sw)
+    labels = {a.get_ylabel() for a in heat.axes if a.get_label() == "<colorbar>"}
+    assert labels == {"mean cosine similarity", "polarization, c = true class",
+                      "polarization, c = training label"}
+    # a sweep configured labels=train: the names swap
+    history["metric"] = history["metric"].replace({"polarization_trainlabel":
+                                                   "polarization_truelabel"})
+    fig = fig_cosine_polarization_vs_depth(_Sweep(numeric_columns(jobs), history, swept, "t"))
+    texts = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "solid: polarization, c = training label" in texts
+    assert "dashed: polarization, c = true class" in texts

@@ -65,8 +65,12 @@ def test_callback_values_equal_the_pure_functions(method, cache_gb):
                 want_test["cosine"].item())
         else:
             assert f"cosine/train/{name}" not in logs  # the input layer has no weights
-        want_pol = polarization(out, tr["y"], tr["corrupted"], 3)
-        assert logs[f"polarization/train/{name}"].item() == pytest.approx(want_pol.item())
+        # c = the true class under polarization/ (the default, the paper's reading), the
+        # training label under polarization_trainlabel/
+        for key, labels in (("polarization", tr["y_true"]),
+                            ("polarization_trainlabel", tr["y"])):
+            want_pol = polarization(out, labels, tr["corrupted"], 3)
+            assert logs[f"{key}/train/{name}"].item() == pytest.approx(want_pol.item())
         for key, labels in (("masc", tr["y"]), ("masc_true", tr["y_true"])):
             bases, n_comp = (fit_subspaces(class_grams(out, labels, 3), 0.99) if method == "gram"
                              else fit_subspaces_from_samples(out, labels, 3, 0.99))

@@ -15,6 +15,8 @@ import math
 import pytest
 import torch
 
+from memorization.errors import ConfigError
+from memorization.metrics import masc
 from memorization.metrics.masc import (
     _n_keep,
     class_grams,
@@ -22,7 +24,7 @@ from memorization.metrics.masc import (
     fit_subspaces_from_samples,
     masc_predict,
 )
-from memorization.metrics.masc_states import MASCSubspaces
+from memorization.metrics.masc_states import MASCSamples, MASCSubspaces
 
 
 def svd_counts(x: torch.Tensor, y: torch.Tensor, k: int, variance: float) -> list[int]:
@@ -214,3 +216,163 @@ def test_the_epoch_end_metric_refits_from_its_kept_outputs(caplog):
     assert metric.extras["masc_components"]["masc/fc1"] == ref
     assert metric.extras["masc_components"]["masc_true/fc1"] == ref
     assert math.isclose(float(logs["masc/components/fc1"]), sum(ref) / 3)
+
+
+# -- classes on which float32 eigh fails --------------------------------------------------------
+def near_rank_one_gram(d: int = 512, seed: int = 27) -> torch.Tensor:
+    """A class's Gram matrix on a late layer of a memorizing 10 x 512 MLP, in float32: 1414.6 v v^T
+    (v a unit vector with ReLU's zeros: the class's dead units, live in other classes) plus a
+    tail 0.27, 0.026, 3e-3, ..., 3e-8 on v's support, then float32 rounding. float32
+    ``torch.linalg.eigh`` (MKL 2024.2 in torch 2.13, AVX2, one thread or two) raises "failed to
+    converge" on it, alone or in a batch; float64 decomposes it. Seeds 27, 48 and 59 of 60 fail
+    with both thread counts (one thread alone: 14 of 60)."""
+    g = torch.Generator().manual_seed(seed)
+    v = torch.randn(d, generator=g, dtype=torch.float64).relu()
+    v /= v.norm()
+    tail = torch.randn(d, 8, generator=g, dtype=torch.float64) * (v > 0)[:, None]
+    tail = torch.linalg.qr(tail)[0] * torch.tensor(
+        [0.27, 0.026, 3e-3, 3e-4, 3e-5, 3e-6, 3e-7, 3e-8], dtype=torch.float64).sqrt()
+    return (1414.6 * v[:, None] * v[None, :] + tail @ tail.T).float()
+
+
+def low_rank_samples(n: int, d: int, rank: int, seed: int) -> torch.Tensor:
+    """n samples in a random ``rank``-dim subspace of R^d (every unit live), singular values
+    decaying as 0.9^i: a class float32 settles alone."""
+    g = torch.Generator().manual_seed(seed)
+    q = torch.linalg.qr(torch.randn(d, rank, generator=g, dtype=torch.float64))[0]
+    z = torch.randn(n, rank, generator=g, dtype=torch.float64) * 0.9 ** torch.arange(rank)
+    return (z @ q.T).float()
+
+
+@pytest.fixture
+def one_thread():
+    """torch on one thread, as where the failure was seen (restored afterwards)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def eigh_failing_on(monkeypatch, trace: float, dtypes=(torch.float32,)) -> list:
+    """Make masc's eigh raise, as LAPACK does, on any batch holding the matrix of this trace in
+    one of ``dtypes``; returns the calls' (dtype, batch size) as they come."""
+    real = masc._eigh
+    calls = []
+
+    def eigh(a):
+        calls.append((a.dtype, a.shape[0] if a.dim() == 3 else None))
+        tr = torch.diagonal(a, dim1=-2, dim2=-1).sum(-1).double()
+        if a.dtype in dtypes and torch.isclose(tr, torch.tensor(trace, dtype=tr.dtype),
+                                               rtol=1e-4).any():
+            raise torch.linalg.LinAlgError("linalg.eigh: The algorithm failed to converge")
+        return real(a)
+
+    monkeypatch.setattr(masc, "_eigh", eigh)
+    return calls
+
+
+@pytest.mark.parametrize("variance", [0.99, 0.9999])
+def test_a_near_rank_one_class_that_float32_eigh_fails_on_is_refitted_in_float64(
+        variance, one_thread, caplog):
+    """The near rank-1 class between two ordinary ones, as fitted today: the fit goes through,
+    class 1's subspace and count are those of a float64 fit of its Gram matrix, and the points
+    along its direction are predicted as class 1, the others' samples as theirs."""
+    d = 512
+    g1 = near_rank_one_gram(d)
+    x0, x2 = low_rank_samples(300, d, 40, seed=1), low_rank_samples(300, d, 40, seed=2)
+    grams = torch.stack([x0.T @ x0, g1, x2.T @ x2])
+    try:  # the reason for this test; where another LAPACK decomposes it, the fit must still agree
+        torch.linalg.eigh(grams)
+        raw_fails = False
+    except torch.linalg.LinAlgError:
+        raw_fails = True
+    with caplog.at_level(logging.INFO, logger="memorization.metrics.masc"):
+        bases, n_comp = fit_subspaces(grams, variance, name="fc9")
+    assert ("float32 eigh fails on class 1 " in caplog.text) == raw_fails
+    assert "MASC fc9" in caplog.text or not raw_fails
+    ref, ref_n = fit_subspaces(g1[None].double(), variance)
+    assert n_comp[1] == ref_n[0] == (1 if variance == 0.99 else 2)
+    r = int(n_comp[1])
+    p1 = bases[1, :, :r] @ bases[1, :, :r].T
+    assert torch.allclose(p1.double(), ref[0, :, :r] @ ref[0, :, :r].T, atol=1e-6)
+    if variance == 0.99:  # classes 0 and 2 are settled in float32: only class 1 was refitted
+        assert "settle" not in caplog.text
+    # the other classes, as a fit of each alone gives them
+    for c, xc in ((0, x0), (2, x2)):
+        b, n = fit_subspaces((xc.T @ xc)[None], variance)
+        assert n_comp[c] == n[0]
+        r = int(n[0])
+        assert torch.allclose(bases[c, :, :r] @ bases[c, :, :r].T, b[0] @ b[0].T, atol=1e-5)
+    v = torch.linalg.eigh(g1.double())[1][:, -1].float()
+    along = torch.tensor([-3, -2, -1, 0.5, 1, 2, 3])[:, None] * v \
+        + 1e-4 * low_rank_samples(7, d, 5, seed=3)
+    x = torch.cat([along, x0[:50], x2[:50]])
+    want = torch.cat([torch.ones(7), torch.zeros(50), torch.full((50,), 2)]).long()
+    assert torch.equal(masc_predict(x, bases), want)
+
+
+def test_float32_eigh_failing_on_one_class_refits_only_that_class(monkeypatch, caplog):
+    """Wherever LAPACK stands: eigh made to fail in float32 on class 1 alone (it fails on the
+    batch, then on class 1 alone). Class 1 is refitted in float64 from the layer's outputs and
+    gets the count of a float64 SVD; classes 0 and 2 keep their float32 results, the same as
+    an ordinary fit's, and float64 sees class 1 only."""
+    d = 128
+    g = torch.Generator().manual_seed(4)
+    v = torch.randn(d, generator=g).relu()
+    x1 = (1 + torch.rand(200, 1, generator=g)) * v + 1e-4 * (v > 0) * torch.randn(200, d,
+                                                                                   generator=g)
+    x = torch.cat([low_rank_samples(200, d, 30, seed=5), x1, low_rank_samples(200, d, 30, seed=6)])
+    y = torch.arange(3).repeat_interleave(200)
+    m = MASCSubspaces(3, d)
+    m.update(x, y)
+    plain, plain_n = m.fit()  # no failure: the reference for classes 0 and 2
+    calls = eigh_failing_on(monkeypatch, float(m.gram[0, 1].trace()))
+    with caplog.at_level(logging.INFO, logger="memorization.metrics.masc"):
+        bases, n_comp = m.fit(samples=(x, y), name="fc9")
+    assert calls == [(torch.float32, 3), (torch.float32, None), (torch.float32, None),
+                     (torch.float32, None), (torch.float64, 1)]
+    assert "MASC fc9: float32 eigh fails on class 1 " in caplog.text
+    assert "from the layer's outputs" in caplog.text and "settle" not in caplog.text
+    assert n_comp.tolist() == svd_counts(x, y, 3, 0.99)
+    for c in (0, 2):
+        r = int(plain_n[c])
+        assert n_comp[c] == r
+        assert torch.equal(bases[c, :, :r], plain[c, :, :r])
+    r = int(n_comp[1])
+    assert torch.allclose(bases[1, :, :r] @ bases[1, :, :r].T,
+                          plain[1, :, :r] @ plain[1, :, :r].T, atol=1e-5)
+    assert torch.equal(masc_predict(x, bases), y)
+
+
+def test_a_class_float64_cannot_decompose_either_is_one_line():
+    """eigh failing in float64 too (here: a Gram matrix holding inf, on which eigh returns NaN)
+    stops the fit with one line naming the layer and the class, by either route."""
+    grams = torch.stack([torch.eye(4), torch.eye(4), torch.eye(4)])
+    grams[2, 1, 1] = math.inf
+    for g in (grams, grams.double()):
+        with pytest.raises(ConfigError, match=r"^MASC fc9: eigh cannot decompose class 2's Gram "
+                                              r"matrix in float64, which holds inf or NaN") as e:
+            fit_subspaces(g, name="fc9")
+        assert "\n" not in str(e.value) and "metrics.masc.method=samples" in str(e.value)
+    x = torch.eye(4).repeat(2, 1)
+    x[5, 1] = math.nan
+    with pytest.raises(ConfigError, match=r"^MASC fc9: eigh cannot decompose class 1's samples"):
+        fit_subspaces_from_samples(x, torch.tensor([0, 0, 0, 0, 1, 1, 1, 1]), 2, name="fc9")
+
+
+def test_eigh_failing_in_float64_too_is_one_line(monkeypatch):
+    """A finite class that eigh cannot decompose in float32 nor float64 (made to fail), by the
+    Gram route (the refit of a float32 fit, and a float64 fit) and the sample route."""
+    x = low_rank_samples(40, 16, 8, seed=7)
+    y = torch.arange(2).repeat_interleave(20)
+    grams = class_grams(x, y, 2)
+    eigh_failing_on(monkeypatch, float(grams[1].trace()), (torch.float32, torch.float64))
+    for g, samples in ((grams, None), (grams, (x, y)), (grams.double(), None)):
+        with pytest.raises(ConfigError, match=r"^MASC fc9: eigh cannot decompose class 1's Gram "
+                                              r"matrix in float64; fit it by the sample route"):
+            fit_subspaces(g, samples=samples, name="fc9")
+    samples = MASCSamples(2)
+    samples.update(x, y)
+    with pytest.raises(ConfigError, match=r"^MASC fc9: eigh cannot decompose class 1's samples "
+                                          r"in float64; fit it by its Gram matrices"):
+        samples.fit(name="fc9")

@@ -42,6 +42,16 @@ Readings and edge cases (not in the paper):
   numerical rank.
 - The threshold is compared with a relative slack of 1e-10, so a cumulative ratio that is meant
   to equal ``variance`` exactly (90/100 against 0.9) is not lost to float64 rounding.
+- A class whose float32 eigh fails is refitted in float64 too, by the same path. On the late
+  layers of a memorizing MLP a class's Gram matrix can be of rank about 1 (eigenvalues 1414.6,
+  0.27, 0.026, ... over a tail that is float32 rounding, with the class's dead units as zero
+  rows), and float32 ``eigh`` (MKL's, with one thread or two) raises "failed to converge" on it.
+  The batched call stays the common path; only when it raises is each class retried alone, and a
+  class that fails again, or whose eigenvalues are not finite, counts as unsettled: the other
+  classes keep their float32 results. float64 decomposes these matrices; a class it fails on
+  too (in practice only a Gram matrix holding inf or NaN) stops the fit with a one-line
+  :class:`~memorization.errors.ConfigError` naming the layer and the class. The sample route
+  (already float64) raises the same error.
 
 Memory. The Gram route holds K * D^2 floats per layer and labelling (:func:`gram_bytes`; 3.5 GiB
 for K = 100 classes of a 3072-wide layer, 2 * 1024**3 bytes allowed by default); torchmetrics
@@ -60,6 +70,7 @@ Every function takes x as [N, D] (or [N, ...], flattened to [N, D]) and works on
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import numbers
 from collections.abc import Callable
@@ -165,6 +176,38 @@ def _eigh(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.linalg.eigh(a)
 
 
+def _eigh_each(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_eigh` of a batch [K, M, M] in one call; only when that raises (LAPACK's or
+    cuSOLVER's "failed to converge", e.g. on a float32 Gram matrix of rank about 1), each
+    matrix is decomposed alone, and one that fails again gets NaN eigenvalues (and zero
+    eigenvectors), which :func:`_fit_classes` flags for the float64 refit."""
+    try:
+        return _eigh(a)
+    except torch.linalg.LinAlgError:
+        pass
+    lam = a.new_full(a.shape[:-1], float("nan"))
+    vec = torch.zeros_like(a)
+    for k in range(a.shape[0]):  # a few calls, once per fit: only where the batch failed
+        with contextlib.suppress(torch.linalg.LinAlgError):
+            lam[k], vec[k] = _eigh(a[k])
+    return lam, vec
+
+
+def _no_eigh(name: str | None, c: int, a: torch.Tensor, what: str, fix: str) -> ConfigError:
+    """The one-line error for class ``c``, whose ``what`` (``a``, float64) eigh cannot decompose
+    in float64 either; it says whether ``a`` holds inf or NaN, the only cause seen."""
+    cause = ("" if bool(torch.isfinite(a).all()) else
+             ", which holds inf or NaN (the layer's outputs overflow or are NaN)")
+    return ConfigError(f"MASC{f' {name}' if name else ''}: eigh cannot decompose class {c}'s "
+                       f"{what} in float64{cause}; {fix}, or leave this layer out of "
+                       "metrics.masc.layers")
+
+
+def _classes(cs: list[int]) -> str:
+    """``class 3`` or ``classes 1, 4``, for a log line."""
+    return f"class{'es' if len(cs) > 1 else ''} {', '.join(map(str, cs))}"
+
+
 def _n_keep(eigvals: torch.Tensor, variance: float, rel_tol: float,
             total: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Components kept per row of descending eigenvalues [..., M] (float64), and whether that
@@ -195,10 +238,12 @@ def _n_keep(eigvals: torch.Tensor, variance: float, rel_tol: float,
     return torch.minimum(r, rank), settled
 
 
-def _fit_classes(grams: torch.Tensor, variance: float
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def _fit_classes(grams: torch.Tensor, variance: float) -> tuple[
+        torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """eigh of every class's Gram matrix in its own dtype, restricted to the live units:
-    (eigenvectors [K, D_live, D_live] descending, counts [K], settled [K], live unit indices)."""
+    (eigenvectors [K, D_live, D_live] descending, counts [K], settled [K], live unit indices,
+    failed [K]: eigh raised on the class or gave eigenvalues that are not finite; such a class is
+    not settled, and its eigenvectors and count are meaningless)."""
     d = grams.shape[-1]
     # A unit that is 0 on every sample (a dead ReLU; half of a deep layer's units can be) has a
     # zero row and column in every G_k (|G_ij|^2 <= G_ii G_jj), so no eigenvector with a nonzero
@@ -207,8 +252,9 @@ def _fit_classes(grams: torch.Tensor, variance: float
     diag = torch.diagonal(grams, dim1=-2, dim2=-1)
     live = (diag > 0).any(0).nonzero().squeeze(1)
     sub = grams if live.numel() == d else grams[:, live][:, :, live]
-    lam, vec = _eigh(sub)  # ascending; reads the lower triangle
+    lam, vec = _eigh_each(sub)  # ascending; reads the lower triangle
     lam, vec = lam.flip(-1).double(), vec.flip(-1)
+    failed = ~torch.isfinite(lam).all(-1)
     # the share is of the trace, summed exactly from the diagonal: small eigenvalues are real
     # variance even where eigh's relative accuracy is poor, and must stay in the denominator
     trace = diag.double().sum(-1)
@@ -218,7 +264,7 @@ def _fit_classes(grams: torch.Tensor, variance: float
     # allowance D * eps * l_1 leaves a factor of 17.
     n_comp, settled = _n_keep(lam, variance, max(live.numel(), 1) * torch.finfo(grams.dtype).eps,
                               trace)
-    return vec, n_comp, settled, live
+    return vec, n_comp, settled & ~failed, live, failed
 
 
 def fit_subspaces(grams: torch.Tensor, variance: float = 0.99, *,
@@ -242,14 +288,24 @@ def fit_subspaces(grams: torch.Tensor, variance: float = 0.99, *,
     eigh's) is the limit. Under DDP each rank holds its share of the samples: ``reduce`` sums
     the float64 Grams over ranks in place (every rank refits the same classes, since they all
     decide from the same all-reduced ``grams``).
+
+    A class on which eigh fails in the Gram's dtype (see the module docstring) is refitted in
+    float64 the same way, and named in the same log line; one on which float64 fails too (or a
+    float64 ``grams`` one) raises a one-line :class:`ConfigError` naming ``name`` and the class.
     """
     variance = _check_variance(variance)
     if grams.dim() != 3 or grams.shape[1] != grams.shape[2] or not grams.is_floating_point():
         raise ValueError(f"grams must be a floating [K, D, D] tensor, got {grams.dtype} "
                          f"{tuple(grams.shape)}")
     k, d, _ = grams.shape
-    vec, n_comp, settled, live = _fit_classes(grams, variance)
-    redo = (~settled).nonzero().squeeze(1).tolist() if grams.dtype != torch.float64 else []
+    vec, n_comp, settled, live, failed = _fit_classes(grams, variance)
+    fix = "fit it by the sample route (metrics.masc.method=samples)"
+    if grams.dtype == torch.float64:  # nothing wider to refit in
+        redo, bad = [], failed.nonzero().squeeze(1).tolist()
+        if bad:
+            raise _no_eigh(name, bad[0], grams[bad[0]], "Gram matrix", fix)
+    else:
+        redo = (~settled).nonzero().squeeze(1).tolist()
     if redo:
         if samples is not None:
             x, labels = samples
@@ -263,13 +319,19 @@ def fit_subspaces(grams: torch.Tensor, variance: float = 0.99, *,
                 reduce(g64)
         else:
             g64 = grams[redo].double()
-        vec64, n64, _, live64 = _fit_classes(g64, variance)
+        vec64, n64, _, live64, failed64 = _fit_classes(g64, variance)
+        bad = failed64.nonzero().squeeze(1).tolist()
+        if bad:
+            raise _no_eigh(name, redo[bad[0]], g64[bad[0]], "Gram matrix", fix)
         n_comp[redo] = n64
-        _log.info("MASC%s: float32 cannot settle the components of class%s %s (the %g threshold "
-                  "lies within its rounding); refitted in float64%s",
-                  f" {name}" if name else "", "es" if len(redo) > 1 else "",
-                  ", ".join(map(str, redo)), variance,
-                  " from the layer's outputs" if samples is not None else "")
+        broke = [c for c, f in zip(redo, failed[redo].tolist(), strict=True) if f]
+        unsure = [c for c in redo if c not in broke]
+        why = [f"float32 cannot settle the components of {_classes(unsure)} (the {variance:g} "
+               "threshold lies within its rounding)"] if unsure else []
+        why += [f"float32 eigh fails on {_classes(broke)} (e.g. a Gram matrix of rank about 1)"
+                ] if broke else []
+        _log.info("MASC%s: %s; refitted in float64%s", f" {name}" if name else "",
+                  "; ".join(why), " from the layer's outputs" if samples is not None else "")
     r_max = int(n_comp.max()) if k else 0
     keep = torch.arange(r_max, device=grams.device) < n_comp[:, None]  # [K, R]
     bases = grams.new_zeros(k, d, r_max)
@@ -283,28 +345,38 @@ def fit_subspaces(grams: torch.Tensor, variance: float = 0.99, *,
 
 
 def fit_subspaces_from_samples(x: torch.Tensor, labels: torch.Tensor, num_classes: int,
-                               variance: float = 0.99) -> tuple[torch.Tensor, torch.Tensor]:
+                               variance: float = 0.99, name: str | None = None
+                               ) -> tuple[torch.Tensor, torch.Tensor]:
     """The same subspaces as ``fit_subspaces(class_grams(x, labels, K), variance)`` by the dual
     (sample-space) PCA, for layers too wide for K Gram matrices; see the module docstring.
 
     Works in float64; returns ``bases`` [K, D, R] in x's floating dtype (at least float32) and
-    ``n_components`` [K], as :func:`fit_subspaces`.
+    ``n_components`` [K], as :func:`fit_subspaces`. A class on which float64 eigh fails (or
+    gives eigenvalues that are not finite) raises a one-line :class:`ConfigError` naming ``name``
+    (the layer) and the class.
     """
     variance = _check_variance(variance)
     x = _flat(x)
     n, d = x.shape
     eps = torch.finfo(torch.float64).eps
     per_class: list[torch.Tensor] = []
-    for idx in _class_rows(labels, n, num_classes):
+    for c, idx in enumerate(_class_rows(labels, n, num_classes)):
         nk = idx.numel()
         if nk == 0:
             per_class.append(x.new_zeros(d, 0, dtype=torch.float64))
             continue
         xk = x.index_select(0, idx).double()
         small = nk < d
-        lam, vec = _eigh(xk @ xk.T if small else xk.T @ xk)
+        try:
+            lam, vec = _eigh(xk @ xk.T if small else xk.T @ xk)
+        except torch.linalg.LinAlgError:  # reported below, as eigenvalues that are not finite
+            lam, vec = xk.new_full((1,), float("nan")), xk.new_zeros(1, 1)
         lam, vec = lam.flip(-1), vec.flip(-1)
-        r = int(_n_keep(lam, variance, max(nk, d) * eps, xk.square().sum())[0])
+        r = _n_keep(lam, variance, max(nk, d) * eps, xk.square().sum())[0]
+        r, finite = torch.stack([r, torch.isfinite(lam).all().long()]).tolist()  # one host sync
+        if not finite:
+            raise _no_eigh(name, c, xk, "samples", "fit it by its Gram matrices "
+                           "(metrics.masc.method=gram)")
         u = xk.T @ (vec[:, :r] / lam[:r].sqrt()) if small else vec[:, :r]
         per_class.append(u)
     n_comp = torch.tensor([u.shape[1] for u in per_class], dtype=torch.long, device=x.device)

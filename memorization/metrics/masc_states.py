@@ -125,8 +125,8 @@ class MASCSamples(Metric):
     def fit(self, labelling: int = 0, samples=None, name: str | None = None
             ) -> tuple[torch.Tensor, torch.Tensor]:
         """The subspaces from the states as they are (no DDP sync: :meth:`compute` syncs). The
-        fit is in float64 already: ``samples`` and ``name`` (of :meth:`MASCSubspaces.fit`) are
-        not needed."""
+        fit is in float64 already: ``samples`` (of :meth:`MASCSubspaces.fit`) is not needed;
+        ``name`` is the layer's, for the error of a class float64 cannot decompose."""
         x = dim_zero_cat(self.x)
         labels = dim_zero_cat(self.labels)[:, labelling]
-        return fit_subspaces_from_samples(x, labels, self.num_classes, self.variance)
+        return fit_subspaces_from_samples(x, labels, self.num_classes, self.variance, name=name)

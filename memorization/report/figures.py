@@ -207,6 +207,21 @@ def _fit_panel(ax: Axes, sw: _Sweep) -> None:
 
 
 _LAYER_METRICS = (("cosine", "mean cosine similarity"), ("polarization", "polarization"))
+# Polarization is logged in two readings of the class c (memorization/metrics/polarization.py):
+# the configured one as `polarization`, the other under a key naming its labelling
+_OTHER_POLARIZATION = {"polarization_trainlabel": "c = training label",
+                       "polarization_truelabel": "c = true class"}
+
+
+def _polarization_readings(sw: _Sweep) -> tuple[str, list[tuple[str, str]]]:
+    """The configured reading's name and the other readings the sweep has, (metric, name);
+    a sweep without them (older runs) leaves the configured reading unnamed."""
+    others = [(m, f"polarization, {c}") for m, c in _OTHER_POLARIZATION.items()
+              if not sw.rows(m, "train").empty]
+    if len(others) != 1:  # none, or both (jobs configured either way): no one name fits
+        return "polarization" + ", as configured" * bool(others), others
+    mine = "c = true class" if others[0][0] == "polarization_trainlabel" else "c = training label"
+    return f"polarization, {mine}", others
 
 
 def fig_cosine_polarization_vs_depth(sw: _Sweep) -> Figure | str:
@@ -217,10 +232,20 @@ def fig_cosine_polarization_vs_depth(sw: _Sweep) -> Figure | str:
     fig, axes = _figure(sw, "per-layer metrics (training set) vs depth at the last evaluated "
                         "epoch", len(present))
     every = pd.concat([sw.rows(m, "train") for m, _ in present])
+    styles: Styles = []
     for ax, (metric, name) in zip(axes[0], present, strict=True):
         _vs_depth(ax, sw, metric, "train", job_series, colours, every)
         ax.set(ylabel=name, title=name)
-    _legend(fig, sw, colours)
+        if metric != "polarization":
+            continue
+        configured, others = _polarization_readings(sw)
+        for other, _ in others:  # dashed, in the series' colours
+            sw.curve(ax, last_epoch(sw.rows(other, "train")), job_series, colours, "depth",
+                     ls="--", marker="o")
+        if others:
+            other_name = others[0][1] if len(others) == 1 else "polarization, the other reading"
+            styles = [(f"solid: {configured}", {}), (f"dashed: {other_name}", {"ls": "--"})]
+    _legend(fig, sw, colours, styles)
     return fig
 
 
@@ -231,6 +256,10 @@ def fig_cosine_polarization_heatmap(sw: _Sweep) -> Figure | str:
     present = sw.present(_LAYER_METRICS, "train")
     if not present:
         return "no cosine or polarization values (metrics disabled?)"
+    if any(m == "polarization" for m, _ in present):  # a block per reading of the class c
+        configured, others = _polarization_readings(sw)
+        present = [(m, configured if m == "polarization" else name) for m, name in present]
+        present += others
     job_series, colours = sw.series()
     labels = list(colours)
     ncols = min(len(labels), _HEATMAP_COLUMNS)

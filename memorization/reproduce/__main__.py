@@ -19,7 +19,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("paper", choices=[*known, "all"])
     parser.add_argument("--scale", choices=SCALES, default="cpu",
                         help="smoke: a pipeline test on the digits; cpu: a reduced setting of "
-                             "about an hour on a 2-core CPU; paper: the paper's own (a GPU)")
+                             "about an hour on a 2-core CPU; cpu10k: 10,000 training images "
+                             "where the effects need them (theunissen, masc: about 3-5 hours "
+                             "each); paper: the paper's own (a GPU)")
     parser.add_argument("--runs", default="reproductions", type=Path,
                         help="where the sweeps' job folders go (default: reproductions/)")
     parser.add_argument("--out", type=Path, default=None,
@@ -39,6 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     if bad is not None:
         parser.error(f"{bad!r} is not an override (key=value); papers: {', '.join(known)}")
     chosen = list(known.values()) if args.paper == "all" else [known[args.paper]]
+    chosen = [p for p in chosen if args.scale in p.scales]
+    if not chosen:
+        have = ", ".join(known[args.paper].scales)
+        parser.error(f"{args.paper} has no scale {args.scale} (it has {have})")
     from memorization.reproduce.command import reproduce
 
     return max(reproduce(p, args.scale, args.runs, args.out, args.overrides,

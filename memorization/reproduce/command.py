@@ -46,8 +46,12 @@ def reproduce(paper: Paper, scale: str, runs: Path, out: Path | None,
     if plan_only:
         return 0
     codes = run_sweeps(paper, scale, runs, overrides) if run else {}
-    results = load_results(paper, scale, runs)
     out = out if out is not None else default_out(paper, scale, runs)
+    results = load_results(paper, scale, runs, out)
+    if results.jobs:
+        from memorization.reproduce import data
+
+        data.save(paper, scale, results, out)
     path = write_document(paper, scale, runs, out, results)
     if scale != "smoke":
         from memorization.reproduce import papers

@@ -1,10 +1,11 @@
 """What a reproduction is: a paper, its claims, and per scale the sweeps that test them.
 
 A :class:`Paper` lists its :class:`Claim` s once; each :class:`Scale` (``smoke``, ``cpu``,
-``paper``) lists the :class:`SweepSpec` s that produce the numbers, under the same names at
-every scale, so a claim's check reads the same sweeps whatever their size. A check receives the
-finished jobs of its sweeps (:class:`Results`) and returns an :class:`Outcome`: our numbers as
-text, the number and direction tests (:mod:`memorization.reproduce.verdicts`), and a note.
+``cpu10k`` where a paper's effects need more data than ``cpu`` has, ``paper``) lists the
+:class:`SweepSpec` s that produce the numbers, under the same names at every scale, so a
+claim's check reads the same sweeps whatever their size. A check receives the finished jobs of
+its sweeps (:class:`Results`) and returns an :class:`Outcome`: our numbers as text, the number
+and direction tests (:mod:`memorization.reproduce.verdicts`), and a note.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import pandas as pd
 
 from memorization.reproduce.verdicts import Check, Stat, verdict
 
-SCALES = ("smoke", "cpu", "paper")
+SCALES = ("smoke", "cpu", "cpu10k", "paper")
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,7 @@ class Results:
     jobs: dict[str, pd.DataFrame] = field(default_factory=dict)
     history: dict[str, pd.DataFrame] = field(default_factory=dict)
     counts: dict[str, tuple[int, int]] = field(default_factory=dict)  # (finished, planned)
+    records: dict[str, dict] = field(default_factory=dict)  # wall_s, command, machine
 
     def has(self, *names: str) -> bool:
         return all(n in self.jobs and len(self.jobs[n]) for n in names)
@@ -154,3 +156,33 @@ def level_rows(pts: list[tuple[float, Stat]], x: str, y: str, pct: bool = True,
 
 def means(pts: list[tuple[float, Stat]]) -> tuple[list[float], list[float]]:
     return [x for x, _ in pts], [s.mean for _, s in pts]
+
+
+# ---- seeds and initializations --------------------------------------------------------------
+
+def seeds_of(*frames: pd.DataFrame, key: str = "seed") -> list:
+    """The seeds (or other ``key`` values) present in any of ``frames``, sorted."""
+    vals = {v for df in frames if key in df.columns for v in df[key].dropna().tolist()}
+    return sorted(vals)
+
+
+def of_seed(df: pd.DataFrame, seed, key: str = "seed") -> pd.DataFrame:
+    """The rows of one seed; every row for ``seed`` None (the pooled test)."""
+    return df if seed is None or key not in df.columns else df[df[key] == seed]
+
+
+def rank_inits(df: pd.DataFrame, setting: tuple[str, ...], fit: str = "train/acc",
+               tie: str = "train/loss") -> pd.DataFrame:
+    """``df`` with an ``init`` column: per ``setting`` (e.g. noise type and level), its runs
+    ranked by how well they fit the training data, 1 the best (highest ``fit``, then lowest
+    ``tie``, then lowest seed). Theunissen et al. (Appendix A): "this is repeated for at least 2
+    random uniform parameter initialization and the model that best fits the training data is
+    selected to be analysed"."""
+    df = df.copy()
+    keys = [k for k in setting if k in df.columns]
+    order = [c for c in (fit, tie, "seed") if c in df.columns]
+    asc = [c != fit for c in order]
+    df = df.sort_values(order, ascending=asc, kind="mergesort")
+    df["init"] = df.groupby(keys, sort=False, dropna=False).cumcount() + 1 if keys else \
+        range(1, len(df) + 1)
+    return df.sort_index()

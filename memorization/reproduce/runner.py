@@ -128,31 +128,48 @@ def _run_one(spec: SweepSpec, folder: Path, extra: list[str], bar) -> int:
 
 # ---- reading back ----------------------------------------------------------------------------
 
-def load_results(paper: Paper, scale: str, root: Path) -> Results:
-    """The finished jobs of every sweep (report files are not needed: read from the jobs)."""
-    from memorization.report.data import load_sweep
+def load_results(paper: Paper, scale: str, root: Path, data: Path | None = None) -> Results:
+    """The finished jobs of every sweep, read from its job folders (report files are not
+    needed) or, where ``data`` (a document's folder) holds more finished jobs of a sweep than
+    its folder, from the committed data (:mod:`memorization.reproduce.data`)."""
+    from memorization.reproduce import data as committed
 
+    saved = committed.load(paper, scale, data) if data is not None else Results()
     res = Results()
     for spec in paper.scales[scale].sweeps:
         folder = sweep_folder(root, paper, scale, spec)
         finished = done(folder)[0]
+        if spec.name in saved.jobs and saved.counts[spec.name][0] > finished:
+            for part in ("jobs", "history", "counts", "records"):
+                if spec.name in getattr(saved, part):
+                    getattr(res, part)[spec.name] = getattr(saved, part)[spec.name]
+            continue
         res.counts[spec.name] = (finished, spec.n_jobs)
+        rec = record(folder)
+        if rec:
+            res.records[spec.name] = rec
         if not finished:
             continue
         if spec.entry != "memorization.run":
             res.jobs[spec.name] = _study_jobs(folder)
             continue
-        sweep = load_sweep([folder])
-        jobs = sweep.finished.copy()
-        # a key the spec sweeps over a single value is no swept column: take it from the config
-        configs = {j.id: {k.replace('/', '.'): v for k, v in flat_keys(j.config).items()}
-                   for j in sweep.job_list}
-        for key in spec.params:
-            if key not in jobs.columns:
-                jobs[key] = [configs.get(i, {}).get(key) for i in jobs["job"]]
-        res.jobs[spec.name] = jobs
-        res.history[spec.name] = sweep.history[sweep.history["job"].isin(jobs["job"])]
+        _read_sweep(res, spec, folder)
     return res
+
+
+def _read_sweep(res: Results, spec: SweepSpec, folder: Path) -> None:
+    from memorization.report.data import load_sweep
+
+    sweep = load_sweep([folder])
+    jobs = sweep.finished.copy()
+    # a key the spec sweeps over a single value is no swept column: take it from the config
+    configs = {j.id: {k.replace('/', '.'): v for k, v in flat_keys(j.config).items()}
+               for j in sweep.job_list}
+    for key in (*spec.params, "seed"):
+        if key not in jobs.columns:
+            jobs[key] = [configs.get(i, {}).get(key) for i in jobs["job"]]
+    res.jobs[spec.name] = jobs
+    res.history[spec.name] = sweep.history[sweep.history["job"].isin(jobs["job"])]
 
 
 def _study_jobs(folder: Path) -> pd.DataFrame:

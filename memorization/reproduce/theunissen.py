@@ -7,8 +7,11 @@ Adam, MSE on one-hot targets, batches of 128, no regularization or early stoppin
 number of epochs), through ``experiment=theunissen_fmnist``. The gap is the training accuracy on
 the training labels minus the test accuracy, as the paper's ("subtracting the evaluation
 accuracy from the training accuracy"). Cosine and polarization are the final epoch's, on the
-training samples, as in the figures. The paper keeps, of 2 initializations, the one that fits
-best; we keep every seed and report their spread.
+training samples, as in the figures. As the paper (Appendix A: "repeated for at least 2 random
+uniform parameter initialization and the model that best fits the training data is selected to
+be analysed"), each setting runs 2 initializations and every claim is judged on the one that
+fits best (:func:`~memorization.reproduce.plan.rank_inits`); the same test on the other is shown
+beside it, and a claim whose outcome differs between them is *inconclusive*.
 """
 
 from __future__ import annotations
@@ -28,9 +31,19 @@ from memorization.reproduce.plan import (
     level_rows,
     levels,
     means,
+    rank_inits,
+    seeds_of,
     stat,
 )
-from memorization.reproduce.verdicts import Check, all_of, at_least, greater, slope_test
+from memorization.reproduce.verdicts import (
+    Check,
+    all_of,
+    at_least,
+    by_seed,
+    greater,
+    linear,
+    slope_test,
+)
 
 LABELS, INPUTS = "label_noise", "input_noise"
 BASE = ("experiment=theunissen_fmnist",)
@@ -53,96 +66,171 @@ def _scale(name: str, data: tuple[str, ...], epochs: int, label_ps: str, input_p
 
 
 SCALES = {
-    "smoke": _scale("smoke", ("data=digits", "data.val_size=0"), 8, "0,0.4", "0.4", "0", 4,
-                    "The embedded digits, 8 epochs, one seed: a test of the pipeline, not "
-                    "evidence."),
+    "smoke": _scale("smoke", ("data=digits", "data.val_size=0"), 8, "0,0.4", "0.4", "0,1", 4,
+                    "The embedded digits, 8 epochs, two initializations: a test of the "
+                    "pipeline, not evidence."),
     "cpu": _scale(
         "cpu", ("data.train_size=1000", "data.val_size=500", "metrics.probe_size=1000",
                 "trainer.check_val_every_n_epoch=10"), 400,
-        "0,0.2,0.4,0.6,0.8", "0.25,0.5,1.0", "0,1,2", 100,
+        "0,0.2,0.4,0.6,0.8", "0.25,0.5,0.75,1.0", "0,1", 100,
         "Fashion-MNIST with the paper's network, loss, optimizer, batch size and 400 epochs, "
         "but a seeded subset of 1,000 training images (500 more held out for validation; the "
         "full 10,000-image test set) in place of 55,000, so 3,200 updates in place of "
         "171,600; validation and test accuracy every 10 epochs (the training accuracy every "
-        "epoch); 5 label-noise and 3 input-noise levels per type, 3 seeds each; cosine and "
-        "polarization on all 1,000 training samples every 100 epochs. Why the shape should "
-        "hold: the network (2.8M parameters) is even more over-parameterized for 1,000 "
-        "images; the gap's linear rise with label noise comes from the fraction of memorized "
-        "wrong labels, which the subset keeps. What may move: with 3,200 updates the noisiest "
-        "runs may not fit completely (claim T1 says how far), and the paper expects the "
-        "input-noise threshold (too little true data left) to come earlier with fewer "
-        "samples, so the flat part may end sooner than on 55,000 images."),
+        "epoch); 5 label-noise and 4 input-noise levels per type, 2 initializations each "
+        "(the paper's count; the best-fitting one is analysed); cosine and polarization on "
+        "all 1,000 training samples every 100 epochs. Why the shape should hold: the network "
+        "(2.8M parameters) is even more over-parameterized for 1,000 images; the gap's linear "
+        "rise with label noise comes from the fraction of memorized wrong labels, which the "
+        "subset keeps. What may move: with 3,200 updates the noisiest runs may not fit "
+        "completely (claim T1 says how far), and with 100 images a class the per-layer "
+        "statistics (T5, T6) are measured on few samples: the cpu10k scale has ten times "
+        "more."),
+    "cpu10k": _scale(
+        "cpu10k", ("data.train_size=10000", "data.val_size=500", "metrics.probe_size=2000",
+                   "trainer.check_val_every_n_epoch=20"), 400,
+        "0,0.4,0.8", "0.5", "0,1", 200,
+        "Fashion-MNIST with the paper's network, loss, optimizer, batch size and 400 epochs "
+        "(the paper's epochs: 31,600 updates, each image seen as often as in the paper) on a "
+        "seeded subset of 10,000 training images (500 more held out, the full test set); "
+        "label noise 0 / 0.4 / 0.8 and Gaussian and structured input noise at 0.5, 2 "
+        "initializations each, the best-fitting one analysed; cosine and polarization on "
+        "2,000 training samples every 200 epochs. Fewer levels than the cpu scale, not fewer "
+        "images: the per-layer claims (T5, T6) need the images, and 10 runs of 400 epochs "
+        "fit about 3 hours of this 2-core CPU; T2-T4 have their levels at the cpu scale."),
     "paper": _scale(
         "paper", ("data.val_size=5000",), 400, "0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1.0",
-        "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1.0", "0,1,2", 20,
+        "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1.0", "0,1", 20,
         "The paper's (Appendix A): 55,000 / 5,000 / 10,000 images, 400 epochs, noise levels "
-        "0 to 1 in steps of 0.1; 3 seeds each (the paper: the best-fitting of 2)."),
+        "0 to 1 in steps of 0.1; 2 initializations each, the best-fitting one analysed."),
 }
+
+
+SETTING = ("noise", "noise.p")
+OTHER_READING = "polarization_trainlabel"  # c = the training label: the other reading
+
+
+def _ranked(r: Results) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Both sweeps with each run's ``init`` rank in its setting (1: the best fit, analysed)."""
+    return rank_inits(r.jobs[LABELS], SETTING), rank_inits(r.jobs[INPUTS], SETTING)
+
+
+def _init(df: pd.DataFrame, k) -> pd.DataFrame:
+    """The runs of initialization rank ``k`` (None: the best-fitting one, the paper's)."""
+    return df[df["init"] == (1 if k is None else k)]
+
+
+def _per_init(test, *frames: pd.DataFrame) -> Check:
+    """``test`` on the best-fitting initializations, with each rank's outcome beside it."""
+    return by_seed(test, seeds_of(*frames, key="init"), label="init")
 
 
 def _gap_levels(df: pd.DataFrame, **where):
     return levels(df, "noise.p", "gap", **where)
 
 
+def _spread(df: pd.DataFrame, y: str, **where) -> str:
+    """The other initializations' values of ``y`` at each level: the spread the paper's
+    protocol leaves aside."""
+    others = df[df["init"] > 1]
+    pts = levels(others, "noise.p", y, **where)
+    return ", ".join(f"p={x:g}: {s.fmt(pct=True)}" for x, s in pts) or "none"
+
+
 def fits(r: Results) -> Outcome:
-    both = pd.concat([r.jobs[LABELS], r.jobs[INPUTS]], ignore_index=True)
-    s = stat(both, "train/acc")
-    worst = both.loc[both["train/acc"].idxmin()] if len(both) else None
+    lab, ins = _ranked(r)
+    both = pd.concat([lab, ins], ignore_index=True)
+    best, rest = _init(both, 1), both[both["init"] > 1]
+    s, o = stat(best, "train/acc"), stat(rest, "train/acc")
+    worst = best.loc[best["train/acc"].idxmin()] if len(best) else None
     note = ("" if s.lo >= 0.99 else
-            f"the least-fitted run: {worst['noise']} p={float(worst['noise.p']):g} seed "
-            f"{worst['seed']} at {100 * worst['train/acc']:.1f}%: fewer updates than the "
-            f"paper's 171,600")
-    return Outcome(f"train acc on the training labels over all {s.n} runs: {s.fmt(pct=True)}",
+            f"the least-fitted analysed run: {worst['noise']} p={float(worst['noise.p']):g} "
+            f"seed {worst['seed']} at {100 * worst['train/acc']:.1f}%. ") + (
+        "As the paper's protocol, a setting's other initializations are there to make sure one "
+        "fits; they are reported, not tested.")
+    return Outcome(f"train acc on the training labels of the best-fitting initialization of "
+                   f"each of {s.n} settings: {s.fmt(pct=True)} (the other initializations: "
+                   f"{o.fmt(pct=True)})",
                    number=at_least(s.lo, 0.99, "lowest train acc", pct=True), note=note)
 
 
 def gap_linear_in_labels(r: Results) -> Outcome:
-    pts = _gap_levels(r.jobs[LABELS])
-    x, y = means(pts)
+    lab, _ = _ranked(r)
+    pts = _gap_levels(_init(lab, 1))
+
+    def test(k) -> Check:
+        x, y = means(_gap_levels(_init(lab, k)))
+        return slope_test(x, y, +1, 0.9, "slope of the gap over p")
+
     return Outcome("gap: " + ", ".join(f"p={a:g}: {s.fmt(pct=True)}" for a, s in pts),
-                   direction=slope_test(x, y, +1, 0.9, "slope of the gap over p"),
-                   rows=level_rows(pts, "noise.p", "generalization gap"))
+                   direction=_per_init(test, lab),
+                   rows=level_rows(pts, "noise.p", "generalization gap"),
+                   note=f"The other initializations' gaps: {_spread(lab, 'gap')}.")
 
 
 def _at(pts, p: float) -> float:
     return next((s.mean for x, s in pts if math.isclose(x, p)), math.nan)
 
 
+FLAT_PP, FLAT_SHARE = 0.05, 0.25
+
+
 def input_gap_flat(r: Results) -> Outcome:
-    base = _gap_levels(r.jobs[LABELS])
-    g0 = _at(base, 0.0)
-    label = dict((x, s.mean) for x, s in base)
-    tests, rows = [], []
+    lab, ins = _ranked(r)
+    best_lab = _gap_levels(_init(lab, 1))
+    g0 = _at(best_lab, 0.0)
+    label = dict((x, s.mean) for x, s in best_lab)
+    rows = []
     for noise in ("gaussian_sample", "structured"):
-        pts = _gap_levels(r.jobs[INPUTS], noise=noise)
-        for x, s in pts:
+        for x, s in _gap_levels(_init(ins, 1), noise=noise):
             rows.append({"noise": noise, "noise.p": f"{x:g}", "gap": s.fmt(pct=True),
                          "rise over p=0": f"{100 * (s.mean - g0):+.1f} pp",
                          "label noise's rise": (f"{100 * (label[x] - g0):+.1f} pp"
                                                 if x in label else "–")})
-        flat = [(x, s.mean) for x, s in pts if x <= 0.5]
-        tests += [Check(f"{noise}: gap rise over p=0 ≤ 5 pp for p ≤ 0.5",
-                       ", ".join(f"p={x:g}: {100 * (v - g0):+.1f} pp" for x, v in flat),
-                       bool(flat) and all(v - g0 <= 0.05 for _, v in flat)
-                       if not math.isnan(g0) else None)]
-        top = pts[-1] if pts else None
-        if top is not None and top[0] >= 0.99:  # no true data left: the gap must be large
-            tests.append(greater(top[1].mean - g0, 0.3,
-                                 f"{noise}: gap at p=1 exceeds p=0's by > 30 pp",
-                                 f"{100 * (top[1].mean - g0):+.1f} pp"))
+
+    def test(k) -> Check:
+        base = _gap_levels(_init(lab, k))
+        z = _at(base, 0.0)
+        lx, ly = means([(x, s) for x, s in base if x <= 0.5])
+        label_slope = linear(lx, ly)[0]
+        tests = []
+        for noise in ("gaussian_sample", "structured"):
+            flat = [(x, s.mean) for x, s in _gap_levels(_init(ins, k), noise=noise) if x <= 0.5]
+            tests.append(Check(
+                f"{noise}: gap rise over p=0 ≤ {100 * FLAT_PP:g} pp at every p ≤ 0.5",
+                ", ".join(f"p={x:g}: {100 * (v - z):+.1f} pp" for x, v in flat),
+                bool(flat) and all(v - z <= FLAT_PP for _, v in flat)
+                if not math.isnan(z) else None))
+            slope = linear([0.0, *(x for x, _ in flat)], [z, *(v for _, v in flat)])[0]
+            tests.append(Check(
+                f"{noise}: slope of the gap over p ≤ 0.5 ≤ {FLAT_SHARE:g} x label noise's",
+                f"{slope:+.3f} vs {FLAT_SHARE:g} x {label_slope:+.3f}",
+                slope <= FLAT_SHARE * label_slope
+                if not (math.isnan(slope) or math.isnan(label_slope)) else None))
+        return all_of(tests)
+
     return Outcome("gap rise over p=0 (" + f"{100 * g0:.1f}%): " + "; ".join(
         f"{d['noise']} p={d['noise.p']}: {d['rise over p=0']}" for d in rows),
-        direction=all_of(tests), rows=rows)
+        direction=_per_init(test, lab, ins), rows=rows,
+        note="The flat part is tested (p ≤ 0.5: each rise small, and the slope a quarter of "
+             "label noise's at most); where the true data run out is reported, not tested: "
+             "at p = 1 the gap is large by construction (no true data, so test accuracy at "
+             "chance).")
 
 
 def inputs_alike(r: Results) -> Outcome:
-    g = _gap_levels(r.jobs[INPUTS], noise="gaussian_sample")
-    s = dict((x, v.mean) for x, v in _gap_levels(r.jobs[INPUTS], noise="structured"))
-    diffs = [(x, v.mean - s[x]) for x, v in g if x in s and x < 0.99]
-    test = Check("|gap(Gaussian) − gap(structured)| ≤ 5 pp at every p < 1",
-                ", ".join(f"p={x:g}: {100 * d:+.1f} pp" for x, d in diffs),
-                all(abs(d) <= 0.05 for _, d in diffs) if diffs else None)
-    return Outcome(test.measured, direction=test)
+    _, ins = _ranked(r)
+
+    def test(k) -> Check:
+        g = _gap_levels(_init(ins, k), noise="gaussian_sample")
+        s = dict((x, v.mean) for x, v in _gap_levels(_init(ins, k), noise="structured"))
+        diffs = [(x, v.mean - s[x]) for x, v in g if x in s and x < 0.99]
+        return Check("|gap(Gaussian) − gap(structured)| ≤ 5 pp at every p < 1",
+                     ", ".join(f"p={x:g}: {100 * d:+.1f} pp" for x, d in diffs),
+                     all(abs(d) <= 0.05 for _, d in diffs) if diffs else None)
+
+    direction = _per_init(test, ins)
+    return Outcome(direction.measured, direction=direction)
 
 
 def _layers(df: pd.DataFrame, metric: str) -> list[str]:
@@ -151,71 +239,113 @@ def _layers(df: pd.DataFrame, metric: str) -> list[str]:
 
 
 def _profile(df: pd.DataFrame, metric: str, **where) -> list[float]:
-    """The metric's mean over seeds at each hidden layer, first to last."""
+    """The metric at each hidden layer, first to last (the mean, if several runs match)."""
     for k, v in where.items():
         df = df[(df[k].astype(float) - v).abs() < 1e-9] if isinstance(v, float) else df[df[k] == v]
     return [float(df[c].mean()) for c in _layers(df, metric)]
 
 
-def _half_depth(profile: list[float]) -> float:
-    """The first hidden layer (1-based) whose cosine reaches half the profile's maximum."""
-    if not profile or all(math.isnan(v) for v in profile):
+def depth_of_cosine(profile: list[float]) -> float:
+    """The cosine-weighted mean depth of a network: sum_l l c_l / sum_l c_l over its hidden
+    layers l = 1..L, each mean cosine c_l clipped at 0. Where the high cosines sit, as one
+    number that moves smoothly with every layer's value (no threshold for a layer to reach)."""
+    vals = [max(v, 0.0) for v in profile if not math.isnan(v)]
+    if len(vals) != len(profile) or not vals or sum(vals) == 0:
         return math.nan
-    top = max(v for v in profile if not math.isnan(v))
-    return float(next(i for i, v in enumerate(profile, 1) if v >= top / 2))
+    return sum(i * v for i, v in enumerate(vals, 1)) / sum(vals)
+
+
+def _noisy(df: pd.DataFrame, noise: str | None) -> tuple[pd.DataFrame, list[float]]:
+    sub = df if noise is None else df[df["noise"] == noise]
+    return sub, sorted(p for p in sub["noise.p"].astype(float).unique() if 0 < p < 0.99)
+
+
+_TYPES = (("label", LABELS, None), ("gaussian", INPUTS, "gaussian_sample"),
+          ("structured", INPUTS, "structured"))
 
 
 def cosine_deeper(r: Results) -> Outcome:
-    lab, ins = r.jobs[LABELS], r.jobs[INPUTS]
-    base = _profile(lab, "cosine", **{"noise.p": 0.0})
-    d0 = _half_depth(base)
-    rows = [{"model": "no noise", "layer reaching half the max cosine": f"{d0:g}",
+    frames = dict(zip((LABELS, INPUTS), _ranked(r), strict=True))
+    lab = frames[LABELS]
+    base = _profile(_init(lab, 1), "cosine", **{"noise.p": 0.0})
+    d0 = depth_of_cosine(base)
+    rows = [{"model": "no noise", "cosine-weighted depth": f"{d0:.2f}",
              "cosine fc1 … last": " ".join(f"{v:.3f}" for v in base)}]
-    tests = []
-    for name, df, noise in (("label", lab, None), ("gaussian", ins, "gaussian_sample"),
-                            ("structured", ins, "structured")):
-        sub = df if noise is None else df[df["noise"] == noise]
-        ps = sorted(p for p in sub["noise.p"].astype(float).unique() if 0 < p < 0.99)
-        if not ps:
-            continue
-        prof = _profile(sub, "cosine", **{"noise.p": ps[-1]})
-        d = _half_depth(prof)
-        rows.append({"model": f"{name} p={ps[-1]:g}", "layer reaching half the max cosine":
-                     f"{d:g}", "cosine fc1 … last": " ".join(f"{v:.3f}" for v in prof)})
-        # label noise: strictly deeper (the paper's clearest case); inputs: not shallower
-        # (structured noise is "more consistent with the baseline")
-        strict = name == "label"
-        tests.append(Check(f"{name} p={ps[-1]:g}: that layer {'>' if strict else '≥'} the "
-                          f"noiseless model's", f"{d:g} vs {d0:g}",
-                          (d > d0 if strict else d >= d0) if not math.isnan(d + d0) else None))
-    return Outcome("; ".join(f"{x['model']}: layer {x['layer reaching half the max cosine']}"
-                             for x in rows), direction=all_of(tests), rows=rows,
-                   note="Depth of a high cosine: the first hidden layer whose mean cosine "
-                        "(over seeds) reaches half of that network's largest, at the highest "
-                        "noise level below 1.")
+    for name, sweep, noise in _TYPES:
+        sub, ps = _noisy(frames[sweep], noise)
+        for p in ps:
+            prof = _profile(_init(sub, 1), "cosine", **{"noise.p": p})
+            rows.append({"model": f"{name} p={p:g}",
+                         "cosine-weighted depth": f"{depth_of_cosine(prof):.2f}",
+                         "cosine fc1 … last": " ".join(f"{v:.3f}" for v in prof)})
+
+    def test(k) -> Check:
+        z = depth_of_cosine(_profile(_init(lab, k), "cosine", **{"noise.p": 0.0}))
+        tests = []
+        for name, sweep, noise in _TYPES:
+            sub, ps = _noisy(frames[sweep], noise)
+            if not ps:
+                continue
+            d = depth_of_cosine(_profile(_init(sub, k), "cosine", **{"noise.p": ps[-1]}))
+            tests.append(greater(d, z, f"{name} p={ps[-1]:g}: cosine-weighted depth > the "
+                                       f"noiseless model's", f"{d:.2f} vs {z:.2f} "
+                                       f"({d - z:+.2f} layers)"))
+        return all_of(tests)
+
+    return Outcome("; ".join(f"{x['model']}: depth {x['cosine-weighted depth']}" for x in rows),
+                   direction=_per_init(test, *frames.values()), rows=rows,
+                   note="Depth of the high cosines: the cosine-weighted mean depth "
+                        "sum_l l c_l / sum_l c_l over the hidden layers (c_l the layer's mean "
+                        "cosine, clipped at 0), of each setting's best-fitting initialization, "
+                        "tested at each noise type's highest level below 1. It replaces the "
+                        "first layer to reach half the largest cosine, which hinged on one "
+                        "threshold (a 0.001 difference moved it by two layers).")
+
+
+def _thirds(prof: list[float]) -> tuple[float, float]:
+    k = max(1, len(prof) // 3)
+    return sum(prof[:k]) / k, sum(prof[-k:]) / k
 
 
 def polarized_late(r: Results) -> Outcome:
-    tests, rows = [], []
-    for name, df, noise in (("label", r.jobs[LABELS], None),
-                            ("gaussian", r.jobs[INPUTS], "gaussian_sample"),
-                            ("structured", r.jobs[INPUTS], "structured")):
-        sub = df if noise is None else df[df["noise"] == noise]
-        for p in sorted(p for p in sub["noise.p"].astype(float).unique() if 0 < p < 0.99):
-            prof = _profile(sub, "polarization", **{"noise.p": p})
+    frames = dict(zip((LABELS, INPUTS), _ranked(r), strict=True))
+    rows = []
+    for name, sweep, noise in _TYPES:
+        sub, ps = _noisy(frames[sweep], noise)
+        for p in ps:
+            prof = _profile(_init(sub, 1), "polarization", **{"noise.p": p})
             if len(prof) < 4 or any(math.isnan(v) for v in prof):
                 continue
-            k = max(1, len(prof) // 3)
-            early, late = sum(prof[:k]) / k, sum(prof[-k:]) / k
-            rows.append({"model": f"{name} p={p:g}", "first third": f"{early:.3f}",
-                         "last third": f"{late:.3f}",
-                         "per layer": " ".join(f"{v:.2f}" for v in prof)})
-            tests.append(greater(late, early, f"{name} p={p:g}: last third > first third",
-                                 f"{late:.3f} vs {early:.3f}"))
-    return Outcome(f"later layers more polarized in {sum(bool(t.passed) for t in tests)} of "
-                   f"{len(tests)} noisy models", direction=all_of(
-                       tests, "polarization of the last third of the hidden layers > the "
-                       "first third, every noisy model"), rows=rows)
+            early, late = _thirds(prof)
+            row = {"model": f"{name} p={p:g}", "first third": f"{early:.3f}",
+                   "last third": f"{late:.3f}", "per layer": " ".join(f"{v:.2f}" for v in prof)}
+            other = _profile(_init(sub, 1), OTHER_READING, **{"noise.p": p})
+            if len(other) == len(prof) and not any(math.isnan(v) for v in other):
+                row["c = training label: first → last third"] = "{:.3f} → {:.3f}".format(
+                    *_thirds(other))
+            rows.append(row)
+
+    def test(k) -> Check:
+        tests = []
+        for name, sweep, noise in _TYPES:
+            sub, ps = _noisy(frames[sweep], noise)
+            for p in ps:
+                prof = _profile(_init(sub, k), "polarization", **{"noise.p": p})
+                if len(prof) < 4 or any(math.isnan(v) for v in prof):
+                    continue
+                early, late = _thirds(prof)
+                tests.append(greater(late, early, f"{name} p={p:g}: last third > first third",
+                                     f"{late:.3f} vs {early:.3f}"))
+        return all_of(tests, "polarization of the last third of the hidden layers > the first "
+                             "third, every noisy model")
+
+    direction = _per_init(test, *frames.values())
+    held = sum(1 for d in rows if float(d["last third"]) > float(d["first third"]))
+    return Outcome(f"later layers more polarized in {held} of {len(rows)} noisy models (the "
+                   f"best-fitting initializations)", direction=direction, rows=rows,
+                   note="A sample's class c is its true class (the paper's reading: "
+                        "memorization/metrics/polarization.py); the other reading, c = the "
+                        "training label, is shown beside it, not tested.")
 
 
 PAPER = Paper(

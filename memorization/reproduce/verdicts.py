@@ -13,21 +13,31 @@ claim is never dropped: its row is written with the verdict it gets.
 
 Seeds enter as several values per setting: :class:`Stat` keeps their mean and their min-max.
 Fits (:func:`linear`) run on the per-level means, so R² measures the shape, not the seed noise.
+
+**Per seed, and inconclusive.** A test on the seeds' means can pass by a hair that one seed
+undoes. So a test is also run on each seed (or, for a paper that analyses the best-fitting of
+its initializations, on each initialization by rank) on its own (:func:`by_seed`), and a
+:class:`Check` keeps every seed's outcome and margin beside the pooled one. A test whose
+outcomes disagree (between seeds, or between the seeds and the pooled value: the pooled margin
+lies inside the seeds' spread) is *split*, and a claim that rests on a split test is
+*inconclusive*, never *reproduced in direction* nor *not reproduced* (:func:`verdict`). A test
+that has one seed only says so (``n=1``) and cannot be split.
 Everything here is pure (numbers in, numbers out) and tested on fabricated values.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
 
 REPRODUCED = "reproduced"
 DIRECTION = "reproduced in direction"
+INCONCLUSIVE = "inconclusive"  # the seeds disagree: neither reproduced nor not
 NOT_REPRODUCED = "not reproduced"
 NOT_RUN = "not run"
 FAILED = "check failed"  # the check itself raised: a bug or damaged results, never a verdict
-VERDICTS = (REPRODUCED, DIRECTION, NOT_REPRODUCED, NOT_RUN, FAILED)
+VERDICTS = (REPRODUCED, DIRECTION, INCONCLUSIVE, NOT_REPRODUCED, NOT_RUN, FAILED)
 
 
 @dataclass(frozen=True)
@@ -60,32 +70,62 @@ class Stat:
         return f"{f(self.mean)}{unit} ({f(self.lo)}–{f(self.hi)}, n={self.n})"
 
 
+_MARK = {True: "holds", False: "fails", None: "n/a"}
+
+
 @dataclass(frozen=True)
 class Check:
     """One test of a claim: what it asks (``rule``), what we measured (``measured``) and whether
-    it held. ``passed`` None: it could not be computed (too few values)."""
+    it held. ``passed`` None: it could not be computed (too few values). ``seeds``: the same
+    test on each seed alone, as (label, passed, measured) (empty: not run per seed)."""
 
     rule: str
     measured: str
     passed: bool | None
+    seeds: tuple[tuple[str, bool | None, str], ...] = ()
+
+    @property
+    def split(self) -> bool:
+        """The pooled test and the per-seed ones do not all agree (n/a ones aside)."""
+        outcomes = {p for p in (self.passed, *(s[1] for s in self.seeds)) if p is not None}
+        return len(outcomes) > 1
 
     def fmt(self) -> str:
-        mark = {True: "holds", False: "fails", None: "n/a"}[self.passed]
-        return f"{self.rule}: {self.measured} ({mark})"
+        mark = "split: inconclusive" if self.split else _MARK[self.passed]
+        text = f"{self.rule}: {self.measured} ({mark})"
+        if self.seeds:
+            text += "; per " + ", ".join(f"{label}: {measured} ({_MARK[p]})"
+                                         for label, p, measured in self.seeds)
+        return text
 
 
 def verdict(number: Check | None = None, direction: Check | None = None,
             ran: bool = True, error: str = "") -> str:
-    """The claim's verdict from its tests (see the module docstring)."""
+    """The claim's verdict from its tests (see the module docstring): a test counts only if
+    it is not split; a claim whose deciding test is split is *inconclusive*."""
     if error:
         return FAILED
     if not ran:
         return NOT_RUN
-    if number is not None and number.passed:
+    if number is not None and number.passed and not number.split:
         return REPRODUCED
-    if direction is not None and direction.passed:
+    if direction is not None and direction.passed and not direction.split:
         return DIRECTION
+    if direction is not None and direction.split:
+        return INCONCLUSIVE
+    if direction is None and number is not None and number.split:
+        return INCONCLUSIVE
     return NOT_REPRODUCED
+
+
+def by_seed(test: Callable[[object], Check], seeds: Sequence, label: str = "seed") -> Check:
+    """``test(None)`` (every seed pooled) with ``test(s)`` for each seed ``s`` kept beside it.
+    With a single seed there is nothing to compare: the pooled check alone."""
+    pooled = test(None)
+    if len(seeds) < 2:
+        return pooled
+    per = tuple((f"{label} {s}", c.passed, c.measured) for s in seeds for c in [test(s)])
+    return replace(pooled, seeds=per)
 
 
 # ---- fits and shapes -------------------------------------------------------------------------
@@ -163,15 +203,27 @@ def greater(a: float, b: float, rule: str, measured: str | None = None) -> Check
     return Check(rule, measured or f"{a:.3g} vs {b:.3g}", a > b)
 
 
+def _conjunction(outcomes: Sequence[bool | None]) -> bool | None:
+    if any(p is False for p in outcomes):
+        return False
+    if any(p is None for p in outcomes) or not outcomes:
+        return None
+    return True
+
+
 def all_of(tests: Sequence[Check], rule: str | None = None) -> Check:
-    """Every test holds; n/a if any is n/a and none fails, or if there is no test at all."""
+    """Every test holds; n/a if any is n/a and none fails, or if there is no test at all.
+    Per seed likewise: a seed holds when it holds in every test, taking a test not run per
+    seed at its pooled outcome (that outcome is every seed's, so it cannot split the claim)."""
     if not tests:
         return Check(rule or "every test holds", "nothing to test", None)
-    if any(t.passed is False for t in tests):
-        passed = False
-    elif any(t.passed is None for t in tests):
-        passed = None
-    else:
-        passed = True
+    labels = list(dict.fromkeys(lab for t in tests for lab, _, _ in t.seeds))
+    seeds = []
+    for lab in labels:
+        mine = [(p, m) for t in tests for lb, p, m in t.seeds if lb == lab]
+        shared = [t.passed for t in tests if not t.seeds]
+        seeds.append((lab, _conjunction([p for p, _ in mine] + shared),
+                      "; ".join(m for _, m in mine)))
     return Check(rule or " and ".join(t.rule for t in tests),
-                "; ".join(t.measured for t in tests), passed)
+                 "; ".join(t.measured for t in tests), _conjunction([t.passed for t in tests]),
+                 tuple(seeds))
