@@ -253,6 +253,18 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture
+def denormals_kept():
+    """float32 denormals computed, not flushed to 0, as where the failure was seen (restored
+    afterwards). Importing memorization.engine (e.g. via memorization.run) turns flushing on for
+    the whole process, and with it MKL's float32 eigh decomposes ``near_rank_one_gram`` instead
+    of raising: the test would depend on which tests ran before it."""
+    flushing = float(torch.tensor(1e-38) * 0.01) == 0  # torch has no getter for the mode
+    torch.set_flush_denormal(False)
+    yield
+    torch.set_flush_denormal(flushing)
+
+
 def eigh_failing_on(monkeypatch, trace: float, dtypes=(torch.float32,)) -> list:
     """Make masc's eigh raise, as LAPACK does, on any batch holding the matrix of this trace in
     one of ``dtypes``; returns the calls' (dtype, batch size) as they come."""
@@ -273,10 +285,12 @@ def eigh_failing_on(monkeypatch, trace: float, dtypes=(torch.float32,)) -> list:
 
 @pytest.mark.parametrize("variance", [0.99, 0.9999])
 def test_a_near_rank_one_class_that_float32_eigh_fails_on_is_refitted_in_float64(
-        variance, one_thread, caplog):
+        variance, one_thread, denormals_kept, caplog):
     """The near rank-1 class between two ordinary ones, as fitted today: the fit goes through,
     class 1's subspace and count are those of a float64 fit of its Gram matrix, and the points
-    along its direction are predicted as class 1, the others' samples as theirs."""
+    along its direction are predicted as class 1, the others' samples as theirs. Where float32
+    eigh decomposes the class (another LAPACK), its subspace is float32's: it agrees with the
+    float64 one within float32's eigenvector accuracy, eps * l_1 / (l_r - l_{r+1})."""
     d = 512
     g1 = near_rank_one_gram(d)
     x0, x2 = low_rank_samples(300, d, 40, seed=1), low_rank_samples(300, d, 40, seed=2)
@@ -294,7 +308,10 @@ def test_a_near_rank_one_class_that_float32_eigh_fails_on_is_refitted_in_float64
     assert n_comp[1] == ref_n[0] == (1 if variance == 0.99 else 2)
     r = int(n_comp[1])
     p1 = bases[1, :, :r] @ bases[1, :, :r].T
-    assert torch.allclose(p1.double(), ref[0, :, :r] @ ref[0, :, :r].T, atol=1e-6)
+    lam = torch.linalg.eigvalsh(g1.double()).flip(0)
+    atol = 1e-6 if raw_fails else max(1e-6, torch.finfo(torch.float32).eps * float(
+        lam[0] / (lam[r - 1] - lam[r])))  # 6.9e-4 at r = 2; measured 2.2e-5 there
+    assert torch.allclose(p1.double(), ref[0, :, :r] @ ref[0, :, :r].T, atol=atol)
     if variance == 0.99:  # classes 0 and 2 are settled in float32: only class 1 was refitted
         assert "settle" not in caplog.text
     # the other classes, as a fit of each alone gives them
