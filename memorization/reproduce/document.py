@@ -153,8 +153,12 @@ def write_index(papers: dict[str, Paper], root: Path, out: Path) -> Path:
         "# Reproductions", "",
         "Each paper's claims against its own numbers, on real data, written by "
         "`python -m memorization.reproduce PAPER` (`make reproduce PAPER=... SCALE=cpu`) from "
-        "the sweeps' job folders; this index is rewritten with every document.", "",
-        *table(rows)]) + "\n"
+        "the sweeps' job folders; this index is rewritten with every document. The data "
+        "behind each document is in [data/](data/).", "",
+        *table(rows),
+        *(["", "What changed between versions of these documents, and why (a reading, a "
+               "test, a scale): [CHANGES.md](CHANGES.md)."] if (out / "CHANGES.md").is_file()
+          else [])]) + "\n"
     path = out / "README.md"
     write_text_atomic(path, text)
     return path
