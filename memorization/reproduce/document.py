@@ -39,9 +39,20 @@ def outcomes(paper: Paper, results: Results) -> list[tuple]:
 
 
 def _test_text(o: Outcome) -> str:
-    parts = [f"number: {o.number.fmt()}" if o.number else "",
-             f"direction: {o.direction.fmt()}" if o.direction else ""]
+    """The tests in one table cell: the pooled values, each seed's outcome only."""
+    parts = [f"number: {o.number.fmt(brief=True)}" if o.number else "",
+             f"direction: {o.direction.fmt(brief=True)}" if o.direction else ""]
     return "; ".join(p for p in parts if p) or "–"
+
+
+def _test_lines(o: Outcome) -> list[str]:
+    """The tests in full under the claim: every part with its rule and each seed's values."""
+    lines = []
+    for name, check in (("Number test", o.number), ("Direction test", o.direction)):
+        if check is not None:
+            first, *rest = check.lines()
+            lines += [f"- {name}: {first}", *(f"  {r}" for r in rest)]
+    return lines or ["- Check: –"]
 
 
 def summary_rows(paper: Paper, results: Results) -> list[dict]:
@@ -103,7 +114,7 @@ def write_document(paper: Paper, scale: str, root: Path, out: Path, results: Res
     for c, o in outcomes(paper, results):
         lines += [f"### {c.id}. {c.text}", "",
                   f"- Paper ({c.source}): {c.paper}", f"- Ours: {o.ours}",
-                  f"- Check: {_test_text(o)}", f"- Verdict: **{o.verdict}**"]
+                  *_test_lines(o), f"- Verdict: **{o.verdict}**"]
         if o.note:
             lines.append(f"- Note: {o.note}")
         if c.why_not and any(t is not None and t.passed is False for t in (o.number, o.direction)):

@@ -122,7 +122,8 @@ def _init(df: pd.DataFrame, k) -> pd.DataFrame:
 
 def _per_init(test, *frames: pd.DataFrame) -> Check:
     """``test`` on the best-fitting initializations, with each rank's outcome beside it."""
-    return by_seed(test, seeds_of(*frames, key="init"), label="init")
+    return by_seed(test, seeds_of(*frames, key="init"), label="init",
+                   pooled="the best-fitting initializations, analysed")
 
 
 def _gap_levels(df: pd.DataFrame, **where):
@@ -207,7 +208,9 @@ def input_gap_flat(r: Results) -> Outcome:
                 f"{slope:+.3f} vs {FLAT_SHARE:g} x {label_slope:+.3f}",
                 slope <= FLAT_SHARE * label_slope
                 if not (math.isnan(slope) or math.isnan(label_slope)) else None))
-        return all_of(tests)
+        return all_of(tests, f"the gap flat for p ≤ 0.5 under both input noises (each rise ≤ "
+                             f"{100 * FLAT_PP:g} pp, the slope ≤ {FLAT_SHARE:g} x label "
+                             f"noise's)")
 
     return Outcome("gap rise over p=0 (" + f"{100 * g0:.1f}%): " + "; ".join(
         f"{d['noise']} p={d['noise.p']}: {d['rise over p=0']}" for d in rows),
@@ -290,7 +293,8 @@ def cosine_deeper(r: Results) -> Outcome:
             tests.append(greater(d, z, f"{name} p={ps[-1]:g}: cosine-weighted depth > the "
                                        f"noiseless model's", f"{d:.2f} vs {z:.2f} "
                                        f"({d - z:+.2f} layers)"))
-        return all_of(tests)
+        return all_of(tests, "cosine-weighted depth of each noisy model (each type's highest "
+                             "level below 1) > the noiseless model's")
 
     return Outcome("; ".join(f"{x['model']}: depth {x['cosine-weighted depth']}" for x in rows),
                    direction=_per_init(test, *frames.values()), rows=rows,

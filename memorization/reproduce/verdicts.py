@@ -83,6 +83,8 @@ class Check:
     measured: str
     passed: bool | None
     seeds: tuple[tuple[str, bool | None, str], ...] = ()
+    parts: tuple[Check, ...] = ()  # the tests an all_of joined, for a detailed listing
+    pooled: str = "the seeds pooled"  # what the test without a seed label ran on
 
     @property
     def split(self) -> bool:
@@ -90,13 +92,34 @@ class Check:
         outcomes = {p for p in (self.passed, *(s[1] for s in self.seeds)) if p is not None}
         return len(outcomes) > 1
 
-    def fmt(self) -> str:
-        mark = "split: inconclusive" if self.split else _MARK[self.passed]
-        text = f"{self.rule}: {self.measured} ({mark})"
+    @property
+    def mark(self) -> str:
+        return "split: inconclusive" if self.split else _MARK[self.passed]
+
+    def fmt(self, brief: bool = False) -> str:
+        """``rule: measured (mark)`` and each seed's outcome: with its measured values, or
+        (``brief``) its mark only."""
+        text = f"{self.rule}: {self.measured} ({self.mark})"
         if self.seeds:
-            text += "; per " + ", ".join(f"{label}: {measured} ({_MARK[p]})"
-                                         for label, p, measured in self.seeds)
+            text += "; per " + ", ".join(
+                f"{label}: {_MARK[p]}" if brief else f"{label}: {measured} ({_MARK[p]})"
+                for label, p, measured in self.seeds)
         return text
+
+    def lines(self) -> list[str]:
+        """Markdown list items: the test, then each part (of an all_of) with its own
+        per-seed values, so every number stands beside the rule it is held to."""
+        head = f"{self.rule} — {self.mark}"
+        if not self.parts:
+            return [head, *(f"  - {self.pooled}: {self.measured}" if self.seeds else
+                            f"  - {self.measured}",),
+                    *(f"  - {label}: {m} ({_MARK[p]})" for label, p, m in self.seeds)]
+        out = [head]
+        for part in self.parts:
+            who = f" ({self.pooled})" if part.seeds else ""
+            out.append(f"  - {part.rule}: {part.measured}{who} ({part.mark})")
+            out += [f"    - {label}: {m} ({_MARK[p]})" for label, p, m in part.seeds]
+        return out
 
 
 def verdict(number: Check | None = None, direction: Check | None = None,
@@ -118,14 +141,21 @@ def verdict(number: Check | None = None, direction: Check | None = None,
     return NOT_REPRODUCED
 
 
-def by_seed(test: Callable[[object], Check], seeds: Sequence, label: str = "seed") -> Check:
-    """``test(None)`` (every seed pooled) with ``test(s)`` for each seed ``s`` kept beside it.
-    With a single seed there is nothing to compare: the pooled check alone."""
-    pooled = test(None)
+def by_seed(test: Callable[[object], Check], seeds: Sequence, label: str = "seed",
+            pooled: str = "the seeds pooled") -> Check:
+    """``test(None)`` (every seed pooled, or whatever ``pooled`` says it ran on) with
+    ``test(s)`` for each seed ``s`` kept beside it. With a single seed there is nothing to
+    compare: the pooled check alone."""
+    whole = replace(test(None), pooled=pooled)
     if len(seeds) < 2:
-        return pooled
-    per = tuple((f"{label} {s}", c.passed, c.measured) for s in seeds for c in [test(s)])
-    return replace(pooled, seeds=per)
+        return whole
+    per = {s: test(s) for s in seeds}
+    aligned = all(len(c.parts) == len(whole.parts) for c in per.values())
+    parts = tuple(replace(part, seeds=tuple(
+        (f"{label} {s}", c.parts[i].passed, c.parts[i].measured) for s, c in per.items())
+        if aligned else ()) for i, part in enumerate(whole.parts))
+    return replace(whole, parts=parts,
+                   seeds=tuple((f"{label} {s}", c.passed, c.measured) for s, c in per.items()))
 
 
 # ---- fits and shapes -------------------------------------------------------------------------
@@ -224,6 +254,7 @@ def all_of(tests: Sequence[Check], rule: str | None = None) -> Check:
         shared = [t.passed for t in tests if not t.seeds]
         seeds.append((lab, _conjunction([p for p, _ in mine] + shared),
                       "; ".join(m for _, m in mine)))
+    parts = tuple(q for t in tests for q in (t.parts or (t,)))
     return Check(rule or " and ".join(t.rule for t in tests),
                  "; ".join(t.measured for t in tests), _conjunction([t.passed for t in tests]),
-                 tuple(seeds))
+                 tuple(seeds), parts)
