@@ -297,6 +297,20 @@ def test_theunissen_fit_is_judged_on_the_best_initialization():
     assert evaluate(t1, none_fit).verdict == NOT_REPRODUCED
 
 
+def test_theunissen_unfitted_run_says_whether_it_was_still_rising():
+    t1 = _claim("theunissen", "T1")
+    r = _theunissen(lambda p: 0.1, lambda n, p: 0.1,
+                    train=lambda n, p, s: 0.9 if (n, p) == ("label_flip", 0.8) else 1.0)
+    job = r.jobs["label_noise"].query("`noise.p` == 0.8 and seed == 0")["job"].iloc[0]
+    # its training accuracy 80% at epoch 300, 90% at 400
+    r.history["label_noise"] = pd.DataFrame(
+        [{"job": job, "epoch": e, "split": "train", "layer": None, "metric": "acc",
+          "value": 0.8 + 0.1 * (e >= 400)} for e in range(1, 401)])
+    o = evaluate(t1, r)
+    assert o.verdict == NOT_REPRODUCED
+    assert "still rising over its last 100 epochs: 80.0% at epoch 300 → 90.0% at 400" in o.note
+
+
 def test_depth_of_cosine_by_hand():
     from memorization.reproduce.theunissen import depth_of_cosine
 

@@ -21,7 +21,10 @@ import pandas as pd
 from memorization.io import write_json_atomic, write_text_atomic
 from memorization.reproduce.plan import Paper, Results
 
-HISTORY_SWEEPS = {("arpit", "csr")}  # sweeps whose claims read per-epoch values
+# sweeps whose claims read per-epoch values, and which of them (split, metric; None: all)
+HISTORY_SWEEPS = {("arpit", "csr"): None,
+                  ("theunissen", "label_noise"): {("train", "acc")},
+                  ("theunissen", "input_noise"): {("train", "acc")}}
 
 
 def folder(out: Path) -> Path:
@@ -46,6 +49,10 @@ def save(paper: Paper, scale: str, results: Results, out: Path) -> list[Path]:
         if (paper.key, name) in HISTORY_SWEEPS and hist is not None and len(hist):
             plain = hist[hist["layer"].isna() | (hist["layer"] == "")] if "layer" in hist \
                 else hist
+            keep = HISTORY_SWEEPS[(paper.key, name)]
+            if keep is not None:
+                plain = plain[[(a, b) in keep for a, b in zip(plain["split"], plain["metric"],
+                                                              strict=True)]]
             path = root / f"{_stem(paper, scale)}_{name}_history.csv"
             write_text_atomic(path, plain.to_csv(index=False))
             written.append(path)

@@ -146,13 +146,38 @@ def fits(r: Results) -> Outcome:
     worst = best.loc[best["train/acc"].idxmin()] if len(best) else None
     note = ("" if s.lo >= 0.99 else
             f"the least-fitted analysed run: {worst['noise']} p={float(worst['noise.p']):g} "
-            f"seed {worst['seed']} at {100 * worst['train/acc']:.1f}%. ") + (
+            f"seed {worst['seed']} at {100 * worst['train/acc']:.1f}%{_trend(r, worst)}. ") + (
         "As the paper's protocol, a setting's other initializations are there to make sure one "
         "fits; they are reported, not tested.")
     return Outcome(f"train acc on the training labels of the best-fitting initialization of "
                    f"each of {s.n} settings: {s.fmt(pct=True)} (the other initializations: "
                    f"{o.fmt(pct=True)})",
                    number=at_least(s.lo, 0.99, "lowest train acc", pct=True), note=note)
+
+
+def _trend(r: Results, job: pd.Series, span: int = 100) -> str:
+    """Measured: the run's training accuracy over its last ``span`` epochs (from its history):
+    still rising says more updates would fit it."""
+    for name in (LABELS, INPUTS):
+        h = r.history.get(name)
+        if h is None or not len(h):
+            continue
+        tr = h[(h["job"].astype(str) == str(job["job"])) & (h["split"] == "train")
+               & (h["metric"] == "acc")]
+        if "layer" in tr:
+            tr = tr[tr["layer"].isna() | (tr["layer"] == "")]
+        if str(job.get("noise")) not in {str(v) for v in r.jobs[name]["noise"]} or tr.empty:
+            continue
+        last = int(tr["epoch"].max())
+        then = tr[tr["epoch"] <= last - span]
+        if then.empty:
+            return ""
+        a = float(then.loc[then["epoch"].idxmax(), "value"])
+        b = float(tr.loc[tr["epoch"].idxmax(), "value"])
+        way = "still rising" if b - a > 0.005 else "flat"
+        return (f" ({way} over its last {span} epochs: {100 * a:.1f}% at epoch "
+                f"{last - span} → {100 * b:.1f}% at {last}, measured)")
+    return ""
 
 
 def gap_linear_in_labels(r: Results) -> Outcome:
