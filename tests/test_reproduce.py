@@ -482,6 +482,18 @@ def test_document_rebuilt_from_committed_data_alone(tmp_path):
     assert again.split("## Claims")[0] == first.split("## Claims")[0]
     assert again == first
     assert "1 min 01 s" in again and "a test CPU" in again
+    from memorization.reproduce.document import write_index
+
+    index = write_index({"zhang": paper}, tmp_path / "no_runs", out).read_text()
+    assert ("| cpu | 18 / 27 | 3 reproduced, 1 reproduced in direction, 1 not run (of 5 claims) "
+            "| [zhang.md](zhang.md) |") \
+        in index
+    (out / "data" / "zhang_cpu.json").unlink()
+    (out / "data" / "zhang_cpu_label_noise.csv").unlink()
+    index = write_index({"zhang": paper}, tmp_path / "no_runs", out).read_text()
+    assert "from an earlier version of the tests: not rerun yet | [zhang.md](zhang.md)" in index
+    (out / "data").mkdir(exist_ok=True)
+    data.save(paper, "cpu", r, out)
     # a damaged data file: one clear error naming it
     (out / "data" / "zhang_cpu_label_noise.csv").write_bytes(b"\x00\xff,\n\"")
     with pytest.raises(ValueError, match="zhang_cpu_label_noise.csv"):

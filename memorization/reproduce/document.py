@@ -155,11 +155,13 @@ def write_index(papers: dict[str, Paper], root: Path, out: Path) -> Path:
             doc = out / doc_name(paper, scale)
             if not done and scale != "cpu":
                 continue
+            older = not done and doc.is_file()  # written before its data was committed
             rows.append({"paper": paper.title, "scale": scale,
-                         "jobs finished": f"{done} / {planned}",
-                         "verdicts": tally(paper, res) if done else "not run yet",
-                         "document": f"[{doc.name}]({doc.name})" if done and doc.is_file()
-                         else "–"})
+                         "jobs finished": f"{done} / {planned}" if not older else "–",
+                         "verdicts": tally(paper, res) if done else
+                         "in the document, from an earlier version of the tests: not rerun yet"
+                         if older else "not run yet",
+                         "document": f"[{doc.name}]({doc.name})" if doc.is_file() else "–"})
     text = "\n".join([
         "# Reproductions", "",
         "Each paper's claims against its own numbers, on real data, written by "
