@@ -562,6 +562,41 @@ def test_document_gives_the_likely_reason_only_under_a_failed_test(tmp_path):
     assert "reason H" not in text
 
 
+def test_sweeps_checked_before_any_runs():
+    from memorization.reproduce.runner import check_sweeps
+
+    paper = PAPERS["zhang"]
+    assert check_sweeps(paper, "smoke", []) == []
+    errors = check_sweeps(paper, "smoke", ["nosuch.key=1"])
+    assert len(errors) == 3 and errors[0].startswith("sweep label_noise: nosuch is not a key")
+    assert "python -m memorization.run --cfg job" in errors[0]  # the sweep's entry point
+    bad = check_sweeps(paper, "smoke", ["trainer.max_epochs=0"])
+    assert len(bad) == 3 and all("max_epochs" in e and "\n" not in e for e in bad)
+
+
+def test_a_failed_sweep_names_its_first_error(tmp_path):
+    from memorization.reproduce.runner import first_error
+
+    sweep, log = tmp_path / "label_noise", tmp_path / "label_noise.log"
+    (sweep / "0").mkdir(parents=True)
+    log.write_text("\n$ python -m memorization.run -m a=1\nsome progress\n"
+                   "error: data.train_size=0 must be positive\nmore\n")
+    assert first_error(sweep, log) == "error: data.train_size=0 must be positive"
+    (sweep / "1").mkdir()
+    (sweep / "1" / "FAILED").write_text("model.width=0 must be at least 1\nkind: ConfigError\n")
+    assert first_error(sweep, log) == "job 1: model.width=0 must be at least 1"
+
+
+def test_damaged_jobs_are_named_in_the_document(tmp_path):
+    paper = PAPERS["zhang"]
+    r = Results(jobs={"label_noise": _labels(lambda p, s: 0.1 + 0.8 * p)},
+                problems=["runs/zhang/cpu/label_noise/4/metrics.json: not a JSON object"])
+    text = write_document(paper, "cpu", tmp_path / "runs", tmp_path / "docs", r,
+                          figures=False).read_text()
+    assert ("**Jobs left out of the verdicts (damaged files):** "
+            "`runs/zhang/cpu/label_noise/4/metrics.json: not a JSON object`") in text
+
+
 def _cli(*args: str, **kw) -> subprocess.CompletedProcess:
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
     return subprocess.run([sys.executable, "-m", "memorization.reproduce", *args], cwd=ROOT,
@@ -576,6 +611,17 @@ def test_cli_refuses_bad_input(tmp_path):
     assert res.returncode == 2 and "'seed' is not an override" in res.stderr
     res = _cli("zhang", "--scale", "cpu10k", "--runs", str(tmp_path))
     assert res.returncode == 2 and "zhang has no scale cpu10k" in res.stderr
+    res = _cli("zhang", "--tflops", "-5", "--runs", str(tmp_path))
+    assert res.returncode == 2 and "--tflops -5: give the speed" in res.stderr
+    # an override no sweep takes: refused before anything runs, each sweep named
+    res = _cli("zhang", "--scale", "smoke", "--runs", str(tmp_path / "r"), "nosuch.key=1")
+    assert res.returncode == 2 and "error: sweep label_noise: nosuch is not a key" in res.stdout
+    assert not (tmp_path / "r").exists()
+    # nothing to write a document from: an error, not a document of "not run" claims
+    res = _cli("zhang", "--document-only", "--runs", str(tmp_path / "none"), "--out",
+               str(tmp_path / "out"))
+    assert res.returncode == 1 and "error: no finished job of zhang" in res.stdout
+    assert not (tmp_path / "out" / "zhang.md").exists()
 
 
 def test_cli_plan_prints_jobs_and_estimate(tmp_path):

@@ -37,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*",
                         help="extra overrides for every job (e.g. logger=none threads=2)")
     args = parser.parse_intermixed_args(argv)  # overrides may follow the options
+    if args.tflops is not None and not args.tflops > 0:
+        parser.error(f"--tflops {args.tflops:g}: give the speed to estimate at, in TFLOP/s "
+                     "(> 0, e.g. --tflops 100)")
     bad = next((o for o in args.overrides if "=" not in o), None)
     if bad is not None:
         parser.error(f"{bad!r} is not an override (key=value); papers: {', '.join(known)}")

@@ -36,7 +36,8 @@ def plan_lines(paper: Paper, scale: str, runs: Path) -> list[str]:
 def reproduce(paper: Paper, scale: str, runs: Path, out: Path | None,
               overrides: list[str], run: bool = True, plan_only: bool = False,
               tflops: float | None = None) -> int:
-    """Returns 0 when every sweep ran to its end (verdicts of any kind), 1 otherwise."""
+    """Returns 0 when every sweep ran to its end (verdicts of any kind) with no damaged job,
+    1 otherwise, 2 when an override would be refused (checked before any sweep runs)."""
     for line in plan_lines(paper, scale, runs):
         say(line)
     from memorization.reproduce.estimate import estimate_lines
@@ -45,9 +46,24 @@ def reproduce(paper: Paper, scale: str, runs: Path, out: Path | None,
         say(line)
     if plan_only:
         return 0
+    if run:
+        from memorization.reproduce.runner import check_sweeps
+
+        errors = check_sweeps(paper, scale, overrides)
+        if errors:
+            for line in errors:
+                say(f"error: {line}")
+            say("nothing was run: fix the overrides above and rerun")
+            return 2
     codes = run_sweeps(paper, scale, runs, overrides) if run else {}
     out = out if out is not None else default_out(paper, scale, runs)
     results = load_results(paper, scale, runs, out)
+    if not run and not results.jobs:
+        say(f"error: no finished job of {paper.key} at scale {scale}, neither in {runs} nor in "
+            f"{out / 'data'}; run it first (without --document-only) or give --runs")
+        return 1
+    for line in results.problems:
+        say(f"warning: {line}")
     if results.jobs:
         from memorization.reproduce import data
 
@@ -65,4 +81,7 @@ def reproduce(paper: Paper, scale: str, runs: Path, out: Path | None,
     failed = [k for k, v in codes.items() if v]
     if failed:
         say(f"sweeps that did not finish cleanly: {', '.join(failed)} (rerun to resume)")
-    return 1 if failed else 0
+    if results.problems:
+        say(f"error: {len(results.problems)} damaged file(s) (the warnings above): their jobs "
+            f"are left out of the verdicts; rerun those jobs or restore the files")
+    return 1 if failed or results.problems else 0

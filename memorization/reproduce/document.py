@@ -107,6 +107,9 @@ def write_document(paper: Paper, scale: str, root: Path, out: Path, results: Res
             "wall time": _hms(rec["wall_s"]) if "wall_s" in rec else "–",
             "command": f"`{spec.command(f'reproductions/{paper.key}/{scale}/{spec.name}')}`"})
     machines = sorted({r.get("machine", "") for r in results.records.values()} - {""})
+    if results.problems:
+        lines += ["**Jobs left out of the verdicts (damaged files):** " + "; ".join(
+            f"`{p}`" for p in results.problems), ""]
     lines += [*table(sweep_rows), "",
               f"Total wall time {_hms(total)} (as measured by the runner: it includes whatever "
               f"else the machine ran meanwhile), on: {'; '.join(machines) or 'not run yet'}.", "",

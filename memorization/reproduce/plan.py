@@ -107,6 +107,7 @@ class Results:
     history: dict[str, pd.DataFrame] = field(default_factory=dict)
     counts: dict[str, tuple[int, int]] = field(default_factory=dict)  # (finished, planned)
     records: dict[str, dict] = field(default_factory=dict)  # wall_s, command, machine
+    problems: list[str] = field(default_factory=list)  # damaged files: PATH: what is wrong
 
     def has(self, *names: str) -> bool:
         return all(n in self.jobs and len(self.jobs[n]) for n in names)

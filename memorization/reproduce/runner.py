@@ -63,6 +63,52 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores{gpu}, torch {torch.__version__}"
 
 
+def check_sweeps(paper: Paper, scale: str, extra: list[str]) -> list[str]:
+    """One line per sweep whose first job would be refused (an unknown key or option, a value
+    a run's config checks refuse), before any sweep starts: ``sweep NAME: the error``."""
+    from memorization.config import validate
+    from memorization.entry import precheck
+    from memorization.errors import first_line, root_error
+
+    errors = []
+    for spec in paper.scales[scale].sweeps:
+        run = spec.entry == "memorization.run"
+        name = "config" if run else spec.entry.rsplit(".", 1)[1]
+        err, cfg = precheck(["-m", *spec.arguments(), *extra], name)
+        if err is None and cfg is None:
+            err = (f"its config cannot be composed; `python -m {spec.entry} "
+                   f"{' '.join([*spec.arguments(), *extra])} --cfg job` shows Hydra's message")
+        elif err is None and run:
+            try:
+                validate(cfg, on_driver=True)
+            except Exception as exc:  # a refused value: its one line
+                err = first_line(root_error(exc))
+        if err:  # its hints name this process's entry point: the sweep's is another
+            err = err.replace("python -m memorization.reproduce ", f"python -m {spec.entry} ")
+            errors.append(f"sweep {spec.name}: {err}")
+    return errors
+
+
+def first_error(folder: Path, log: Path) -> str:
+    """The first line of what stopped a sweep: a failed job's one-line error (its ``FAILED``),
+    else the first error line of the sweep's last command in its log."""
+    for job in job_folders(folder):
+        failed = job / "FAILED"
+        if failed.is_file() and job_state(job) == "failed":
+            try:
+                line = failed.read_text(errors="replace").splitlines()[0].strip()
+            except (OSError, IndexError):
+                continue
+            return f"job {job.name}: {line}"
+    try:
+        text = log.read_text(errors="replace").rsplit("\n$ ", 1)[-1]
+    except OSError:
+        return ""
+    lines = [ln.strip() for ln in text.replace("\r", "\n").splitlines()[1:] if ln.strip()]
+    hit = next((ln for ln in lines if "error" in ln.lower() or "refuse" in ln.lower()), None)
+    return hit or (lines[-1] if lines else "")
+
+
 def run_sweeps(paper: Paper, scale: str, root: Path, extra: list[str] | None = None,
                progress: bool = True) -> dict[str, int]:
     """Run (or resume) every sweep of ``paper`` at ``scale``; returns each sweep's exit code
@@ -123,6 +169,9 @@ def _run_one(spec: SweepSpec, folder: Path, extra: list[str], bar) -> int:
     if proc.returncode:
         say(f"sweep {spec.name}: exit code {proc.returncode}, {now} of {spec.n_jobs} jobs "
             f"finished (its log: {log})")
+        cause = first_error(folder, log)
+        if cause:
+            say(f"  {cause}")
     return proc.returncode
 
 
@@ -161,6 +210,7 @@ def _read_sweep(res: Results, spec: SweepSpec, folder: Path) -> None:
     from memorization.report.data import load_sweep
 
     sweep = load_sweep([folder])
+    res.problems += sweep.problems  # damaged files: their jobs are left out, and said so
     jobs = sweep.finished.copy()
     # a key the spec sweeps over a single value is no swept column: take it from the config
     configs = {j.id: {k.replace('/', '.'): v for k, v in flat_keys(j.config).items()}
