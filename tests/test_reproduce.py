@@ -108,7 +108,9 @@ def test_a_split_test_is_inconclusive():
     assert verdict(None, agree) == DIRECTION
     assert verdict(split_yes, None) == INCONCLUSIVE  # a number test alone decides too
     assert verdict(split_yes, agree) == DIRECTION  # the shape holds on every seed
-    assert verdict(split_yes, no) == NOT_REPRODUCED  # the shape fails on every seed
+    # the paper's number on some seeds only: reproduced or not depends on the seed
+    assert verdict(split_yes, no) == INCONCLUSIVE
+    assert verdict(split_no, None) == INCONCLUSIVE
     assert verdict(yes, split_no) == REPRODUCED
     # the pooled outcome disagreeing with unanimous seeds is split too
     assert Check("r", "m", False, (("seed 0", True, "a"), ("seed 1", True, "b"))).split
@@ -203,6 +205,19 @@ def test_zhang_slower_fit_needs_a_fit_not_a_slope():
     o = evaluate(z3, Results(jobs={"label_noise": _labels(lambda p, s: 0.5,
                                                           fit=lambda p, s: bumpy[p])}))
     assert o.verdict == NOT_REPRODUCED and "R²" in o.direction.rule
+
+
+def test_zhang_unfitted_runs_count_at_max_epochs():
+    """Runs that never fit are the slowest: left out, they would pull their level's mean down;
+    they count at trainer.max_epochs (a lower bound)."""
+    z3 = _claim("zhang", "Z3")
+    df = _labels(lambda p, s: 0.5, fit=lambda p, s: math.nan if (p == 1.0 and s > 0)
+                 else 50 + 60 * p).assign(**{"trainer.max_epochs": 400})
+    o = evaluate(z3, Results(jobs={"label_noise": df}))
+    top = o.rows[-1]
+    # p = 1: seed 0 fitted at 110, seeds 1 and 2 not by 400: (110 + 400 + 400) / 3
+    assert top["epochs to fit"] == "303.3 (110.0–400.0, n=3)"
+    assert top["runs not fitted (counted at max_epochs)"] == "2"
 
 
 def test_zhang_gamma_from_its_formula():
@@ -347,6 +362,22 @@ def test_theunissen_cosine_deeper_per_initialization():
                                     extra=same)).verdict == NOT_REPRODUCED
 
 
+def test_theunissen_polarized_reads_the_column_that_holds_the_true_class():
+    t6 = _claim("theunissen", "T6")
+    # runs configured with labels=train: polarization/ is the training label, the true class
+    # is polarization_truelabel/: the test must read the latter
+    main = _layer_extra("polarization", lambda n, p, s: EARLY)
+    true = _layer_extra("polarization_truelabel", lambda n, p, s: LATE)
+    o = evaluate(t6, _theunissen(lambda p: 0.1, lambda n, p: 0.1,
+                                 extra=lambda n, p, s: main(n, p, s) | true(n, p, s)))
+    assert o.verdict == DIRECTION
+    assert o.rows[0]["c = training label: first → last third"] == "0.350 → 0.050"
+    # runs that logged one reading only: which one is unknown, so nothing is judged
+    o = evaluate(t6, _theunissen(lambda p: 0.1, lambda n, p: 0.1, extra=main))
+    assert o.verdict == NOT_REPRODUCED and o.direction.passed is None
+    assert "rerun them" in o.ours
+
+
 def test_theunissen_polarized_late_reads_the_true_class():
     t6 = _claim("theunissen", "T6")
     rising = _layer_extra("polarization", lambda n, p, s: LATE)
@@ -358,8 +389,9 @@ def test_theunissen_polarized_late_reads_the_true_class():
     assert o.rows[0]["first third"] == "0.050" and o.rows[0]["last third"] == "0.350"
     assert o.rows[0]["c = training label: first → last third"] == "0.350 → 0.050"
     falling = _layer_extra("polarization", lambda n, p, s: EARLY)
-    assert evaluate(t6, _theunissen(lambda p: 0.1, lambda n, p: 0.1,
-                                    extra=falling)).verdict == NOT_REPRODUCED
+    o = evaluate(t6, _theunissen(lambda p: 0.1, lambda n, p: 0.1,
+                                 extra=lambda n, p, s: falling(n, p, s) | other(n, p, s)))
+    assert o.verdict == NOT_REPRODUCED and o.direction.passed is False
 
 
 def _masc_rows(gain_of, input_gain=lambda p: 0.0, seeds=(0, 1, 2)):
@@ -494,6 +526,14 @@ def test_document_rebuilt_from_committed_data_alone(tmp_path):
     assert "from an earlier version of the tests: not rerun yet | [zhang.md](zhang.md)" in index
     (out / "data").mkdir(exist_ok=True)
     data.save(paper, "cpu", r, out)
+    # data made by other sweep arguments (an older plan): refused, and said so
+    meta = out / "data" / "zhang_cpu.json"
+    text = meta.read_text()
+    meta.write_text(text.replace('"arguments": "', '"arguments": "old '))
+    stale = load_results(paper, "cpu", tmp_path / "no_runs", out)
+    assert "label_noise" not in stale.jobs
+    assert any("made by other sweep arguments" in p for p in stale.problems)
+    meta.write_text(text)
     # a damaged data file: one clear error naming it
     (out / "data" / "zhang_cpu_label_noise.csv").write_bytes(b"\x00\xff,\n\"")
     with pytest.raises(ValueError, match="zhang_cpu_label_noise.csv"):

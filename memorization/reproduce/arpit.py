@@ -206,14 +206,19 @@ def _val_peaks(df: pd.DataFrame, h: pd.DataFrame) -> list[tuple[dict, Check]]:
         row = {"noise.p": f"{job['noise.p']:g}", "seed": job.get("seed"),
                "epoch of best val acc": best,
                "first epoch with train acc ≥ 90%": "never" if fit == math.inf else fit}
+        # a run that never reaches 90% has no fitting epoch to come before: n/a, not a pass
         out.append((row, Check("best val epoch < first epoch with train acc ≥ 90%",
-                               f"{best} vs {fit}", best < fit)))
+                               f"{best} vs {fit}", best < fit if fit != math.inf else None)))
     return out
 
 
 def val_peaks_first(r: Results) -> Outcome:
     """randY: the best validation accuracy comes before the training accuracy gets high."""
-    df, h = r.jobs[CSR], r.history[CSR]
+    df, h = r.jobs[CSR], r.history.get(CSR)
+    if h is None or not len(h):
+        return Outcome("no per-epoch history of the CSR sweep",
+                       direction=Check("every randY run: best val epoch < first epoch with "
+                                       "train acc ≥ 90%", "no history", None))
     runs = _val_peaks(df, h)
     rule = "every randY run: best val epoch < first epoch with train acc ≥ 90%"
     direction = by_seed(lambda seed: all_of([t for _, t in _val_peaks(of_seed(df, seed), h)],

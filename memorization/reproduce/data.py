@@ -56,8 +56,10 @@ def save(paper: Paper, scale: str, results: Results, out: Path) -> list[Path]:
             path = root / f"{_stem(paper, scale)}_{name}_history.csv"
             write_text_atomic(path, plain.to_csv(index=False))
             written.append(path)
-    meta = {name: {"finished": c[0], "planned": c[1], **results.records.get(name, {})}
-            for name, c in results.counts.items()}
+    specs = {spec.name: spec for spec in paper.scales[scale].sweeps}
+    meta = {name: {"finished": c[0], "planned": c[1], **results.records.get(name, {}),
+                   "arguments": " ".join(specs[name].arguments())}
+            for name, c in results.counts.items() if name in specs}
     path = root / f"{_stem(paper, scale)}.json"
     write_json_atomic(path, meta)
     written.append(path)
@@ -81,12 +83,18 @@ def load(paper: Paper, scale: str, out: Path) -> Results:
             jobs = pd.read_csv(path)
         except (OSError, ValueError) as e:
             raise ValueError(f"{path}: not a readable CSV ({e}); restore it from git") from e
+        m = meta.get(spec.name, {})
+        made = m.get("arguments")
+        if made is not None and made != " ".join(spec.arguments()):
+            res.problems.append(f"{path}: made by other sweep arguments than today's ({made}); "
+                                f"left out: rerun the sweep")
+            continue
         res.jobs[spec.name] = jobs
         hist = path.with_name(f"{path.stem}_history.csv")
         if hist.is_file():
             res.history[spec.name] = pd.read_csv(hist)
-        m = meta.get(spec.name, {})
-        res.counts[spec.name] = (int(m.get("finished", len(jobs))),
+        runs = jobs["job"].nunique() if "job" in jobs else len(jobs)  # replicas share a job
+        res.counts[spec.name] = (int(m.get("finished", runs)),
                                  int(m.get("planned", spec.n_jobs)))
         res.records[spec.name] = {k: v for k, v in m.items()
                                   if k not in ("finished", "planned")}

@@ -226,7 +226,9 @@ def true_labels_recovered(r: Results) -> Outcome:
                         "(1 − the model's). The paper's example at p = 0.4 (MLP-MNIST over 90%, "
                         "CNN-Fashion-MNIST about 85%, the model about 64%) is a share of 58-72%; "
                         f"the test asks for {100 * RECOVERED:.0f}%, at the levels the paper "
-                        "calls low to moderate; higher levels are shown, not tested.")
+                        "calls low to moderate; higher levels are shown, not tested. The layer "
+                        "is the one with the highest true-label accuracy (the paper's \"in at "
+                        "least one layer\"), so this is an upper bound over the layers.")
 
 
 def _retrain_pairs(r: Results, seed=None) -> list[tuple[str, float, Stat, Stat]]:

@@ -188,6 +188,9 @@ def load_results(paper: Paper, scale: str, root: Path, data: Path | None = None)
     for spec in paper.scales[scale].sweeps:
         folder = sweep_folder(root, paper, scale, spec)
         finished = done(folder)[0]
+        if not finished:  # committed data refused as stale matters only where it was needed
+            res.problems += [p for p in saved.problems
+                             if f"{paper.key}_{scale}_{spec.name}.csv" in p]
         if spec.name in saved.jobs and saved.counts[spec.name][0] > finished:
             for part in ("jobs", "history", "counts", "records"):
                 if spec.name in getattr(saved, part):
@@ -215,7 +218,7 @@ def _read_sweep(res: Results, spec: SweepSpec, folder: Path) -> None:
     # a key the spec sweeps over a single value is no swept column: take it from the config
     configs = {j.id: {k.replace('/', '.'): v for k, v in flat_keys(j.config).items()}
                for j in sweep.job_list}
-    for key in (*spec.params, "seed"):
+    for key in (*spec.params, "seed", "trainer.max_epochs"):
         if key not in jobs.columns:
             jobs[key] = [configs.get(i, {}).get(key) for i in jobs["job"]]
     res.jobs[spec.name] = jobs

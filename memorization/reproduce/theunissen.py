@@ -225,8 +225,8 @@ def input_gap_flat(r: Results) -> Outcome:
             tests.append(Check(
                 f"{noise}: gap rise over p=0 ≤ {100 * FLAT_PP:g} pp at every p ≤ 0.5",
                 ", ".join(f"p={x:g}: {100 * (v - z):+.1f} pp" for x, v in flat),
-                bool(flat) and all(v - z <= FLAT_PP for _, v in flat)
-                if not math.isnan(z) else None))
+                all(v - z <= FLAT_PP for _, v in flat)
+                if flat and not math.isnan(z) else None))
             slope = linear([0.0, *(x for x, _ in flat)], [z, *(v for _, v in flat)])[0]
             tests.append(Check(
                 f"{noise}: slope of the gap over p ≤ 0.5 ≤ {FLAT_SHARE:g} x label noise's",
@@ -336,19 +336,38 @@ def _thirds(prof: list[float]) -> tuple[float, float]:
     return sum(prof[:k]) / k, sum(prof[-k:]) / k
 
 
+def _readings(df: pd.DataFrame) -> tuple[str | None, str | None]:
+    """(the column prefix holding c = true class, the one holding c = training label), from
+    the companion column each run logs beside ``polarization/`` (its configured reading):
+    ``polarization_trainlabel/`` when that is the true class, ``polarization_truelabel/``
+    when it is the training label. Neither: runs from before both were logged, reading
+    unknown (None, None)."""
+    if _layers(df, OTHER_READING):
+        return "polarization", OTHER_READING
+    if _layers(df, "polarization_truelabel"):
+        return "polarization_truelabel", "polarization"
+    return None, None
+
+
 def polarized_late(r: Results) -> Outcome:
     frames = dict(zip((LABELS, INPUTS), _ranked(r), strict=True))
+    true_col, train_col = _readings(pd.concat(list(frames.values()), ignore_index=True))
+    if true_col is None:
+        return Outcome("the runs do not say which class their polarization used (they predate "
+                       "the logging of both readings): rerun them",
+                       direction=Check("polarization by true class, last third > first third",
+                                       "reading unknown", None))
     rows = []
     for name, sweep, noise in _TYPES:
         sub, ps = _noisy(frames[sweep], noise)
         for p in ps:
-            prof = _profile(_init(sub, 1), "polarization", **{"noise.p": p})
+            prof = _profile(_init(sub, 1), true_col, **{"noise.p": p})
             if len(prof) < 4 or any(math.isnan(v) for v in prof):
                 continue
             early, late = _thirds(prof)
             row = {"model": f"{name} p={p:g}", "first third": f"{early:.3f}",
                    "last third": f"{late:.3f}", "per layer": " ".join(f"{v:.2f}" for v in prof)}
-            other = _profile(_init(sub, 1), OTHER_READING, **{"noise.p": p})
+            other = _profile(_init(sub, 1), train_col, **{"noise.p": p})
             if len(other) == len(prof) and not any(math.isnan(v) for v in other):
                 row["c = training label: first → last third"] = "{:.3f} → {:.3f}".format(
                     *_thirds(other))
@@ -359,7 +378,7 @@ def polarized_late(r: Results) -> Outcome:
         for name, sweep, noise in _TYPES:
             sub, ps = _noisy(frames[sweep], noise)
             for p in ps:
-                prof = _profile(_init(sub, k), "polarization", **{"noise.p": p})
+                prof = _profile(_init(sub, k), true_col, **{"noise.p": p})
                 if len(prof) < 4 or any(math.isnan(v) for v in prof):
                     continue
                 early, late = _thirds(prof)

@@ -136,7 +136,7 @@ def verdict(number: Check | None = None, direction: Check | None = None,
         return DIRECTION
     if direction is not None and direction.split:
         return INCONCLUSIVE
-    if direction is None and number is not None and number.split:
+    if number is not None and number.split:  # reproduced on some seeds, not on others
         return INCONCLUSIVE
     return NOT_REPRODUCED
 
@@ -150,10 +150,12 @@ def by_seed(test: Callable[[object], Check], seeds: Sequence, label: str = "seed
     if len(seeds) < 2:
         return whole
     per = {s: test(s) for s in seeds}
-    aligned = all(len(c.parts) == len(whole.parts) for c in per.values())
+    # a seed's parts by their rule: a part one seed could not compute is absent there, so
+    # matching by position would list another rule's values under this one
+    by_rule = {s: {q.rule: q for q in c.parts} for s, c in per.items()}
     parts = tuple(replace(part, seeds=tuple(
-        (f"{label} {s}", c.parts[i].passed, c.parts[i].measured) for s, c in per.items())
-        if aligned else ()) for i, part in enumerate(whole.parts))
+        (f"{label} {s}", rules[part.rule].passed, rules[part.rule].measured)
+        for s, rules in by_rule.items() if part.rule in rules)) for part in whole.parts)
     return replace(whole, parts=parts,
                    seeds=tuple((f"{label} {s}", c.passed, c.measured) for s, c in per.items()))
 
