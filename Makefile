@@ -66,6 +66,6 @@ PAPER ?=
 SCALE ?= cpu
 RUNS  ?= reproductions
 
-reproduce:  ## a paper's claims against its numbers: make reproduce PAPER=zhang|arpit|theunissen|masc|all SCALE=smoke|cpu|paper
+reproduce:  ## a paper's claims against its numbers: make reproduce PAPER=zhang|arpit|theunissen|masc|all SCALE=smoke|cpu|cpu10k|paper
 	@test -n "$(PAPER)" || { echo "error: no paper; make reproduce PAPER=zhang|arpit|theunissen|masc|all [SCALE=cpu]"; exit 2; }
 	$(PY) -m memorization.reproduce $(PAPER) --scale $(SCALE) --runs $(RUNS)

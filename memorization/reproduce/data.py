@@ -22,7 +22,7 @@ from memorization.io import write_json_atomic, write_text_atomic
 from memorization.reproduce.plan import Paper, Results
 
 # sweeps whose claims read per-epoch values, and which of them (split, metric; None: all)
-HISTORY_SWEEPS = {("arpit", "csr"): None,
+HISTORY_SWEEPS = {("arpit", "csr"): {("train", "acc"), ("val", "acc"), ("test", "acc")},
                   ("theunissen", "label_noise"): {("train", "acc")},
                   ("theunissen", "input_noise"): {("train", "acc")}}
 
