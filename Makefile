@@ -55,7 +55,7 @@ SWEEP ?= $(lastword $(sort $(wildcard multirun/*/*/)))
 
 report:  ## tables and figures of a sweep: make report SWEEP=multirun/DATE/TIME (default: newest)
 	@test -n "$(SWEEP)" || { echo "error: no sweep under multirun/; make report SWEEP=<folder>"; exit 2; }
-	$(PY) -m memorization.report $(SWEEP)
+	$(PY) -m memorization.report "$(SWEEP)"
 
 clean:  ## remove outputs of local runs (not multirun/README.md)
 	rm -rf outputs lightning_logs .pytest_cache
@@ -68,4 +68,4 @@ RUNS  ?= reproductions
 
 reproduce:  ## a paper's claims against its numbers: make reproduce PAPER=zhang|arpit|theunissen|masc|all SCALE=smoke|cpu|cpu10k|paper
 	@test -n "$(PAPER)" || { echo "error: no paper; make reproduce PAPER=zhang|arpit|theunissen|masc|all [SCALE=cpu]"; exit 2; }
-	$(PY) -m memorization.reproduce $(PAPER) --scale $(SCALE) --runs $(RUNS)
+	$(PY) -m memorization.reproduce $(PAPER) --scale $(SCALE) --runs "$(RUNS)"

@@ -442,3 +442,18 @@ def test_damaged_job_files_are_named_marked_and_fail_the_command(tmp_path):
         "5": "finished"}
     rc, out, err = run_main([str(sweep), "--no-figures", "--lenient"])
     assert rc == 0 and out.count("warning: ") == 4 and not err
+
+
+@pytest.mark.slow
+def test_make_report_takes_a_folder_with_a_space(tmp_path):
+    """The Makefile quotes SWEEP: the error names the folder given, not a piece of it."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    folder = tmp_path / "a sweep"
+    root = Path(__file__).resolve().parents[1]
+    res = subprocess.run(["make", "-s", "report", f"SWEEP={folder}", f"PY={sys.executable}"],
+                         cwd=root, capture_output=True, text=True, timeout=300)
+    assert res.returncode != 0
+    assert str(folder) in res.stderr and res.stderr.count("error:") == 1, res.stderr
