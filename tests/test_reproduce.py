@@ -254,6 +254,9 @@ def test_theunissen_gap_claims():
     # the paper's picture: gap 0.1 + 0.8 p for labels; 0.1 flat for inputs until p = 1 (0.9)
     r = _theunissen(lambda p: 0.1 + 0.8 * p, lambda n, p: 0.9 if p == 1.0 else 0.11)
     assert evaluate(t2, r).verdict == DIRECTION
+    # T2 needs the label sweep only: judged while the input sweep has not finished a job
+    labels_only = Results(jobs={"label_noise": r.jobs["label_noise"]})
+    assert evaluate(t2, labels_only).verdict == DIRECTION
     assert evaluate(t3, r).verdict == DIRECTION
     assert evaluate(t4, r).verdict == DIRECTION
     # input noise that raises the gap like label noise does: not flat

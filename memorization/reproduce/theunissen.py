@@ -112,7 +112,11 @@ OTHER_READING = "polarization_trainlabel"  # c = the training label: the other r
 
 def _ranked(r: Results) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Both sweeps with each run's ``init`` rank in its setting (1: the best fit, analysed)."""
-    return rank_inits(r.jobs[LABELS], SETTING), rank_inits(r.jobs[INPUTS], SETTING)
+    return _rank(r, LABELS), _rank(r, INPUTS)
+
+
+def _rank(r: Results, sweep: str) -> pd.DataFrame:
+    return rank_inits(r.jobs[sweep], SETTING)
 
 
 def _init(df: pd.DataFrame, k) -> pd.DataFrame:
@@ -181,7 +185,7 @@ def _trend(r: Results, job: pd.Series, span: int = 100) -> str:
 
 
 def gap_linear_in_labels(r: Results) -> Outcome:
-    lab, _ = _ranked(r)
+    lab = _rank(r, LABELS)
     pts = _gap_levels(_init(lab, 1))
 
     def test(k) -> Check:
@@ -247,7 +251,7 @@ def input_gap_flat(r: Results) -> Outcome:
 
 
 def inputs_alike(r: Results) -> Outcome:
-    _, ins = _ranked(r)
+    ins = _rank(r, INPUTS)
 
     def test(k) -> Check:
         g = _gap_levels(_init(ins, k), noise="gaussian_sample")
