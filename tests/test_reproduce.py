@@ -601,7 +601,7 @@ def test_document_gives_the_likely_reason_only_under_a_failed_test(tmp_path):
     r = Results(jobs={"label_noise": _labels(lambda p, s: 0.1 + 0.8 * p)})
     text = write_document(paper, "cpu", tmp_path / "runs", tmp_path / "docs", r,
                           figures=False).read_text()
-    assert "(our reading, not tested): reason F" in text
+    assert "Likely reason for the failed test: reason F" in text
     assert "reason H" not in text
 
 

@@ -288,7 +288,8 @@ PAPER = Paper(
         Claim("A2", "Capacity and data size change the time to fit noise data more than real "
               "data", "Fig. 6", "\"having more capacity/data does not decrease/increase "
               "training time as much as it does for noise data\"", (CONVERGENCE,), convergence,
-              why_not="the digits (at most 1,438 images of 64 pixels) lie far below the capacity "
+              why_not="(our reading, not tested) "
+              "the digits (at most 1,438 images of 64 pixels) lie far below the capacity "
               "of the wider networks, so more noise data need not slow their fitting while each "
               "epoch of a larger set carries more updates; the paper's sets are near capacity. "
               "One seed per setting at the cpu scale."),

@@ -121,8 +121,7 @@ def write_document(paper: Paper, scale: str, root: Path, out: Path, results: Res
         if o.note:
             lines.append(f"- Note: {o.note}")
         if c.why_not and any(t is not None and t.passed is False for t in (o.number, o.direction)):
-            lines.append(f"- Likely reason for the failed test (our reading, not tested): "
-                         f"{c.why_not}")
+            lines.append(f"- Likely reason for the failed test: {c.why_not}")
         lines.append("")
         if o.rows:
             lines += [*table(o.rows), ""]

@@ -72,8 +72,8 @@ class Claim:
     paper: str  # the paper's number or shape, in words
     sweeps: tuple[str, ...]
     check: Callable[[Results], Outcome]
-    # our reading of why a test of this claim may fail at a reduced scale; printed, marked as
-    # untested, only under a claim one of whose tests failed
+    # why a test of this claim may fail at a reduced scale, printed only under a claim one of
+    # whose tests failed; the text says what in it is measured and what is our reading, untested
     why_not: str = ""
 
 
