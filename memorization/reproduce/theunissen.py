@@ -361,33 +361,32 @@ def polarized_late(r: Results) -> Outcome:
                        "the logging of both readings): rerun them",
                        direction=Check("polarization by true class, last third > first third",
                                        "reading unknown", None))
-    rows = []
-    for name, sweep, noise in _TYPES:
-        sub, ps = _noisy(frames[sweep], noise)
-        for p in ps:
-            prof = _profile(_init(sub, 1), true_col, **{"noise.p": p})
-            if len(prof) < 4 or any(math.isnan(v) for v in prof):
-                continue
-            early, late = _thirds(prof)
-            row = {"model": f"{name} p={p:g}", "first third": f"{early:.3f}",
-                   "last third": f"{late:.3f}", "per layer": " ".join(f"{v:.2f}" for v in prof)}
-            other = _profile(_init(sub, 1), train_col, **{"noise.p": p})
-            if len(other) == len(prof) and not any(math.isnan(v) for v in other):
-                row["c = training label: first → last third"] = "{:.3f} → {:.3f}".format(
-                    *_thirds(other))
-            rows.append(row)
-
-    def test(k) -> Check:
-        tests = []
+    def models(k, column: str):
+        """(model, level, its sub-frame, per-layer profile) of every noisy model with a whole
+        profile, initialization rank ``k``."""
         for name, sweep, noise in _TYPES:
             sub, ps = _noisy(frames[sweep], noise)
             for p in ps:
-                prof = _profile(_init(sub, k), true_col, **{"noise.p": p})
-                if len(prof) < 4 or any(math.isnan(v) for v in prof):
-                    continue
-                early, late = _thirds(prof)
-                tests.append(greater(late, early, f"{name} p={p:g}: last third > first third",
-                                     f"{late:.3f} vs {early:.3f}"))
+                prof = _profile(_init(sub, k), column, **{"noise.p": p})
+                if len(prof) >= 4 and not any(math.isnan(v) for v in prof):
+                    yield name, p, sub, prof
+
+    rows = []
+    for name, p, sub, prof in models(1, true_col):
+        early, late = _thirds(prof)
+        row = {"model": f"{name} p={p:g}", "first third": f"{early:.3f}",
+               "last third": f"{late:.3f}", "per layer": " ".join(f"{v:.2f}" for v in prof)}
+        other = _profile(_init(sub, 1), train_col, **{"noise.p": p})
+        if len(other) == len(prof) and not any(math.isnan(v) for v in other):
+            row["c = training label: first → last third"] = "{:.3f} → {:.3f}".format(
+                *_thirds(other))
+        rows.append(row)
+
+    def test(k) -> Check:
+        tests = [greater(late, early, f"{name} p={p:g}: last third > first third",
+                         f"{late:.3f} vs {early:.3f}")
+                 for name, p, _, prof in models(k, true_col)
+                 for early, late in [_thirds(prof)]]
         return all_of(tests, "polarization of the last third of the hidden layers > the first "
                              "third, every noisy model")
 
