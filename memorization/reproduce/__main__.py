@@ -20,8 +20,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", choices=SCALES, default="cpu",
                         help="smoke: a pipeline test on the digits; cpu: a reduced setting of "
                              "about an hour on a 2-core CPU; cpu10k: 10,000 training images "
-                             "where the effects need them (theunissen, masc: estimated 3.5-4.6 hours "
-                             "each); paper: the paper's own (a GPU)")
+                             "where the effects need them (theunissen, masc: estimated "
+                             "3.5-4.6 hours each); paper: the paper's own (a GPU)")
     parser.add_argument("--runs", default="reproductions", type=Path,
                         help="where the sweeps' job folders go (default: reproductions/)")
     parser.add_argument("--out", type=Path, default=None,
