@@ -33,10 +33,10 @@ warnings.filterwarnings("ignore")
 
 import torch.nn.functional as F  # noqa: E402
 
-from memorization import engine  # noqa: E402
 from memorization.data import DataModule  # noqa: E402
+from memorization.engine import trainer as engine  # noqa: E402
+from memorization.engine.optim import OptimConfig  # noqa: E402
 from memorization.models import MLP  # noqa: E402
-from memorization.optim import OptimConfig  # noqa: E402
 
 OPTIM = {"_target_": "torch.optim.SGD", "lr": 0.01}
 

@@ -29,9 +29,9 @@ torch.set_flush_denormal(True)
 logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
 warnings.filterwarnings("ignore")
 
-from memorization import engine  # noqa: E402
+from memorization.engine import trainer as engine  # noqa: E402
+from memorization.engine.optim import OptimConfig  # noqa: E402
 from memorization.models import MLP  # noqa: E402
-from memorization.optim import OptimConfig  # noqa: E402
 
 OPTIM = OptimConfig(_target_="torch.optim.Adam", lr=1e-3)
 

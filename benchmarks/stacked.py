@@ -4,7 +4,7 @@
                                  [--modes loop vmap] [--jobs 8] [--no-record]
 
 1. Training throughput, in one process: an epoch of S replicas through the framework
-   (memorization/replicas/: its data module, StackedClassifier, Trainer; the per-epoch
+   (memorization/jobs/: its data module, StackedClassifier, Trainer; the per-epoch
    eval-mode accuracy on the training and test sets of every replica) against S epochs of one
    run through the framework (Classifier), on the same data: Fashion-MNIST (the first n_train
    of its 60,000) when Debian's dataset-fashion-mnist is installed, else synthetic data of that
@@ -32,10 +32,10 @@ from pathlib import Path
 import torch
 from training import FASHION, OPTIM, PERF, data_module, machine, matmul_peak, timed_fit
 
+from memorization.engine.module import Classifier
+from memorization.engine.stacked import StackedClassifier
+from memorization.engine.stacked_data import StackedData
 from memorization.models import MLP
-from memorization.module import Classifier
-from memorization.replicas.data import StackedData
-from memorization.replicas.module import StackedClassifier
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -97,7 +97,7 @@ def main() -> None:
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from benchmarks.syncs import HostSyncCounter as counter  # the class the config builds
-    from memorization.run import train
+    from memorization.cli.run import train
     from tests.conftest import compose_config
 
     accelerator = "gpu" if args.device == "cuda" else "cpu"

@@ -33,15 +33,15 @@ import torch.nn.functional as F
 torch.set_flush_denormal(True)
 logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # its set-up lines: noise here
 
-from memorization import accel  # noqa: E402
+from memorization.base import accel  # noqa: E402
 from memorization.data import DataModule  # noqa: E402
+from memorization.engine.module import Classifier  # noqa: E402
+from memorization.engine.optim import OptimConfig  # noqa: E402
 from memorization.models import MLP  # noqa: E402
-from memorization.module import Classifier  # noqa: E402
-from memorization.optim import OptimConfig  # noqa: E402
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 PERF = Path(__file__).resolve().parents[1] / "docs" / "performance.md"
-# as the framework builds it (memorization/optim.py: a fused step where the class has one)
+# as the framework builds it (memorization/engine/optim.py: a fused step where the class has one)
 OPTIM = {"_target_": "torch.optim.Adam", "lr": 1e-3}
 
 
@@ -97,7 +97,7 @@ def framework(depth: int, n_train: int, epochs: int, device: torch.device, synth
               precision: str = "32-true", matmul: str | None = None,
               compile: bool | str = False):
     """The framework's epochs; ``precision``, ``matmul`` and ``compile``: the speed options
-    (trainer.precision, trainer.matmul_precision, trainer.compile; memorization/accel.py)."""
+    (trainer.precision, trainer.matmul_precision, trainer.compile; memorization/base/accel.py)."""
     torch.manual_seed(0)
     dm = data_module(n_train, synthetic)
     net = MLP(in_shape=(1, 28, 28), num_classes=10, depth=depth, width=512)
@@ -166,7 +166,7 @@ def epoch_flops(net: torch.nn.Module, n_train: int, n_test: int) -> float:
 
 
 def machine(device: torch.device) -> str:
-    from memorization.launch import cpu_name
+    from memorization.base.launch import cpu_name
 
     cpu = cpu_name()
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "no GPU"
@@ -223,8 +223,8 @@ def main() -> None:
     table += [f"| {d}x512 | {src} {n} | {a:.2f} s | {b:.2f} s | {r:.3f} | {g:.0f} | {u:.0%} |"
               for d, src, n, a, b, r, g, u in rows]
     entry = (f"\n### benchmarks/training.py, {datetime.date.today()}\n\n{machine(device)}; "
-             f"fp32 matmul peak {peak:.0f} GFLOP/s; Adam (as memorization/optim.py builds it, "
-             "for both), batch 128, an epoch = training + "
+             f"fp32 matmul peak {peak:.0f} GFLOP/s; Adam (as memorization/engine/optim.py "
+             "builds it, for both), batch 128, an epoch = training + "
              "eval-mode accuracy on the training and test sets, timed after a warm-up epoch.\n\n"
              + "\n".join(table) + "\n")
     with PERF.open("a") as f:

@@ -1,62 +1,7 @@
-"""Entry point: ``python -m memorization.run [overrides]`` (Hydra; ``-m`` for a sweep).
+"""``python -m memorization.run [overrides]``: train one job, or a sweep with ``-m``
+(memorization/cli/run.py)."""
 
-Only composes: the checks before Hydra (``entry.started``), Hydra's composition of the config,
-then the job (``job.train``: the folder settled, the datamodule, model, callbacks, loggers and
-trainer instantiated from the config by the engine, and the fit) under ``entry.run_job``, which
-holds the folder and reports an error in one line.
-"""
-
-from __future__ import annotations
-
-import sys
-import warnings
-from pathlib import Path
-
-# Lightning 2.6 with torch 2.13 warns this on every fit; it is harmless.
-warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
-
-import hydra  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
-
-from memorization.config import validate  # noqa: E402
-from memorization.entry import (  # noqa: E402
-    conf_dir,
-    extra_dirs,
-    is_sweep,
-    run_job,
-    started,
-    unknown_option,
-)
-from memorization.job import hydra_output_dir, train  # noqa: E402
-from memorization.launch import missing_plugin  # noqa: E402
-
-__all__ = ["main", "train"]
-
-
-@hydra.main(version_base="1.3", config_path=conf_dir(), config_name="config")
-def _hydra_main(cfg: DictConfig) -> None:
-    run_job(cfg, hydra_output_dir(), train)
-
-
-def main() -> None:
-    args = sys.argv[1:]
-    if {"--help", "-h"} & set(args):  # every group and top-level key
-        from memorization.help import format_help
-
-        err = unknown_option(args) or missing_plugin(args)
-        if not err:
-            try:
-                print(format_help(Path(conf_dir()), args, extra_dirs(args)))
-                return
-            except Exception as e:  # an override Hydra cannot compose: one line, as for a run
-                err = str(e).strip().splitlines()[0]
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
-    from memorization.sweep import hydra_sweep
-
-    with started("config", validate=validate) as out:
-        hydra_sweep(_hydra_main, out, is_sweep(args))
-
+from memorization.cli.run import main
 
 if __name__ == "__main__":
     main()

@@ -25,7 +25,11 @@ atexit.register(shutil.rmtree, _WANDB_HOME, ignore_errors=True)
 for _var in ("WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR"):
     os.environ.setdefault(_var, str(_WANDB_HOME / _var.lower()))
 
-from memorization.entry import conf_dir as _conf_dir  # noqa: E402
+import memorization.jobs.catalog  # noqa: E402,F401  (the groups' schemas, for compose_config)
+from memorization.base.io import conf_dir as _conf_dir  # noqa: E402
+from memorization.base.process import setup_process  # noqa: E402
+
+setup_process()  # what every entry point does first: resolvers, denormals, warning filters
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = Path(_conf_dir())

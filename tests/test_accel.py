@@ -1,4 +1,4 @@
-"""Speed options (memorization/accel.py): trainer.precision, trainer.matmul_precision and
+"""Speed options (memorization/base/accel.py): trainer.precision, trainer.matmul_precision and
 trainer.compile, on the CPU: checked before training, the steps really run in the asked
 precision, the metrics do not (float32 products outside autocast), compile leaves the results
 and the checkpoints as they were."""
@@ -10,11 +10,11 @@ import json
 import pytest
 import torch
 
-from memorization import accel
-from memorization.config import validate
-from memorization.errors import ConfigError
-from memorization.module import Classifier
-from memorization.run import train
+from memorization.base import accel
+from memorization.base.errors import ConfigError
+from memorization.cli.run import train
+from memorization.engine.module import Classifier
+from memorization.jobs.validate import validate
 from tests.conftest import FAST, compose_config
 
 SHORT = ["trainer.max_epochs=3", "stop_at_train_acc=null", "callbacks=no_checkpoint"]
@@ -108,8 +108,8 @@ def test_the_metrics_are_the_same_under_any_step_precision(make_cfg):
 
 
 def test_matmul_precision_is_set_per_job_and_not_passed_to_lightning(make_cfg):
-    from memorization.engine import make_trainer
-    from memorization.replicas.config import trainer_options
+    from memorization.config.replicas import trainer_options
+    from memorization.engine.trainer import make_trainer
 
     cfg = make_cfg("trainer.matmul_precision=high", "trainer.compile=aot_eager")
     before = torch.get_float32_matmul_precision()

@@ -6,12 +6,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import memorization.module as module
-from memorization.config import validate
-from memorization.errors import ConfigError
+import memorization.engine.module as module
+from memorization.base.errors import ConfigError
+from memorization.cli.run import train
+from memorization.engine.module import AdversarialConfig, Classifier
+from memorization.jobs.validate import validate
 from memorization.models import MLP
-from memorization.module import AdversarialConfig, Classifier
-from memorization.run import train
 from tests.conftest import compose_config
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from memorization.base.errors import ConfigError
 from memorization.data import DataModule
 from memorization.data.augment import (
     AugmentConfig,
@@ -13,7 +14,6 @@ from memorization.data.augment import (
     random_hflip,
     random_rotation,
 )
-from memorization.errors import ConfigError
 
 
 def gen(seed=0):

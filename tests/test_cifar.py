@@ -19,7 +19,7 @@ import torch
 
 import memorization.data.cifar as cifar
 import memorization.data.download as download
-from memorization.errors import ConfigError
+from memorization.base.errors import ConfigError
 
 
 def batch(n: int, label_key: bytes, seed: int) -> dict:
@@ -102,7 +102,7 @@ def test_download_keeps_only_a_tarball_with_the_right_md5(tmp_path, monkeypatch)
 
 @pytest.mark.parametrize("preset", ["zhang_cifar10_mlp1x512", "zhang_cifar10_mlp3x512"])
 def test_zhang_presets_run_on_cifar_files(tmp_path, preset):
-    from memorization.run import train
+    from memorization.cli.run import train
     from tests.conftest import compose_config
 
     make(cifar.CIFAR10, tmp_path / "data", as_tar=False)

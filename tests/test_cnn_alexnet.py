@@ -7,7 +7,7 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from memorization.errors import ConfigError
+from memorization.base.errors import ConfigError
 from memorization.models.alexnet import AlexNet
 from memorization.models.cnn import CNN
 from memorization.models.probes import ProbedModel, capture

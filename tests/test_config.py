@@ -12,8 +12,8 @@ import torch
 from hydra.errors import MissingConfigException
 from omegaconf import OmegaConf
 
-from memorization.config import validate
-from memorization.errors import ConfigError, root_error
+from memorization.base.errors import ConfigError, root_error
+from memorization.jobs.validate import validate
 from memorization.studies.common import STUDY_KEYS
 from tests.conftest import CONF, run_cli
 
@@ -130,7 +130,8 @@ def test_invalid_values_raise_config_error(make_cfg, overrides, message):
 
 
 # a value of the wrong type (or a misspelt key) is refused by the schemas while Hydra composes
-# (memorization/schemas.py); root_error makes Hydra's several lines one, as the entry point does
+# (memorization/config/schemas.py); root_error makes Hydra's several lines one, as the entry point
+# does
 WRONG_TYPE = [
     (["seed=true"], "seed=true must be an integer"),
     (["noise.p=true"], "noise.p=true must be a number"),
@@ -181,8 +182,8 @@ def test_every_data_option_takes_every_data_key(make_cfg):
 def test_base_presets_are_not_options():
     """The experiment bases (conf/experiment/base/) are shared by presets, not run on their
     own: neither --help nor the option check offers them."""
-    from memorization.entry import unknown_option as _unknown_option
-    from memorization.help import _options as help_options
+    from memorization.cli.entry import unknown_option as _unknown_option
+    from memorization.cli.help import _options as help_options
 
     assert (CONF / "experiment" / "base" / "zhang_cifar10.yaml").is_file()
     assert "base" not in help_options(CONF, "experiment")
@@ -253,7 +254,7 @@ def test_every_entry_point_refuses_bad_input_in_one_line_writing_nothing(tmp_pat
 
 
 def test_unknown_option_check_lets_valid_forms_through():
-    from memorization.entry import unknown_option as _unknown_option
+    from memorization.cli.entry import unknown_option as _unknown_option
 
     assert _unknown_option(["-m", "noise=label_flip,gaussian", "noise.p=0,0.5"]) is None
     assert _unknown_option(["logger=[csv,wandb]", "+experiment=theunissen_digits"]) is None
@@ -265,7 +266,7 @@ def test_unknown_option_check_lets_valid_forms_through():
     ("torch.optim.Adam", None, True), ("torch.optim.SGD", None, True),
     ("torch.optim.Adam", False, False), ("torch.optim.RMSprop", None, None)])
 def test_optimizer_takes_its_fused_step_unless_told_not_to(target, fused, expected):
-    from memorization.optim import OptimConfig
+    from memorization.engine.optim import OptimConfig
 
     opt, _ = OptimConfig.from_dict({"_target_": target, "lr": 0.01, "fused": fused}).build(
         [torch.zeros(3, requires_grad=True)])

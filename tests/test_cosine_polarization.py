@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from memorization.errors import ConfigError
+from memorization.base.errors import ConfigError
 from memorization.metrics.cosine import (
     ConvGeometry,
     MeanCosine,
@@ -332,12 +332,12 @@ def test_cosine_polarization_figure_draws_the_other_reading():
     named by their class labelling; the heatmap gains a block for the other reading."""
     from matplotlib.colors import to_rgba
 
-    from memorization.report.figures import (
+    from memorization.cli.report.figures import (
         _Sweep,
         fig_cosine_polarization_heatmap,
         fig_cosine_polarization_vs_depth,
     )
-    from memorization.report.series import numeric_columns
+    from memorization.cli.report.series import numeric_columns
     from tests.test_report_figures import make_sweep
 
     jobs, history, swept = make_sweep(ps=(0.0, 0.4), seeds=(0,), epochs=5)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from memorization.errors import ConfigError
+from memorization.base.errors import ConfigError
 from memorization.metrics.csr import (
     PAPER_PIXEL_SCALE,
     PAPER_R,

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
+from memorization.base.errors import ConfigError
 from memorization.data import DataModule, EpochBatchSampler, load_source
-from memorization.errors import ConfigError
 
 SYN = dict(source="synthetic", shape=(1, 4, 4), num_classes=3)  # 96 train / 48 test by default
 

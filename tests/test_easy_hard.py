@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 import torch
 
-from memorization.errors import ConfigError
+from memorization.base.errors import ConfigError
+from memorization.engine.optim import OptimConfig
 from memorization.models import MLP
-from memorization.optim import OptimConfig
 from memorization.studies import easy_hard
 from memorization.studies.easy_hard import binomial_reference, error_counts
 from tests.study_utils import compose_study, noise_sweep, study_presets

@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from memorization.engine import evaluate, fit_network, predict, seeded_orders
-from memorization.optim import OptimConfig, SchedulerConfig
+from memorization.engine.optim import OptimConfig, SchedulerConfig
+from memorization.engine.trainer import evaluate, fit_network, predict, seeded_orders
 
 
 def _data(n=90, d=6, k=3, seed=0):
@@ -150,7 +150,7 @@ def test_fit_stacked_in_loop_mode_is_each_networks_own_fit_bitwise(optim):
     """S networks on their own subsets in one fit: each gets the weights fit_network gives
     it alone on its subset with its order (one optimizer over all of them steps each as its
     own would), and the stacked predictions are each network's own."""
-    from memorization.engine import fit_stacked, predict_stacked
+    from memorization.engine.trainer import fit_stacked, predict_stacked
 
     x, y = _data()
     subsets = _subsets(len(y), 50, 3)
@@ -172,7 +172,7 @@ def test_fit_stacked_in_loop_mode_is_each_networks_own_fit_bitwise(optim):
 
 
 def test_fit_stacked_in_vmap_mode_matches_the_loop_within_rounding():
-    from memorization.engine import fit_stacked, predict_stacked
+    from memorization.engine.trainer import fit_stacked, predict_stacked
 
     x, y = _data()
     subsets = _subsets(len(y), 40, 4)
@@ -196,7 +196,7 @@ def test_fit_stacked_in_bf16_mixed_keeps_float32_weights_near_the_float32_fit(mo
     """bf16-mixed: the products run in bfloat16 (so the weights differ from the float32
     fit's, which shows autocast was on), the weights stay float32, and after 2 epochs they
     are within bfloat16's rounding of the float32 fit's."""
-    from memorization.engine import fit_stacked
+    from memorization.engine.trainer import fit_stacked
 
     x, y = _data()
     subsets = _subsets(len(y), 40, 2)
@@ -215,7 +215,7 @@ def test_fit_stacked_in_bf16_mixed_keeps_float32_weights_near_the_float32_fit(mo
 
 
 def test_fit_stacked_calls_its_epoch_hook_after_each_epoch_and_stops_on_true():
-    from memorization.engine import fit_stacked
+    from memorization.engine.trainer import fit_stacked
 
     x, y = _data()
     seen = []
@@ -226,7 +226,7 @@ def test_fit_stacked_calls_its_epoch_hook_after_each_epoch_and_stops_on_true():
 
 
 def test_fit_stacked_refuses_subsets_that_do_not_match_the_networks():
-    from memorization.engine import fit_stacked
+    from memorization.engine.trainer import fit_stacked
 
     x, y = _data()
     with pytest.raises(ValueError, match=r"2 networks need \[2, m\] subsets"):

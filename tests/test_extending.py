@@ -11,13 +11,13 @@ import pytest
 import torch
 from torchmetrics import Metric
 
-from memorization.config import validate
-from memorization.errors import ConfigError
+from memorization.base.errors import ConfigError
+from memorization.cli.run import train
+from memorization.jobs.validate import validate
 from memorization.metrics.callback import LayerMetrics
 from memorization.metrics.config import read_metrics_config
 from memorization.metrics.protocol import Context, LayerMetric, MetricConfig, Probe
 from memorization.models import MLP
-from memorization.run import train
 from tests.conftest import compose_config
 from tests.test_layer_metrics import _setup
 

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from benchmarks.syncs import HostSyncCounter
-from memorization.run import train
+from memorization.cli.run import train
 from tests.conftest import compose_config, run_cli
 
 DEVICE = os.environ.get("MEMORIZATION_GPU_TEST_DEVICE", "cuda")

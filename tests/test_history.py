@@ -7,8 +7,8 @@ import math
 
 import pytest
 
+from memorization.cli.run import train
 from memorization.loggers.history import HistoryLogger, parse_key, read_history
-from memorization.run import train
 from tests.conftest import compose_config
 
 

@@ -13,8 +13,8 @@ import torch
 
 import memorization.data.download as download
 import memorization.data.idx as idx
+from memorization.base.errors import ConfigError
 from memorization.data import load_source
-from memorization.errors import ConfigError
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 
@@ -139,7 +139,7 @@ def test_real_fashion_mnist_from_debian(tmp_path):
 
 @pytest.mark.skipif(not FASHION_DIR.is_dir(), reason="Debian's dataset-fashion-mnist not installed")
 def test_trains_a_few_steps_on_real_fashion_mnist(tmp_path):
-    from memorization.run import train
+    from memorization.cli.run import train
     from tests.conftest import compose_config
 
     cfg = compose_config(["data=fashion_mnist", f"data.source_options.root={tmp_path}",

@@ -15,8 +15,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from memorization.errors import ConfigError, TrainingDiverged
-from memorization.jobs import DivergenceGuard, EpochCheckpoint, job_state
+from memorization.base.errors import ConfigError, TrainingDiverged
+from memorization.engine.checkpoint import DivergenceGuard, EpochCheckpoint
+from memorization.jobs.folder import job_state
 from memorization.loggers.history import read_history
 from tests.conftest import run_cli
 
@@ -218,7 +219,7 @@ def test_unwritable_output_folder_and_wandb_without_key_are_one_line_errors(tmp_
 
 
 def test_starting_over_leaves_nothing_of_the_old_run_to_resume(tmp_path):
-    from memorization.jobs import LAST, clear_markers
+    from memorization.jobs.folder import LAST, clear_markers
 
     for name in ("metrics.json", "FAILED", "wandb/run_id", str(LAST),
                  f"checkpoints/.last.ckpt.{os.getpid()}.tmp", "history.csv"):
@@ -265,7 +266,7 @@ def test_a_job_uses_its_own_wandb_service(tmp_path):
 def test_job_killed_after_its_last_checkpoint_trains_no_further_epoch(tmp_path):
     """Killed between the checkpoint of the epoch its stop rule ended it at and its results:
     the rerun trains no more and writes the results the first run would have."""
-    from memorization.run import train
+    from memorization.cli.run import train
     from tests.conftest import compose_config
 
     out = tmp_path / "job"

@@ -1,5 +1,5 @@
-"""Launchers for -m sweeps (memorization/launch.py, conf/hydra/launcher/, docs/launchers.md): the
-threads each job gets, the launcher/trainer pairs that cannot work, and real sweeps through
+"""Launchers for -m sweeps (memorization/base/launch.py, conf/hydra/launcher/, docs/launchers.md):
+the threads each job gets, the launcher/trainer pairs that cannot work, and real sweeps through
 joblib, Ray and submitit's local executor."""
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import pytest
 from hydra.types import RunMode
 from omegaconf import OmegaConf, open_dict, read_write
 
-from memorization import launch
-from memorization.errors import ConfigError
+from memorization.base import launch
+from memorization.base.errors import ConfigError
 from tests.conftest import CONF, FAST, compose_config, run_cli
 
 pytestmark = pytest.mark.filterwarnings("ignore:(?s).*validated against ConfigStore schema")
@@ -105,7 +105,7 @@ def test_apply_threads_sets_torch_and_child_env():
     """In a fresh process (the thread pools are per process): twice, as in a reused worker."""
     code = textwrap.dedent("""
         import os, torch
-        from memorization.launch import apply_threads
+        from memorization.base.launch import apply_threads
         torch.ones(4) @ torch.ones(4)
         apply_threads(1); apply_threads(1); apply_threads(None)
         print(torch.get_num_threads(), torch.get_num_interop_threads(),
@@ -138,7 +138,7 @@ def test_parallel_on_a_gpu_machine_needs_a_gpu_per_worker():
 _TAKE = textwrap.dedent("""
     import json, os, sys, time
     from omegaconf import OmegaConf
-    from memorization import launch
+    from memorization.base import launch
     hydra = OmegaConf.create({"mode": "MULTIRUN", "launcher": {
         "_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher",
         "n_jobs": 2}})
@@ -227,9 +227,9 @@ def test_ray_config_is_complete(monkeypatch):
     assert ray_cfg.init.address == "auto"
     assert ray_cfg.init.object_store_memory is None  # the plugin's 75 MB breaks joining
     assert ray_cfg.remote.num_cpus == 1
-    monkeypatch.setattr(launch, "_cuda_available", lambda: False)
+    monkeypatch.setattr(launch, "cuda_available", lambda: False)
     assert OmegaConf.to_container(ray_cfg.remote, resolve=True)["num_gpus"] == 0
-    monkeypatch.setattr(launch, "_cuda_available", lambda: True)
+    monkeypatch.setattr(launch, "cuda_available", lambda: True)
     assert OmegaConf.to_container(ray_cfg.remote, resolve=True)["num_gpus"] == 1
 
 
@@ -266,7 +266,7 @@ TINY_APP = '''
 import json, os
 import hydra, torch
 from hydra.core.hydra_config import HydraConfig
-from memorization.launch import apply_threads, job_threads
+from memorization.base.launch import apply_threads, job_threads
 
 @hydra.main(version_base="1.3", config_path=None, config_name=None)
 def main(cfg):

@@ -7,8 +7,9 @@ import math
 import pytest
 import torch
 
+from memorization.base.errors import ConfigError
+from memorization.cli.run import train
 from memorization.data import DataModule
-from memorization.errors import ConfigError
 from memorization.metrics import mean_cosine, polarization
 from memorization.metrics.callback import LayerMetrics, format_layer_table
 from memorization.metrics.config import read_metrics_config
@@ -20,7 +21,6 @@ from memorization.metrics.masc import (
 )
 from memorization.metrics.subset_accuracy import subset_accuracy
 from memorization.models import MLP, capture
-from memorization.run import train
 from tests.conftest import compose_config
 
 SYN = dict(source="synthetic", shape=(1, 4, 4), num_classes=3, batch_size=16,

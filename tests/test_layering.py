@@ -1,6 +1,7 @@
-"""The package's imports run one way (docs/architecture.md): entry points -> orchestration ->
-training engine -> parts -> base, with no circle. Read from the source with ``ast``, every
-import counted, those inside functions too (a lazy import is still a dependency)."""
+"""The package's imports run one way, down its layers (docs/architecture.md), and a module's
+layer is the first folder of its path: nothing to register when a module is added. Read from the
+source with ``ast``, every import counted, those inside functions too (a lazy import is still a
+dependency)."""
 
 from __future__ import annotations
 
@@ -9,27 +10,17 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "memorization"
 
-# module (or package prefix) -> layer; the longest matching prefix decides. Higher layers may
-# import lower ones and their own; never a higher one.
-BASE, PARTS, ENGINE, ORCHESTRATION, ENTRY = range(5)
-LAYERS = {
-    "errors": BASE, "io": BASE, "overrides": BASE, "distributed": BASE, "folder_lock": BASE,
-    "resolvers": BASE, "store": BASE,
-    "data": PARTS, "noise": PARTS, "models": PARTS, "metrics": PARTS, "loggers": PARTS,
-    "optim": PARTS, "accel": PARTS, "scores": PARTS, "studies.config": PARTS,
-    "scores.job": ENTRY, "scores.report": ENTRY, "scores.__main__": ENTRY,
-    "studies.gradients": PARTS,
-    "relabel.config": PARTS, "replicas.config": PARTS,
-    "module": ENGINE, "callbacks": ENGINE, "jobs": ENGINE, "single": ENGINE, "replicas": ENGINE,
-    "engine": ENGINE,
-    "relabel": ENGINE,
-    "schemas": ORCHESTRATION, "config": ORCHESTRATION, "help": ORCHESTRATION,
-    "launch": ORCHESTRATION, "entry": ORCHESTRATION, "job": ORCHESTRATION,
-    "catalog": ORCHESTRATION,
-    "run": ENTRY, "sweep": ENTRY, "report": ENTRY, "reproduce": ENTRY, "studies": ENTRY,
-    "easy_hard": ENTRY, "sensitivity": ENTRY,
-}
-NAMES = ("base", "parts", "engine", "orchestration", "entry")
+# the layers, lowest first: each the folders that make it. A module may import its own layer
+# and those below, never one above; the package root holds the ``python -m`` commands alone.
+LAYERS = (
+    ("base", ("base",)),
+    ("parts", ("config", "data", "loggers", "metrics", "models", "noise")),
+    ("engine", ("engine",)),
+    ("jobs", ("jobs", "studies")),
+    ("commands", ("cli",)),
+    ("root", ("",)),
+)
+NAMES = tuple(name for name, _ in LAYERS)
 
 
 def _modules() -> dict[str, Path]:
@@ -75,13 +66,13 @@ def import_graph() -> dict[str, set[str]]:
 
 
 def layer(mod: str) -> int:
-    parts = mod.split(".")
-    for n in range(len(parts), 0, -1):
-        key = ".".join(parts[:n])
-        if key in LAYERS:
-            return LAYERS[key]
-    raise AssertionError(f"memorization.{mod} has no layer: add it to LAYERS (and to "
-                         "docs/architecture.md)")
+    """The layer of ``mod`` (``a.b.c``, relative to the package): its first folder's."""
+    top = mod.split(".")[0] if "." in mod or (PACKAGE / mod).is_dir() else ""
+    for n, (_, folders) in enumerate(LAYERS):
+        if top in folders:
+            return n
+    raise AssertionError(f"memorization/{top}/ is in no layer: add the folder to LAYERS here "
+                         "and to docs/architecture.md")
 
 
 def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
@@ -123,13 +114,33 @@ def test_the_graph_reader_sees_relative_and_lazy_imports(tmp_path):
     """The reader itself, on the real package: a known lazy import (inside a function) and a
     known top-level one are edges."""
     edges = import_graph()
-    assert "launch" in edges["config"]  # a top-level import
-    assert "jobs" in edges["report.data"]  # inside a function
+    assert "base.launch" in edges["jobs.validate"]  # a top-level import
+    assert "jobs.folder" in edges["cli.report.data"]  # inside a function
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
 def test_no_import_circle():
     assert cycles(import_graph()) == []
+
+
+def test_no_import_circle_between_folders():
+    """Folders, not only modules: two folders that import each other are one piece."""
+    edges = import_graph()
+    folders: dict[str, set[str]] = {}
+
+    def folder(m: str) -> str:  # a package's __init__ belongs to its own folder
+        if (PACKAGE / m.replace(".", "/")).is_dir():
+            return m
+        return m.rpartition(".")[0]
+
+    for m, targets in edges.items():
+        folders.setdefault(folder(m), set()).update(
+            f for f in map(folder, targets) if f != folder(m)
+            and not folder(m).startswith(f + ".") and not f.startswith(folder(m) + "."))
+    for f in list(folders.values()):
+        for g in f:
+            folders.setdefault(g, set())
+    assert cycles(folders) == []
 
 
 def test_imports_only_go_down_the_layers():
@@ -139,15 +150,23 @@ def test_imports_only_go_down_the_layers():
     assert up == []
 
 
+def test_the_root_holds_only_commands():
+    """Every module at the package root is a ``python -m memorization.<name>`` command of a few
+    lines that hands over to cli/ (or a study's job)."""
+    for path in sorted(PACKAGE.glob("*.py")):
+        if path.name == "__init__.py":
+            continue
+        text = path.read_text()
+        assert 'if __name__ == "__main__":' in text and len(text.splitlines()) <= 15, path
+
+
 def test_every_package_says_what_it_owns_and_its_layer():
     """Each package opens with a docstring of what it owns, with a ``Layer:`` line that names
-    the layer LAYERS gives it (so the docs and this test cannot drift apart)."""
-    words = {BASE: "base", PARTS: "parts", ENGINE: "engine", ORCHESTRATION: "orchestration",
-             ENTRY: "entry point"}
+    the layer of its folder (so the docs and this test cannot drift apart)."""
     for init in sorted(PACKAGE.rglob("__init__.py")):
         doc = ast.get_docstring(ast.parse(init.read_text())) or ""
         lines = [x for x in doc.splitlines() if x.startswith("Layer: ")]
         assert len(doc) > 40 and lines, f"{init} opens with no docstring of what it owns"
         mod = ".".join(init.parent.relative_to(PACKAGE).parts)
         if mod:
-            assert lines[0].startswith(f"Layer: {words[layer(mod)]}"), (init, lines[0])
+            assert lines[0].startswith(f"Layer: {NAMES[layer(mod)]}"), (init, lines[0])

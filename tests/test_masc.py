@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from memorization.errors import ConfigError
+from memorization.base.errors import ConfigError
 from memorization.metrics import masc
 from memorization.metrics.masc import (
     MAX_GRAM_BYTES,

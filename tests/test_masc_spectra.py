@@ -15,7 +15,7 @@ import math
 import pytest
 import torch
 
-from memorization.errors import ConfigError
+from memorization.base.errors import ConfigError
 from memorization.metrics import masc
 from memorization.metrics.masc import (
     _n_keep,
@@ -256,8 +256,8 @@ def one_thread():
 @pytest.fixture
 def denormals_kept():
     """float32 denormals computed, not flushed to 0, as where the failure was seen (restored
-    afterwards). Importing memorization.engine (e.g. via memorization.run) turns flushing on for
-    the whole process, and with it MKL's float32 eigh decomposes ``near_rank_one_gram`` instead
+    afterwards). Importing memorization.engine.trainer (e.g. via memorization.run) turns flushing on
+    for the whole process, and with it MKL's float32 eigh decomposes ``near_rank_one_gram`` instead
     of raising: the test would depend on which tests ran before it."""
     flushing = float(torch.tensor(1e-38) * 0.01) == 0  # torch has no getter for the mode
     torch.set_flush_denormal(False)

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from memorization.base.errors import ConfigError
 from memorization.data import DataModule, load_source
-from memorization.errors import ConfigError
 
 pytest.importorskip("mnist1d")
 

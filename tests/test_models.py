@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from memorization.errors import ConfigError
+from memorization.base.errors import ConfigError
 from memorization.models import MLP, ProbedModel, capture
 
 

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
+from memorization.base.errors import ConfigError
 from memorization.data import DataModule, load_source
-from memorization.errors import ConfigError
 from memorization.noise import CORRUPTIONS, CorruptionRecord, corrupt_dataset
 
 ALL_TYPES = sorted(CORRUPTIONS)

@@ -2,8 +2,8 @@
 
 ``tests/fixtures/run_folders/`` holds two unfinished runs made by the package at commit 2e88067,
 before its modules moved into layer folders (their config_resolved.yaml names the old paths:
-``memorization.module.Classifier``, ``memorization.callbacks.RunReport``, ...): one single run
-and one stacked job of two replicas, each 2 epochs of a 1x8 MLP on 200 digits, with its
+``memorization.engine.module.Classifier``, ``memorization.engine.callbacks.RunReport``, ...): one
+single run and one stacked job of two replicas, each 2 epochs of a 1x8 MLP on 200 digits, with its
 metrics.json removed so that the folder reads as killed after its last checkpoint. A rerun with
 ``trainer.max_epochs=3`` must resume each (not refuse it for other settings) and train the third
 epoch only."""

@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
+from memorization.base.errors import ConfigError
 from memorization.data import DataModule
 from memorization.data.preprocess import center_crop, per_image_whitening
-from memorization.errors import ConfigError
 
 
 def test_center_crop_by_hand():

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from memorization.run import train
+from memorization.cli.run import train
 from tests.conftest import CONF, compose_config
 
 

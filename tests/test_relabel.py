@@ -1,4 +1,4 @@
-"""The MASC relabel-and-retrain stage (memorization/relabel/): end to end on the digits through
+"""The MASC relabel-and-retrain stage (memorization/jobs/relabel/): end to end on the digits through
 the composed config, and its parts against values computed here independently."""
 
 from __future__ import annotations
@@ -12,19 +12,19 @@ import pytest
 import torch
 from torch import nn
 
-from memorization.config import validate
-from memorization.errors import ConfigError
-from memorization.jobs import FIT, LAST, job_state
+from memorization.base.errors import ConfigError
+from memorization.cli.report import write_report
+from memorization.cli.run import train
+from memorization.engine.optim import OptimConfig
+from memorization.jobs.folder import FIT, LAST, job_state
+from memorization.jobs.relabel import retrain as retrain_module
+from memorization.jobs.relabel.masc_layers import LABELLINGS
+from memorization.jobs.relabel.retrain import retrain
+from memorization.jobs.relabel.stage import label_changes, scalars, split_test
+from memorization.jobs.validate import validate
 from memorization.loggers.history import parse_key, read_history
 from memorization.metrics.masc import class_grams, fit_subspaces, masc_predict
 from memorization.models.probes import capture
-from memorization.optim import OptimConfig
-from memorization.relabel import retrain as retrain_module
-from memorization.relabel.masc_layers import LABELLINGS
-from memorization.relabel.retrain import retrain
-from memorization.relabel.stage import label_changes, scalars, split_test
-from memorization.report import write_report
-from memorization.run import train
 from tests.conftest import compose_config, run_cli
 
 TINY = ["data=digits", "model=mlp", "model.depth=2", "model.width=64", "trainer.max_epochs=3",
@@ -169,7 +169,7 @@ def test_numbers_go_to_the_history_with_clear_keys(job):
 
 
 def test_summary_table(job):
-    from memorization.relabel.stage import format_relabel
+    from memorization.jobs.relabel.stage import format_relabel
 
     _, summary, _ = job
     n = summary["relabel"]
@@ -186,7 +186,7 @@ def test_summary_table(job):
 
 def test_a_job_killed_in_its_stage_reruns_the_stage_not_the_fit(job, tmp_path, monkeypatch,
                                                                  capsys):
-    from memorization.relabel import job as relabel_job
+    from memorization.jobs.relabel import job as relabel_job
 
     def boom(*args, **kwargs):
         raise RuntimeError("killed in the stage")
@@ -332,7 +332,7 @@ def test_cli_error_is_one_line(tmp_path):
 def test_a_disabled_stage_is_no_setting_of_a_finished_job(tmp_path):
     """Folders from before the stage existed (no relabel keys) are still skipped, not
     refused; switching the stage on is another run."""
-    from memorization.jobs import config_changes
+    from memorization.jobs.folder import config_changes
 
     (tmp_path / "config_resolved.yaml").write_text("seed: 0\n")
     assert config_changes(tmp_path, {"seed": 0, "relabel": {"enabled": False, "patience": 3}}) \

@@ -14,10 +14,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from memorization.config import validate
-from memorization.errors import ConfigError
+from memorization.base.errors import ConfigError
+from memorization.cli.run import train
+from memorization.jobs.validate import validate
 from memorization.loggers import read_history
-from memorization.run import train
 from tests.conftest import compose_config, run_cli
 from tests.wandb_offline import read_offline_run
 
@@ -231,7 +231,7 @@ def test_sweep_of_stacked_jobs_reports_every_replica(tmp_path):
 
 
 def test_wandb_names_carry_the_replicas_values():
-    from memorization.replicas.job import _run_name
+    from memorization.jobs.stacked import _run_name
 
     cfg = OmegaConf.create({"logger": {"wandb": {"name": "noise.p=0.2,seed=10"}}})
     rcfg = OmegaConf.create({"seed": 12, "noise": {"seed": 2}})
@@ -244,7 +244,7 @@ def test_wandb_names_carry_the_replicas_values():
 def test_report_reads_the_replicas_of_the_run_in_the_folder(tmp_path):
     """A folder reused by a single run keeps the old replicas' folders: they are not its runs;
     a stacked job's are, up to its replica count."""
-    from memorization.report.data import find_jobs
+    from memorization.cli.report.data import find_jobs
 
     job = tmp_path / "0"
     for k in range(3):

@@ -15,9 +15,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from memorization.report import main
-from memorization.report.data import load_sweep
-from memorization.report.figures import FIGURES
+from memorization.cli.report import main
+from memorization.cli.report.data import load_sweep
+from memorization.cli.report.figures import FIGURES
 
 LAYERS = ("input", "fc1", "fc2")  # depth 0, 1, 2
 EPOCHS = 6
@@ -389,7 +389,7 @@ def test_fifty_jobs_sixty_epochs(tmp_path):
 def test_hydra_callback_writes_the_report_unless_turned_off(tmp_path, capsys):
     from omegaconf import OmegaConf
 
-    from memorization.sweep import SweepReport
+    from memorization.cli.sweep import SweepReport
 
     sweep = tmp_path / "s"
     make_sweep(sweep)

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from memorization.report.figures import FIGURES, aggregate, series_table, write_figures
+from memorization.cli.report.figures import FIGURES, aggregate, series_table, write_figures
 
 LAYERS = {"input": 0, "fc1": 1, "fc2": 2, "fc3": 3}
 TITLE = "theunissen_digits: noise.p=0,0.4 · seed=0,1"

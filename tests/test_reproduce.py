@@ -12,10 +12,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from memorization.reproduce import papers
-from memorization.reproduce.document import write_document
-from memorization.reproduce.plan import Claim, Outcome, Results, evaluate, levels, rank_inits
-from memorization.reproduce.verdicts import (
+from memorization.cli.reproduce import papers
+from memorization.cli.reproduce.document import write_document
+from memorization.cli.reproduce.plan import Claim, Outcome, Results, evaluate, levels, rank_inits
+from memorization.cli.reproduce.verdicts import (
     DIRECTION,
     FAILED,
     INCONCLUSIVE,
@@ -221,7 +221,7 @@ def test_zhang_unfitted_runs_count_at_max_epochs():
 
 
 def test_zhang_gamma_from_its_formula():
-    from memorization.reproduce.zhang import gamma
+    from memorization.cli.reproduce.zhang import gamma
 
     # 5,000 images in batches of 128: 40 steps an epoch; 0.95 ** (40 / 391) by hand = 0.994766
     assert gamma(5000) == pytest.approx(0.994766, abs=1e-6)
@@ -330,7 +330,7 @@ def test_theunissen_unfitted_run_says_whether_it_was_still_rising():
 
 
 def test_depth_of_cosine_by_hand():
-    from memorization.reproduce.theunissen import depth_of_cosine
+    from memorization.cli.reproduce.theunissen import depth_of_cosine
 
     assert depth_of_cosine([1.0, 0.0, 0.0, 1.0]) == pytest.approx(2.5)  # (1 + 4) / 2
     assert depth_of_cosine([0.2, 0.2, 0.6]) == pytest.approx(2.4)  # (0.2 + 0.4 + 1.8) / 1
@@ -497,8 +497,8 @@ def test_arpit_dropout_must_be_the_most_effective():
 
 def test_document_rebuilt_from_committed_data_alone(tmp_path):
     """The data written beside a document rebuild the same verdicts with no job folder."""
-    from memorization.reproduce import data
-    from memorization.reproduce.runner import load_results
+    from memorization.cli.reproduce import data
+    from memorization.cli.reproduce.runner import load_results
 
     paper = PAPERS["zhang"]
     jobs = _labels(lambda p, s: 0.1 + 0.8 * p + 0.01 * (s - 1))
@@ -517,7 +517,7 @@ def test_document_rebuilt_from_committed_data_alone(tmp_path):
     assert again.split("## Claims")[0] == first.split("## Claims")[0]
     assert again == first
     assert "1 min 01 s" in again and "a test CPU" in again
-    from memorization.reproduce.document import write_index
+    from memorization.cli.reproduce.document import write_index
 
     index = write_index({"zhang": paper}, tmp_path / "no_runs", out).read_text()
     assert ("| cpu | 18 / 27 | 3 reproduced, 1 reproduced in direction, 1 not run (of 5 claims) "
@@ -606,7 +606,7 @@ def test_document_gives_the_likely_reason_only_under_a_failed_test(tmp_path):
 
 
 def test_sweeps_checked_before_any_runs():
-    from memorization.reproduce.runner import check_sweeps
+    from memorization.cli.reproduce.runner import check_sweeps
 
     paper = PAPERS["zhang"]
     assert check_sweeps(paper, "smoke", []) == []
@@ -618,7 +618,7 @@ def test_sweeps_checked_before_any_runs():
 
 
 def test_a_failed_sweep_names_its_first_error(tmp_path):
-    from memorization.reproduce.runner import first_error
+    from memorization.cli.reproduce.runner import first_error
 
     sweep, log = tmp_path / "label_noise", tmp_path / "label_noise.log"
     (sweep / "0").mkdir(parents=True)

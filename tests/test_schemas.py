@@ -1,14 +1,14 @@
-"""The structured configs (memorization/schemas.py) from the command line: wrong types and bad
-ranges in one line, any torch optimizer by ``_target_``, options from an extra config folder."""
+"""The structured configs (memorization/config/schemas.py) from the command line: wrong types and
+bad ranges in one line, any torch optimizer by ``_target_``, options from an extra config folder."""
 
 from __future__ import annotations
 
 import pytest
 
-from memorization.config import validate
-from memorization.entry import unknown_option as _unknown_option
-from memorization.errors import ConfigError, root_error
-from memorization.run import train
+from memorization.base.errors import ConfigError, root_error
+from memorization.cli.entry import unknown_option as _unknown_option
+from memorization.cli.run import train
+from memorization.jobs.validate import validate
 from tests.conftest import run_cli
 
 

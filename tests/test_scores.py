@@ -1,5 +1,5 @@
-"""Per-example scores (memorization/scores/): the estimators against answers worked out by hand
-from Feldman & Zhang's and Jiang et al.'s definitions, their limits, the AUROC against a
+"""Per-example scores (memorization/studies/scores/): the estimators against answers worked out by
+hand from Feldman & Zhang's and Jiang et al.'s definitions, their limits, the AUROC against a
 brute-force count, and the subset masks' reproducibility."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import math
 import pytest
 import torch
 
-from memorization.scores.estimator import auroc, cscores, memorization
-from memorization.scores.masks import model_seed, subset_masks, subset_size
+from memorization.studies.scores.estimator import auroc, cscores, memorization
+from memorization.studies.scores.masks import model_seed, subset_masks, subset_size
 
 
 def test_a_family_that_is_right_exactly_when_it_trained_on_the_example():
@@ -113,7 +113,7 @@ def _chunk(models: list[int], n: int = 6, t: int = 3, seed: int = 0) -> dict:
 
 
 def test_chunks_land_whole_and_a_rerun_trains_what_no_chunk_holds(tmp_path):
-    from memorization.scores.chunks import (
+    from memorization.studies.scores.chunks import (
         chunk_path,
         landed,
         load_chunks,
@@ -143,7 +143,7 @@ def test_chunks_land_whole_and_a_rerun_trains_what_no_chunk_holds(tmp_path):
 
 
 def test_plan_gives_each_chunk_one_ratio_and_lets_the_ratios_take_turns():
-    from memorization.scores.chunks import plan
+    from memorization.studies.scores.chunks import plan
 
     ratios = [0.3, 0.7]
     chunks = plan(list(range(10)), lambda k: ratios[k % 2], 2)
@@ -152,7 +152,7 @@ def test_plan_gives_each_chunk_one_ratio_and_lets_the_ratios_take_turns():
 
 
 def test_a_chunk_of_another_job_is_named(tmp_path):
-    from memorization.scores.chunks import load_chunks, save_chunk
+    from memorization.studies.scores.chunks import load_chunks, save_chunk
 
     save_chunk(tmp_path, 0, **_chunk([0]))
     save_chunk(tmp_path, 1, **_chunk([1], n=7))

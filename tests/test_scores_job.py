@@ -1,7 +1,7 @@
-"""``python -m memorization.scores`` (memorization/scores/job.py, report.py): the scores do not
-depend on how many models train at once (exact in loop mode), a killed job resumes to the same
-scores, a folder with other settings is refused, corrupted digits score high, the command and
-its sweep end to end."""
+"""``python -m memorization.scores`` (memorization/studies/scores/job.py, report.py): the scores do
+not depend on how many models train at once (exact in loop mode), a killed job resumes to the same
+scores, a folder with other settings is refused, corrupted digits score high, the command and its
+sweep end to end."""
 
 from __future__ import annotations
 
@@ -17,11 +17,11 @@ import pandas as pd
 import pytest
 import torch
 
-from memorization.errors import ConfigError, Refusal
-from memorization.scores import job as scores_job
-from memorization.scores.chunks import load_chunks
-from memorization.scores.config import ScoresConfig
+from memorization.base.errors import ConfigError, Refusal
+from memorization.config.scores import ScoresConfig
 from memorization.studies.common import STUDY_KEYS
+from memorization.studies.scores import job as scores_job
+from memorization.studies.scores.chunks import load_chunks
 from tests.conftest import ROOT
 from tests.study_utils import compose_study, study_presets
 from tests.wandb_offline import read_offline_run
@@ -69,10 +69,10 @@ def test_the_scores_do_not_depend_on_how_many_models_train_at_once(tmp_path):
 def test_a_chunks_predictions_are_the_single_trainings(tmp_path):
     """Model 1 of a stacked chunk predicts what the engine's single fit of the same network,
     subset and order predicts."""
-    from memorization import engine
-    from memorization.config import build
-    from memorization.scores.masks import ORDER, WEIGHTS, model_seed, subset_masks
+    from memorization.engine import trainer as engine
+    from memorization.jobs.validate import build
     from memorization.studies import common
+    from memorization.studies.scores.masks import ORDER, WEIGHTS, model_seed, subset_masks
 
     _run(tmp_path, "trainer.replicas=4")
     cfg = compose_study("scores", TINY, tmp_path)
@@ -91,7 +91,7 @@ def test_a_chunks_predictions_are_the_single_trainings(tmp_path):
 def test_bf16_mixed_trains_the_models_under_autocast(tmp_path, monkeypatch):
     """scores.precision reaches the stacked fit, which then trains other weights than the
     float32 one (so the predictions can differ) and still fits the subsets."""
-    from memorization import engine
+    from memorization.engine import trainer as engine
 
     seen = []
     fit = engine.fit_stacked

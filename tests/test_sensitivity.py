@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from memorization.errors import ConfigError
+from memorization.base.errors import ConfigError
 from memorization.models import MLP
 from memorization.studies import sensitivity
 from memorization.studies.gradients import (
@@ -172,7 +172,7 @@ def test_command_sweep_end_to_end(tmp_path):
 
 
 def test_a_study_preset_is_refused_by_memorization_run(tmp_path):
-    from memorization.config import validate
+    from memorization.jobs.validate import validate
     from tests.conftest import compose_config
 
     cfg = compose_config(["experiment=arpit_loss_sensitivity_digits"], output_dir=tmp_path)

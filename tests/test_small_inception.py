@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torch import nn
 
-from memorization.errors import ConfigError
+from memorization.base.errors import ConfigError
 from memorization.models.probes import ProbedModel, capture
 from memorization.models.small_inception import SmallInception, SmallInceptionConfig
 

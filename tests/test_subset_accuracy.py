@@ -11,11 +11,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from memorization.base.errors import ConfigError
 from memorization.data import DataModule
-from memorization.errors import ConfigError
+from memorization.engine.module import Classifier
 from memorization.metrics import SubsetAccuracy, subset_accuracy
 from memorization.models import MLP
-from memorization.module import Classifier
 
 # -- subset_accuracy: a hand-worked example --------------------------------------------------------
 #  i  y_true  y (train)  corrupted  pred   pred == y   pred == y_true

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from benchmarks.syncs import HostSyncCounter as SyncCounter
-from memorization.run import train
+from memorization.cli.run import train
 
 
 @pytest.mark.parametrize("stack", [[], ["trainer.replicas=2", "replicas.mode=loop"],
@@ -32,7 +32,7 @@ def test_steady_state_steps_make_no_host_sync(make_cfg, stack):
 
 def test_the_counter_sees_a_sync(make_cfg, monkeypatch):
     """The same counter catches an ``.item()`` put into the step (the test can fail)."""
-    from memorization.module import Classifier
+    from memorization.engine.module import Classifier
 
     step = Classifier.training_step
 

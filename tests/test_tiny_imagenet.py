@@ -15,8 +15,8 @@ from PIL import Image
 
 import memorization.data.download as download
 import memorization.data.tiny_imagenet as ti  # registers the source
+from memorization.base.errors import ConfigError
 from memorization.data import load_source
-from memorization.errors import ConfigError
 
 WNIDS = ["n02", "n01", "n03"]  # not sorted: a class's index is its line in wnids.txt
 # train files per class; n02's names check the natural order (_0, _2, _10, not _0, _10, _2)
@@ -232,7 +232,7 @@ def test_published_md5_is_pinned():
 
 
 def test_trains_a_step_through_the_config(tmp_path):
-    from memorization.run import train
+    from memorization.cli.run import train
     from tests.conftest import compose_config
 
     make_folder(tmp_path / "data")

@@ -8,9 +8,9 @@ import json
 import pytest
 import torch
 
-from memorization.callbacks import format_summary
+from memorization.cli.run import train
+from memorization.engine.callbacks import format_summary
 from memorization.noise import CorruptionRecord
-from memorization.run import train
 from tests.conftest import compose_config
 
 
@@ -124,7 +124,7 @@ def test_data_error_fails_before_any_logger_starts(tmp_path):
 def test_progress_bar_shows_loss_accuracies_and_the_stop_rule():
     from types import SimpleNamespace
 
-    from memorization.callbacks import ProgressBar, StopAtTrainAccuracy
+    from memorization.engine.callbacks import ProgressBar, StopAtTrainAccuracy
 
     trainer = SimpleNamespace(
         callback_metrics={"train/loss": torch.tensor(0.41234), "train/acc": torch.tensor(0.875),
@@ -151,7 +151,7 @@ def test_without_stop_rule_the_fit_is_still_recorded(tmp_path):
 def test_ctrl_c_leaves_a_summary_marked_interrupted(tmp_path, monkeypatch, capsys):
     """Ctrl-C during epoch 3: metrics.json holds the last finished epoch's values and says the
     run was interrupted (the sweep report lists it so), and the terminal says so too."""
-    from memorization.module import Classifier
+    from memorization.engine.module import Classifier
 
     original = Classifier.on_train_epoch_start
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from memorization.base.errors import ConfigError
 from memorization.data import DataModule
-from memorization.errors import ConfigError
 
 SYN = dict(source="synthetic", shape=(1, 4, 4), num_classes=3, normalize=False)  # 96 train
 
@@ -86,7 +86,7 @@ def test_bad_train_size_is_one_line(train_size, message):
 
 
 def test_from_the_command_line_config(make_cfg):
-    from memorization.config import validate
+    from memorization.jobs.validate import validate
 
     cfg = make_cfg("data.train_size=300", "data.train_seed=5")
     validate(cfg)
@@ -100,7 +100,7 @@ def test_the_settings_line_names_the_optimizer_and_schedule():
 
     from torch import nn
 
-    from memorization.callbacks import format_settings
+    from memorization.engine.callbacks import format_settings
 
     dm = make_dm(train_size=40)
     trainer = SimpleNamespace(datamodule=dm, max_epochs=7)

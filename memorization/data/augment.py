@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from memorization.errors import ConfigError, check_bool, check_number
+from memorization.base.errors import ConfigError, check_bool, check_number
 
 
 @dataclass

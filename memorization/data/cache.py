@@ -36,8 +36,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from memorization.base.io import atomic_path
 from memorization.data.sources import RawData
-from memorization.io import atomic_path
 
 log = logging.getLogger(__name__)
 

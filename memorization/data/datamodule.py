@@ -16,11 +16,11 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from memorization.base.distributed import epoch_generator, rank_world
+from memorization.base.errors import ConfigError, check_bool, check_number, shown
 from memorization.data.augment import AugmentConfig, augment
 from memorization.data.preprocess import center_crop, per_image_whitening
 from memorization.data.sources import SOURCES, RawData, load_source
-from memorization.distributed import epoch_generator, rank_world
-from memorization.errors import ConfigError, check_bool, check_number, shown
 from memorization.noise import CORRUPTIONS, CorruptionRecord, corrupt_dataset
 
 log = logging.getLogger(__name__)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from memorization.base.errors import ConfigError
 from memorization.data.sources import RawData, register_source
-from memorization.errors import ConfigError
 
 
 @register_source("digits")

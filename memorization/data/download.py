@@ -12,8 +12,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from memorization.errors import ConfigError
-from memorization.io import atomic_path
+from memorization.base.errors import ConfigError
+from memorization.base.io import atomic_path
 
 
 def default_root(name: str) -> Path:

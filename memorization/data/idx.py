@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from memorization.base.errors import ConfigError
 from memorization.data.download import default_root, fetch
 from memorization.data.sources import RawData, register_source
-from memorization.errors import ConfigError
 
 FILES = {
     "train_images": "train-images-idx3-ubyte.gz",

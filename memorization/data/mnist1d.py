@@ -18,8 +18,8 @@ import random
 import numpy as np
 import torch
 
+from memorization.base.errors import ConfigError
 from memorization.data.sources import RawData, register_source
-from memorization.errors import ConfigError
 
 
 @register_source("mnist1d")

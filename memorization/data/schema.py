@@ -1,4 +1,4 @@
-"""The data and noise groups' schemas (memorization/store.py): DataConfig with the
+"""The data and noise groups' schemas (memorization/base/store.py): DataConfig with the
 DataModule's ``_target_``, NoiseConfig as it is."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 
 from omegaconf import II
 
+from memorization.base.store import register, with_target
 from memorization.data.augment import AugmentConfig
 from memorization.data.datamodule import DataConfig, NoiseConfig
-from memorization.store import register, with_target
 
 
 @dataclass

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from memorization.errors import ConfigError
+from memorization.base.errors import ConfigError
 
 SOURCES: dict[str, Callable[..., RawData]] = {}
 

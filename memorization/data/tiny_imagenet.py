@@ -33,10 +33,10 @@ from pathlib import Path
 
 import numpy as np
 
+from memorization.base.errors import ConfigError
 from memorization.data import cache as cache_mod
 from memorization.data.download import default_root, fetch, file_md5
 from memorization.data.sources import RawData, register_source
-from memorization.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -43,12 +43,12 @@ from typing import Any
 from lightning.pytorch.loggers.logger import Logger, rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_only
 
-from memorization.io import write_text_atomic
+from memorization.base.io import write_text_atomic
 
 COLUMNS = ("epoch", "split", "layer", "depth", "metric", "value")
 SPLITS = ("train", "val", "test")
-STAGES = ("relabel",)  # key prefixes of the stages after a fit (memorization/relabel/)
-END_OF_FIT = ("epochs_to_fit",)  # logged once, when a fit ends (memorization/callbacks.py)
+STAGES = ("relabel",)  # key prefixes of the stages after a fit (memorization/jobs/relabel/)
+END_OF_FIT = ("epochs_to_fit",)  # logged once, when a fit ends (memorization/engine/callbacks.py)
 # bookkeeping keys Lightning adds to every log call, not values of the run
 _SKIP = {"epoch", "step", "trainer/global_step"}
 

@@ -39,8 +39,8 @@ from lightning.pytorch.loggers import WandbLogger as _LightningWandbLogger
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 
-from memorization.errors import ConfigError, first_line
-from memorization.io import say, write_text_atomic
+from memorization.base.errors import ConfigError, first_line
+from memorization.base.io import say, write_text_atomic
 from memorization.loggers.history import parse_key
 
 TABLE_KEY = "layers/table"

@@ -36,10 +36,10 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 from torch import nn
 
-from memorization.accel import full_precision
-from memorization.distributed import rank_world
-from memorization.errors import ConfigError
-from memorization.io import say
+from memorization.base.accel import full_precision
+from memorization.base.distributed import rank_world
+from memorization.base.errors import ConfigError
+from memorization.base.io import say
 from memorization.metrics.config import MetricsSuite, read_metrics_config
 from memorization.metrics.protocol import Context, LayerMetric, ModelMetric, Probe, fixed_subset
 from memorization.models.probes import capture
@@ -124,7 +124,7 @@ class LayerMetrics(Callback):
 
     def compute(self, dm, net: nn.Module) -> dict[str, torch.Tensor]:
         """All enabled metrics for ``net`` on ``dm``'s probe sets, as ``{name: scalar}``, in
-        full float32 precision whatever the steps ran in (memorization/accel.py)."""
+        full float32 precision whatever the steps ran in (memorization/base/accel.py)."""
         with full_precision():
             return self._compute(dm, net)
 

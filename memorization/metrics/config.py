@@ -22,9 +22,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from memorization.errors import ConfigError, check_all
+from memorization.base.errors import ConfigError, check_all
+from memorization.base.store import open_node, register
 from memorization.metrics.protocol import LayerMetric, MetricConfig, ModelMetric
-from memorization.store import open_node, register
 
 Metric = LayerMetric | ModelMetric
 
@@ -86,11 +86,9 @@ def read_metrics_config(d: dict | DictConfig | None) -> MetricsSuite:
 
 def _defaults() -> Path:
     """conf/metrics/default.yaml: beside the package in a checkout, inside it in a wheel."""
-    here = Path(__file__).resolve().parents[1]
-    for conf in (here / "conf", here.parent / "conf"):
-        if (conf / "metrics" / "default.yaml").is_file():
-            return conf / "metrics" / "default.yaml"
-    raise FileNotFoundError(f"no conf/metrics/default.yaml next to {here}; reinstall the package")
+    from memorization.base.io import conf_dir
+
+    return Path(conf_dir()) / "metrics" / "default.yaml"
 
 
 def _integer(value, lo: int) -> bool:

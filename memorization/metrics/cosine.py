@@ -34,9 +34,9 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics import Metric
 
+from memorization.base.store import register_metric
 from memorization.metrics.protocol import Context, LayerMetric, MetricConfig, Probe
 from memorization.models.probes import ProbeLayer
-from memorization.store import register_metric
 
 
 @dataclass(frozen=True)

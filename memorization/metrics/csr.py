@@ -45,9 +45,9 @@ import torch
 from torch import nn
 from torchmetrics import Metric
 
-from memorization.errors import ConfigError, check_all, shown
+from memorization.base.errors import ConfigError, check_all, shown
+from memorization.base.store import register_metric
 from memorization.metrics.protocol import MetricConfig, ModelMetric, fixed_subset
-from memorization.store import register_metric
 
 PAPER_ALPHA, PAPER_BETA, PAPER_R, PAPER_PIXEL_SCALE = 0.25, 0.2, 0.3, 255.0
 """The paper's LASS step, noise scale and box radius, on its 0-255 pixel scale."""

@@ -50,7 +50,7 @@ Readings and edge cases (not in the paper):
   class that fails again, or whose eigenvalues are not finite, counts as unsettled: the other
   classes keep their float32 results. float64 decomposes these matrices; a class it fails on
   too (in practice only a Gram matrix holding inf or NaN) stops the fit with a one-line
-  :class:`~memorization.errors.ConfigError` naming the layer and the class. The sample route
+  :class:`~memorization.base.errors.ConfigError` naming the layer and the class. The sample route
   (already float64) raises the same error.
 
 Memory. The Gram route holds K * D^2 floats per layer and labelling (:func:`gram_bytes`; 3.5 GiB
@@ -77,7 +77,7 @@ from collections.abc import Callable
 
 import torch
 
-from memorization.errors import ConfigError, shown
+from memorization.base.errors import ConfigError, shown
 
 _log = logging.getLogger(__name__)
 

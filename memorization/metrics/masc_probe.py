@@ -22,13 +22,13 @@ from dataclasses import dataclass
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
-from memorization.errors import ConfigError, check_all, shown
+from memorization.base.errors import ConfigError, check_all, shown
+from memorization.base.store import register_metric
 from memorization.metrics.masc import _check_variance, flat_bases, gram_bytes, masc_predict
 from memorization.metrics.masc_states import MASCSamples, MASCSubspaces
 from memorization.metrics.protocol import Context, LayerMetric, MetricConfig, Probe
 from memorization.metrics.subset_accuracy import ProbeAccuracy
 from memorization.models.probes import ProbeLayer
-from memorization.store import register_metric
 
 GIB = 1024**3
 LABELLINGS = ("masc", "masc_true")  # fitted on the training labels, on the true labels

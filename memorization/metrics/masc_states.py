@@ -8,8 +8,8 @@ import torch
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
-from memorization.distributed import all_reduce_sum, rank_world
-from memorization.errors import ConfigError
+from memorization.base.distributed import all_reduce_sum, rank_world
+from memorization.base.errors import ConfigError
 from memorization.metrics.masc import (
     MAX_GRAM_BYTES,
     _add_labelled_grams,

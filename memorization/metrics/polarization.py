@@ -52,9 +52,9 @@ from dataclasses import dataclass
 import torch
 from torchmetrics import Metric
 
-from memorization.errors import ConfigError
+from memorization.base.errors import ConfigError
+from memorization.base.store import register_metric
 from memorization.metrics.protocol import Context, LayerMetric, MetricConfig, Probe
-from memorization.store import register_metric
 
 READINGS = ("true", "train")  # the class of a sample: its true label, its training label
 # the key of the reading that is not configured, by the configured one

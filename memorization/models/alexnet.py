@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from memorization.errors import ConfigError, check_all
+from memorization.base.errors import ConfigError, check_all
 from memorization.models.checks import image_model_checks
 from memorization.models.probes import ProbedModel, ProbeLayer
 from memorization.models.regularizers import InputNoise

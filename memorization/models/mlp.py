@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from memorization.errors import ConfigError, check_all, check_number
+from memorization.base.errors import ConfigError, check_all, check_number
 from memorization.models.probes import ProbedModel, ProbeLayer
 from memorization.models.regularizers import InputNoise, check_input_regularizers
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from memorization.errors import ConfigError
+from memorization.base.errors import ConfigError
 
 
 def check_input_regularizers(input_dropout: float, input_noise: float) -> None:

@@ -1,4 +1,4 @@
-"""The model group's schemas (memorization/store.py): each network's config with its
+"""The model group's schemas (memorization/base/store.py): each network's config with its
 ``_target_``, and its input shape and class count taken from the data group."""
 
 from __future__ import annotations
@@ -7,12 +7,12 @@ from typing import Any
 
 from omegaconf import II
 
+from memorization.base.store import register, with_target
 from memorization.models.alexnet import AlexNetConfig
 from memorization.models.cnn import CNNConfig
 from memorization.models.mlp import MLPConfig
 from memorization.models.small_alexnet import SmallAlexNetConfig
 from memorization.models.small_inception import SmallInceptionConfig
-from memorization.store import register, with_target
 
 SHAPE = {"in_shape": (tuple[int, ...], II("data.shape")),
          "num_classes": (int, II("data.num_classes"))}

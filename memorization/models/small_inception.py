@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from memorization.errors import check_all
+from memorization.base.errors import check_all
 from memorization.models.checks import bool_check, image_model_checks
 from memorization.models.probes import ProbedModel, ProbeLayer
 from memorization.models.regularizers import InputNoise

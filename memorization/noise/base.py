@@ -8,7 +8,7 @@ from typing import ClassVar
 
 import torch
 
-from memorization.errors import ConfigError
+from memorization.base.errors import ConfigError
 from memorization.noise.record import CorruptionRecord, tensor_hash
 
 CORRUPTIONS: dict[str, type[Corruption]] = {}

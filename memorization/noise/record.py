@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from memorization.errors import ConfigError
-from memorization.io import atomic_path
+from memorization.base.errors import ConfigError
+from memorization.base.io import atomic_path
 
 FORMAT_VERSION = 1
 

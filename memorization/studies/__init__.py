@@ -2,6 +2,6 @@
 sensitivity (``python -m memorization.sensitivity``) and easy and hard examples
 (``python -m memorization.easy_hard``).
 
-Layer: entry points (config.py and gradients.py: parts, so that the schemas and the engine may
-import them).
+Layer: jobs; imports the engine, the parts and base/ (their nodes: memorization/config/studies.py;
+their commands: memorization/cli/study.py).
 """

@@ -1,32 +1,28 @@
 """What the stand-alone studies (``python -m memorization.sensitivity``, ``python -m
-memorization.easy_hard``) share: their Hydra entry point, their checks, their data and network,
-their outputs, and the figure of a whole sweep.
+memorization.easy_hard``, ``python -m memorization.scores``) share: their checks, their data and
+network, their outputs, and the figure of a whole sweep.
 
 The studies compose the same groups as ``python -m memorization.run`` (data, noise, model, optim)
 from their own primary configs (conf/sensitivity.yaml, conf/easy_hard.yaml), run their jobs by
 the same rules as memorization.run's (:func:`study_job`), and train their many small networks
-on the DataModule's tensors with the engine's ``fit_network`` (memorization/engine.py); the
+on the DataModule's tensors with the engine's ``fit_network`` (memorization/engine/trainer.py); the
 sensitivity study's unrolled SGD keeps its own steps (gradients.py).
 """
 
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import hydra
 import torch
 import torch.nn.functional as F
-from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from memorization.entry import conf_dir  # noqa: F401  (re-exported for the studies)
-from memorization.errors import ConfigError, check_number, first_line
-from memorization.io import atomic_path, say
-from memorization.studies.config import STUDY_KEYS  # noqa: F401  (re-exported)
+from memorization.base.errors import ConfigError, check_number
+from memorization.base.io import atomic_path, say
+from memorization.config.studies import STUDY_KEYS  # noqa: F401  (re-exported)
 
 
 def device_of(name: str) -> torch.device:
@@ -41,7 +37,7 @@ def validate_study(cfg: DictConfig, key: str):
     ranges, the noise against the data), then the study's node; returns the study's
     dataclass. The model's in_shape and num_classes are set by the study (downscaled images,
     one class per example), so they are not checked against the data here."""
-    from memorization.config import build, check_noise, check_wandb
+    from memorization.jobs.validate import build, check_noise, check_wandb
 
     for group in ("data", "noise", "model", "optim", key):
         if cfg.get(group) is None:
@@ -110,7 +106,7 @@ def output_dir() -> Path:
 def apply_job_threads(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
-    from memorization.launch import apply_threads, job_threads
+    from memorization.base.launch import apply_threads, job_threads
 
     if HydraConfig.initialized():
         apply_threads(job_threads(HydraConfig.get(), cfg.get("threads")))
@@ -146,36 +142,6 @@ def job_label(folder: Path) -> str:
     return ",".join(items) or folder.name
 
 
-class StudySweep(Callback):
-    """At the start of a ``-m`` sweep of a study, every job is composed and checked (one line,
-    exit 2, before any job runs: ``check``, a function's dotted path, or by default
-    :func:`validate_study` of the study's node); at its end, ``combine(sweep_dir)`` draws every
-    job's curve into one figure in the sweep folder (as Arpit et al.'s Figs. 1 and 3 show real
-    data, randX and randY together). ``combine``: a function's dotted path."""
-
-    def __init__(self, combine: str, enabled: bool = True, check: str | None = None):
-        self.combine, self.enabled, self.check = combine, enabled, check
-
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from memorization.sweep import check_jobs
-
-        key = next(k for k in STUDY_KEYS if k in config)
-        check_jobs(config, hydra.utils.get_method(self.check) if self.check else
-                   (lambda cfg: validate_study(cfg, key)))
-
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        if not self.enabled:
-            return
-        sweep_dir = Path(str(config.hydra.sweep.dir))
-        try:
-            made = hydra.utils.get_method(self.combine)(sweep_dir)
-        except Exception as e:  # the jobs are written: say so, do not fail the sweep
-            print(f"sweep figure: not drawn ({first_line(e)})", file=sys.stderr)
-            return
-        if made is not None:
-            print(f"sweep figure: {made}", flush=True)
-
-
 def finished_jobs(sweep_dir: Path, marker: str) -> list[Path]:
     """The job folders under ``sweep_dir`` holding ``marker`` (a study's file) and a
     metrics.json (written last: the job finished), in job order."""
@@ -187,7 +153,7 @@ def finished_jobs(sweep_dir: Path, marker: str) -> list[Path]:
 
 def study_job(run: Callable[[DictConfig], dict], cfg: DictConfig) -> dict:
     """A study's job in its folder, by the rules of memorization.run's jobs
-    (memorization/jobs.py): a folder holding this job's finished result (metrics.json, the
+    (memorization/jobs/folder.py): a folder holding this job's finished result (metrics.json, the
     same settings in config_resolved.yaml) is skipped unless ``resume=false``; a folder holding
     a run with other settings is refused; anything else starts over (a study keeps no
     checkpoint), its old result and failure removed first."""
@@ -195,8 +161,8 @@ def study_job(run: Callable[[DictConfig], dict], cfg: DictConfig) -> dict:
 
     import yaml
 
-    from memorization.io import write_text_atomic
-    from memorization.jobs import clear_markers, resolved_dict, resume_point
+    from memorization.base.io import write_text_atomic
+    from memorization.jobs.folder import clear_markers, resolved_dict, resume_point
 
     out, resolved = output_dir(), resolved_dict(cfg)
     if cfg.get("resume", True) and resume_point(out, resolved, 0) == "skip":
@@ -205,22 +171,6 @@ def study_job(run: Callable[[DictConfig], dict], cfg: DictConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "config_resolved.yaml", yaml.safe_dump(resolved, sort_keys=False))
     return run(cfg)
-
-
-def study_main(run: Callable[[DictConfig], dict], config_name: str,
-               job: Callable = study_job) -> Callable[[], None]:
-    """The Hydra ``main`` of a study: Hydra composes conf/<config_name>.yaml and the job
-    (``job(run, cfg)``, by default :func:`study_job`) runs as memorization.run's do
-    (``entry.run_job``: the folder held, an error in one line and in FAILED, a bad value exits
-    2, another error 1; in a sweep the other jobs go on)."""
-
-    @hydra.main(version_base="1.3", config_path=conf_dir(), config_name=config_name)
-    def _main(cfg: DictConfig) -> None:
-        from memorization.entry import run_job
-
-        run_job(cfg, output_dir(), lambda c: job(run, c))
-
-    return _main
 
 
 def log_to_wandb(cfg: DictConfig, out: Path, axis: str, rows: list[dict],
@@ -262,23 +212,3 @@ def log_to_wandb(cfg: DictConfig, out: Path, axis: str, rows: list[dict],
 def finite(value: float) -> float | None:
     """A JSON-safe number: None for NaN or infinity."""
     return value if math.isfinite(value) else None
-
-
-def study_entry(run: Callable[[DictConfig], dict], config_name: str, job: Callable = study_job,
-                validate: Callable[[DictConfig], object] | None = None) -> Callable[[], None]:
-    """``main`` of ``python -m memorization.<config_name>``: an unknown option of a group or a
-    bad value (``validate``, by default :func:`validate_study` of the node ``config_name``)
-    fails in one line before Hydra starts (as in memorization.run), then :func:`study_main`
-    with ``job``."""
-    hydra_main = study_main(run, config_name, job)
-    key = config_name
-    check = validate or (lambda cfg: validate_study(cfg, key))
-
-    def main() -> None:
-        from memorization.entry import is_sweep, started
-        from memorization.sweep import hydra_sweep
-
-        with started(config_name, validate=check) as out:
-            hydra_sweep(hydra_main, out, is_sweep(sys.argv[1:]))
-
-    return main

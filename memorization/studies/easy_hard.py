@@ -43,10 +43,10 @@ import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from memorization import engine
-from memorization.io import say, write_json_atomic
+from memorization.base.io import say, write_json_atomic
+from memorization.config.studies import SPLITS, EasyHardConfig  # noqa: F401  (re-exported)
+from memorization.engine import trainer as engine
 from memorization.studies import common
-from memorization.studies.config import SPLITS, EasyHardConfig  # noqa: F401  (re-exported)
 
 
 def binomial_reference(n_examples: int, n_runs: int, p: float) -> np.ndarray:
@@ -93,7 +93,7 @@ def error_counts(make_net: Callable[[int], torch.nn.Module], optim,
 
 
 def run(cfg: DictConfig) -> dict:
-    from memorization.config import build
+    from memorization.jobs.validate import build
 
     ec: EasyHardConfig = common.validate_study(cfg, "easy_hard")
     common.apply_job_threads(cfg)

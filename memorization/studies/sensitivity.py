@@ -33,11 +33,11 @@ import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from memorization import engine
-from memorization.errors import ConfigError
-from memorization.io import atomic_path, say, write_json_atomic
+from memorization.base.errors import ConfigError
+from memorization.base.io import atomic_path, say, write_json_atomic
+from memorization.config.studies import METHODS, SensitivityConfig  # noqa: F401  (re-exported)
+from memorization.engine import trainer as engine
 from memorization.studies import common
-from memorization.studies.config import METHODS, SensitivityConfig  # noqa: F401  (re-exported)
 from memorization.studies.gradients import (
     SGD,
     batch_schedule,
@@ -93,7 +93,7 @@ def _unrolled(cfg, sc: SensitivityConfig, net, x, y, k: int):
 def _input_grads(cfg, sc: SensitivityConfig, net, x, y):
     """Plain training with the configured optimizer; the input-gradient norms at epoch 0 and
     after every epoch."""
-    from memorization.config import build
+    from memorization.jobs.validate import build
 
     n, rows, gs = len(y), [], []
 

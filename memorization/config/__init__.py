@@ -1,0 +1,6 @@
+"""The config nodes of the jobs (the top-level keys, ``relabel``, ``replicas``, ``scores``, the
+studies' nodes): dataclasses registered as Hydra schemas, each with its own checks. The parts keep
+theirs beside them (data/schema.py, models/schema.py, metrics/config.py, engine/optim.py).
+
+Layer: parts; imports only base/.
+"""
