@@ -126,10 +126,16 @@ def test_matmul_precision_is_set_per_job_and_not_passed_to_lightning(make_cfg):
 @pytest.mark.parametrize("stack", [[], ["trainer.replicas=2", "replicas.mode=vmap"],
                                    ["trainer.replicas=2", "replicas.mode=loop"]],
                          ids=["single", "stacked-vmap", "stacked-loop"])
-def test_compile_gives_the_eager_results(tmp_path, stack):
+def test_compile_gives_the_eager_results(tmp_path, stack, monkeypatch):
     """torch.compile (the aot_eager backend: the compiled graph without inductor's codegen,
     quick on a CPU) trains to the eager run's losses; the checkpointed state is the plain
-    network's (no _orig_mod keys)."""
+    network's (no _orig_mod keys). The compiled run's steps really go through torch.compile,
+    the stacked job's too (its module comes from the engine's one builder)."""
+    backends = []
+    plain = accel.compiled
+    monkeypatch.setattr(accel, "compiled", lambda fn, option: (
+        backends.append(option) if option else None) or plain(fn, option))
+
     def finals(name: str, *extra: str) -> list[dict]:
         out = tmp_path / name
         summary = train(compose_config([*FAST, *SHORT, *stack, *extra], output_dir=out))
@@ -138,7 +144,10 @@ def test_compile_gives_the_eager_results(tmp_path, stack):
         return [json.loads((out / "replicas" / str(k) / "metrics.json").read_text())["final"]
                 for k in range(2)]
 
-    eager, compiled = finals("eager"), finals("compiled", "trainer.compile=aot_eager")
+    eager = finals("eager")
+    assert backends == []
+    compiled = finals("compiled", "trainer.compile=aot_eager")
+    assert backends and set(backends) == {"aot_eager"}
     for e, c in zip(eager, compiled, strict=True):
         assert c["train/loss"] == pytest.approx(e["train/loss"], rel=1e-5)
         assert c["train/acc"] == e["train/acc"]

@@ -41,7 +41,7 @@ from torch import nn
 
 from memorization.base import accel
 from memorization.config.replicas import trainer_options
-from memorization.engine.stacked import stacked_logits
+from memorization.engine.stacked import StackedClassifier, stacked_logits
 
 
 def seed(value: int) -> None:
@@ -97,12 +97,22 @@ def finish_wandb() -> None:
         wandb.finish()
 
 
-def build_module(cfg: DictConfig, net: torch.nn.Module) -> L.LightningModule:
-    """The config's LightningModule (``cfg.module``) around ``net``. The optimizer stays plain
-    options: Hydra would build its _target_ here, before the parameters exist."""
+def build_module(cfg: DictConfig, net: torch.nn.Module | list[torch.nn.Module],
+                 mode: str = "loop") -> L.LightningModule:
+    """The config's LightningModule around ``net`` (``cfg.module``), or, for a list of S
+    networks, the stacked one (memorization/engine/stacked.py; ``mode``: loop, vmap or auto)
+    with the config's loss. The one builder of both, so that every module option reaches a
+    stacked job too (``trainer.compile``). The optimizer stays plain options: Hydra would
+    build its _target_ here, before the parameters exist."""
     options = OmegaConf.to_container(cfg.module, resolve=True)
-    module = hydra.utils.get_class(options.pop("_target_"))(
-        net=net, optim=OmegaConf.to_container(cfg.optim, resolve=True), **options)
+    optim = OmegaConf.to_container(cfg.optim, resolve=True)
+    target = options.pop("_target_")
+    if isinstance(net, list | tuple):
+        module = StackedClassifier(list(net), loss=options.get("loss", "ce"), optim=optim,
+                                   num_classes=cfg.data.num_classes, mode=mode,
+                                   in_dims=len(cfg.data.shape))
+    else:
+        module = hydra.utils.get_class(target)(net=net, optim=optim, **options)
     module.compile_steps(cfg.trainer.get("compile", False))
     return module
 

@@ -158,7 +158,7 @@ _PATHS = frozenset({"root", "dir", "dirpath", "save_dir", "output_dir", "default
 
 
 # Where a class a config names (``_target_``, a metric's ``class``) lived before the package's
-# modules moved into layer folders (2026-12-08): a folder made before compares as the same run.
+# modules moved into layer folders (December 2026): a folder made before compares as the same run.
 MOVED = {
     "memorization.jobs.EpochCheckpoint": "memorization.engine.checkpoint.EpochCheckpoint",
     "memorization.jobs.DivergenceGuard": "memorization.engine.checkpoint.DivergenceGuard",

@@ -29,9 +29,14 @@ from omegaconf import DictConfig, OmegaConf
 from memorization.base.io import say
 from memorization.config.replicas import check_net, replica_cfg, replica_count, replicas_config
 from memorization.engine.callbacks import LogConfig, RunReport, StopAtTrainAccuracy
-from memorization.engine.stacked import StackedClassifier
 from memorization.engine.stacked_data import StackedData
-from memorization.engine.trainer import config_callbacks, config_loggers, make_trainer, seed
+from memorization.engine.trainer import (
+    build_module,
+    config_callbacks,
+    config_loggers,
+    make_trainer,
+    seed,
+)
 from memorization.jobs.folder import check_checkpoint, resolved_dict
 from memorization.jobs.stacked_report import Replicas, replica_folder
 from memorization.metrics.callback import LayerMetrics
@@ -76,11 +81,7 @@ def train_replicas(cfg: DictConfig, resolved: dict, out: Path | None,
         dms.append(hydra.utils.instantiate(rcfg.data, noise=rcfg.noise, _convert_="all"))
         nets.append(hydra.utils.instantiate(rcfg.model, _convert_="all"))
     check_net(nets[0], S)
-    module_opts = OmegaConf.to_container(cfg.module, resolve=True)
-    module = StackedClassifier(nets, loss=module_opts.get("loss", "ce"),
-                               optim=OmegaConf.to_container(cfg.optim, resolve=True),
-                               num_classes=cfg.data.num_classes, mode=rc.mode,
-                               in_dims=len(cfg.data.shape))
+    module = build_module(cfg, nets, mode=rc.mode)
     if ckpt is not None:
         check_checkpoint(ckpt, module, cfg.trainer.get("max_epochs"))
 
