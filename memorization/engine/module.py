@@ -16,7 +16,7 @@ from memorization.base import accel
 from memorization.base.distributed import epoch_generator
 from memorization.base.errors import ConfigError
 from memorization.base.store import register, with_target
-from memorization.engine.optim import OptimConfig
+from memorization.engine.optim import OptimConfig, lightning_optimizers
 from memorization.metrics import SubsetAccuracy
 from memorization.metrics.csr import (
     DEFAULT_MAX_ITER,
@@ -173,10 +173,7 @@ class ClassifierBase(L.LightningModule):
 
     # -- optimization --------------------------------------------------------------------------
     def configure_optimizers(self):
-        opt, sched = self.optim.build(self.parameters())
-        if sched is None:
-            return opt
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+        return lightning_optimizers(self.optim.build(self.parameters()))
 
 
 def best_and_gap(logs: dict[str, torch.Tensor], best: torch.Tensor) -> None:

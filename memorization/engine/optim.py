@@ -143,3 +143,12 @@ def _call(target: str, key: str, first, kwargs: dict):
 
 
 register("optim", OptimConfig)
+
+
+def lightning_optimizers(built: tuple):
+    """What every LightningModule's ``configure_optimizers`` returns, from ``OptimConfig.build``'s
+    (optimizer, schedule or None): the schedule is stepped once per epoch."""
+    opt, sched = built
+    if sched is None:
+        return opt
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}

@@ -48,6 +48,12 @@ def stacked_logits(nets, x: torch.Tensor, use_vmap: bool, stacked: bool) -> torc
     return vmap(call, in_dims=(0, 0, 0 if stacked else None))(params, buffers, x)
 
 
+def uses_vmap(mode: str, device: torch.device) -> bool:
+    """``trainer.replicas``' modes: ``vmap``, ``loop``, or ``auto`` (vmap on a GPU): the one
+    choice of the stacked job's module and of ``fit_stacked``."""
+    return mode == "vmap" or (mode == "auto" and device.type == "cuda")
+
+
 class StackedClassifier(ClassifierBase):
     """See the module docstring."""
 
@@ -91,7 +97,7 @@ class StackedClassifier(ClassifierBase):
         return stacked_logits(self.nets, x, self._use_vmap(), self._stacked(x))
 
     def _use_vmap(self) -> bool:
-        return self.mode == "vmap" or (self.mode == "auto" and self.device.type == "cuda")
+        return uses_vmap(self.mode, self.device)
 
     def _losses(self, logits: torch.Tensor, y: torch.Tensor, which: list[int]) -> torch.Tensor:
         """Each listed replica's mean loss on its labels (``y`` [S, B] or shared [B])."""

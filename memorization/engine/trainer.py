@@ -41,7 +41,8 @@ from torch import nn
 
 from memorization.base import accel
 from memorization.config.replicas import trainer_options
-from memorization.engine.stacked import StackedClassifier, stacked_logits
+from memorization.engine.optim import lightning_optimizers
+from memorization.engine.stacked import StackedClassifier, stacked_logits, uses_vmap
 
 
 def seed(value: int) -> None:
@@ -165,10 +166,7 @@ class _OnTensors(L.LightningModule):
         return loss
 
     def configure_optimizers(self):
-        opt, sched = self.build(self.net.parameters())
-        if sched is None:
-            return opt
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+        return lightning_optimizers(self.build(self.net.parameters()))
 
 
 class _AfterEpoch(L.Callback):
@@ -272,15 +270,7 @@ class _StackedOnTensors(L.LightningModule):
         return torch.stack([self.loss_fn(logits[k], yb[k]) for k in range(len(self.nets))]).sum()
 
     def configure_optimizers(self):
-        opt, sched = self.build(self.nets.parameters())
-        if sched is None:
-            return opt
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
-
-
-def uses_vmap(mode: str, device: torch.device) -> bool:
-    """``trainer.replicas``' modes: ``vmap``, ``loop``, or ``auto`` (vmap on a GPU)."""
-    return mode == "vmap" or (mode == "auto" and device.type == "cuda")
+        return lightning_optimizers(self.build(self.nets.parameters()))
 
 
 def fit_stacked(nets: list[nn.Module], optim, x: torch.Tensor, y: torch.Tensor,
