@@ -176,7 +176,7 @@ def test_yaml_matches_config(name, cls, shape, classes):
     composed = compose_config([f"model={name}", "data=synthetic", f"data.shape={shape}",
                                f"data.num_classes={classes}"])
     cfg = OmegaConf.to_container(composed.model, resolve=True)  # conf/model/<name>.yaml
-    assert cfg.pop("_target_") == f"memorization.models.{cls.__name__}"
+    assert cfg.pop("_target_") == f"{cls.__module__}.{cls.__name__}"
     assert cfg["in_shape"] == shape and cfg["num_classes"] == classes  # from the data
     net = cls(**cfg)
     assert net.cfg == type(net.cfg)(in_shape=tuple(shape), num_classes=classes)  # YAML = defaults

@@ -60,7 +60,7 @@ def test_defaults_are_the_documented_job(make_cfg):
     cfg = make_cfg(fast=False)
     assert cfg.data.source == "digits"
     assert cfg.noise.name == "label_flip" and cfg.noise.p == 0.2
-    assert cfg.model._target_ == "memorization.models.MLP"
+    assert cfg.model._target_ == "memorization.models.mlp.MLP"
     assert cfg.logger.wandb.mode == "offline"
     assert cfg.seed == 0 and cfg.stop_at_train_acc == 1.0
     assert cfg.trainer.use_distributed_sampler is False

@@ -127,7 +127,7 @@ def test_yaml_matches_config():
     composed = compose_config(["model=small_inception", "data=synthetic",
                                "data.shape=[3,28,28]", "data.num_classes=10"])
     cfg = OmegaConf.to_container(composed.model, resolve=True)  # its YAML, on its schema
-    assert cfg.pop("_target_") == "memorization.models.SmallInception"
+    assert cfg.pop("_target_") == "memorization.models.small_inception.SmallInception"
     assert set(cfg) == {f.name for f in fields(SmallInceptionConfig)}
     assert cfg["batchnorm"] is True and cfg["stem"] == SmallInceptionConfig.stem
     m = SmallInception(**cfg)

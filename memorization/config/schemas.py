@@ -1,7 +1,7 @@
 """The primary config's top-level keys (conf/config.yaml) as a Hydra structured config.
 
 Each group's schema is registered by the feature that owns it, in its own file, with
-memorization/base/store.py (data/schema.py, models/schema.py, engine/optim.py,
+memorization/base/store.py (data/schema.py, models/registry.py, engine/optim.py,
 engine/module.py, metrics/*.py, and this folder's relabel.py, replicas.py, scores.py,
 studies.py); memorization/jobs/catalog.py imports them all. This file holds only the keys no feature
 owns, :class:`RunConfig`, stored as

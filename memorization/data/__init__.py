@@ -3,11 +3,19 @@
 Layer: parts; imports the base (errors, io, distributed) and noise, nothing above.
 """
 
-# Importing the sources fills the registry.
-from memorization.data import cifar, digits, idx, mnist1d, synthetic, tiny_imagenet  # noqa: E402,F401,I001
-from memorization.data.datamodule import DataConfig, DataModule, EpochBatchSampler, NoiseConfig
-from memorization.data.sources import SOURCES, RawData, load_source, register_source
-from memorization.data import schema  # noqa: F401,I001  (registers the data and noise schemas)
+from memorization.base.registry import import_all
+
+# every source's file fills the registry (a new one needs no edit), schema.py the data and noise
+# schemas
+import_all(__name__, __path__)
+
+from memorization.data.datamodule import (  # noqa: E402
+    DataConfig,
+    DataModule,
+    EpochBatchSampler,
+    NoiseConfig,
+)
+from memorization.data.sources import SOURCES, RawData, load_source, register_source  # noqa: E402
 
 __all__ = ["SOURCES", "DataConfig", "DataModule", "EpochBatchSampler", "NoiseConfig", "RawData",
            "load_source", "register_source"]

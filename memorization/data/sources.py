@@ -14,8 +14,9 @@ from dataclasses import dataclass
 import torch
 
 from memorization.base.errors import ConfigError
+from memorization.base.registry import Registry
 
-SOURCES: dict[str, Callable[..., RawData]] = {}
+SOURCES = Registry("data source", "data=digits")  # name -> loader
 
 
 @dataclass
@@ -42,21 +43,13 @@ class RawData:
         return tuple(self.x_train.shape[1:])
 
 
-def register_source(name: str):
-    def wrap(fn: Callable[..., RawData]) -> Callable[..., RawData]:
-        if name in SOURCES:
-            raise ConfigError(f"data source {name!r} registered twice")
-        SOURCES[name] = fn
-        return fn
-
-    return wrap
+def register_source(name: str) -> Callable[[Callable[..., RawData]], Callable[..., RawData]]:
+    """``@register_source("name")`` above a loader: ``data.source=name`` reads with it."""
+    return SOURCES.register(name)
 
 
 def load_source(name: str, **options) -> RawData:
-    if name not in SOURCES:
-        raise ConfigError(f"unknown data source {name!r}; choose one of: "
-                         f"{', '.join(sorted(SOURCES))} (e.g. data=digits)")
-    loader = SOURCES[name]
+    loader = SOURCES.lookup(name)
     try:
         inspect.signature(loader).bind(**options)
     except TypeError as e:  # an option the loader does not take

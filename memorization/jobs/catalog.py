@@ -17,4 +17,4 @@ import memorization.metrics.cosine  # noqa: F401
 import memorization.metrics.csr  # noqa: F401
 import memorization.metrics.masc_probe  # noqa: F401
 import memorization.metrics.polarization  # noqa: F401
-import memorization.models  # noqa: F401  (models/schema.py: model)
+import memorization.models  # noqa: F401  (each network registers its schema: model)

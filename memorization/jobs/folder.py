@@ -168,6 +168,11 @@ MOVED = {
     "memorization.replicas.module.": "memorization.engine.stacked.",
     "memorization.sweep.": "memorization.cli.sweep.",
     "memorization.studies.common.StudySweep": "memorization.cli.study.StudySweep",
+    "memorization.models.MLP": "memorization.models.mlp.MLP",
+    "memorization.models.CNN": "memorization.models.cnn.CNN",
+    "memorization.models.AlexNet": "memorization.models.alexnet.AlexNet",
+    "memorization.models.SmallAlexNet": "memorization.models.small_alexnet.SmallAlexNet",
+    "memorization.models.SmallInception": "memorization.models.small_inception.SmallInception",
 }
 
 

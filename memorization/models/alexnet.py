@@ -31,6 +31,7 @@ from torch import nn
 from memorization.base.errors import ConfigError, check_all
 from memorization.models.checks import image_model_checks
 from memorization.models.probes import ProbedModel, ProbeLayer
+from memorization.models.registry import register_model
 from memorization.models.regularizers import InputNoise
 
 CHANNELS = (64, 192, 384, 256, 256)
@@ -94,6 +95,7 @@ class AlexNetConfig:
         return CHANNELS[-1] * h * w
 
 
+@register_model("alexnet", AlexNetConfig)
 class AlexNet(ProbedModel):
     def __init__(self, **cfg):
         super().__init__()

@@ -26,6 +26,7 @@ from torch import nn
 from memorization.base.errors import check_all
 from memorization.models.checks import bool_check, image_model_checks
 from memorization.models.probes import ProbedModel, ProbeLayer
+from memorization.models.registry import register_model
 from memorization.models.regularizers import InputNoise
 
 CHANNELS = (16, 16, 32, 32, 64, 64)  # a max-pool follows every second convolution
@@ -59,6 +60,7 @@ class CNNConfig:
         return CHANNELS[-1] * (h // 8) * (w // 8)
 
 
+@register_model("cnn", CNNConfig)
 class CNN(ProbedModel):
     def __init__(self, **cfg):
         super().__init__()

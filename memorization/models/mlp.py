@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 from torch import nn
 
 from memorization.base.errors import ConfigError, check_all, check_number
 from memorization.models.probes import ProbedModel, ProbeLayer
+from memorization.models.registry import register_model
 from memorization.models.regularizers import InputNoise, check_input_regularizers
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "gelu": nn.GELU,
@@ -82,6 +84,8 @@ class MLPConfig:
             self.bias]
 
 
+# width and bias take a number or string, or a list: OmegaConf has no union of those
+@register_model("mlp", MLPConfig, width=(Any, 512), bias=(Any, "all"))
 class MLP(ProbedModel):
     """Flatten (-> input noise, input dropout) -> depth x [Linear -> activation (-> dropout)] ->
     Linear to K logits.

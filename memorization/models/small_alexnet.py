@@ -19,6 +19,7 @@ from torch import nn
 from memorization.base.errors import ConfigError, check_all
 from memorization.models.checks import image_model_checks
 from memorization.models.probes import ProbedModel, ProbeLayer
+from memorization.models.registry import register_model
 from memorization.models.regularizers import InputNoise
 
 
@@ -47,6 +48,7 @@ def _pooled(size: int) -> int:
     return (size + 2 * 1 - 3) // 2 + 1  # max-pool 3, stride 2, padding 1
 
 
+@register_model("small_alexnet", SmallAlexNetConfig)
 class SmallAlexNet(ProbedModel):
     def __init__(self, **cfg):
         super().__init__()

@@ -27,6 +27,7 @@ from torch import nn
 from memorization.base.errors import check_all
 from memorization.models.checks import bool_check, image_model_checks
 from memorization.models.probes import ProbedModel, ProbeLayer
+from memorization.models.registry import register_model
 from memorization.models.regularizers import InputNoise
 
 # ("inc", 1x1 channels, 3x3 channels) or ("down", conv channels), after the stem (Fig. 3)
@@ -94,6 +95,7 @@ class Downsample(nn.Module):
         return torch.cat([self.b3x3(x), self.pool(x)], dim=1)
 
 
+@register_model("small_inception", SmallInceptionConfig)
 class SmallInception(ProbedModel):
     def __init__(self, **cfg):
         super().__init__()

@@ -9,9 +9,11 @@ samples. Validation and test sets are never touched (the one opt-in exception: Z
 Layer: parts; imports the base only.
 """
 
-# Importing the families fills the registry.
-from memorization.noise import gaussian, labels, pixels, structured  # noqa: E402,F401,I001
-from memorization.noise.base import (
+from memorization.base.registry import import_all
+
+import_all(__name__, __path__)  # every family's file fills the registry: a new one needs no edit
+
+from memorization.noise.base import (  # noqa: E402
     CORRUPTIONS,
     Corruption,
     CorruptionResult,
@@ -19,7 +21,7 @@ from memorization.noise.base import (
     get_corruption,
     register,
 )
-from memorization.noise.record import CorruptionRecord
+from memorization.noise.record import CorruptionRecord  # noqa: E402
 
 __all__ = [
     "CORRUPTIONS",

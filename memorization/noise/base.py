@@ -9,9 +9,10 @@ from typing import ClassVar
 import torch
 
 from memorization.base.errors import ConfigError
+from memorization.base.registry import Registry
 from memorization.noise.record import CorruptionRecord, tensor_hash
 
-CORRUPTIONS: dict[str, type[Corruption]] = {}
+CORRUPTIONS = Registry("noise type", "noise=label_flip")  # name -> Corruption class
 
 
 class Corruption:
@@ -51,17 +52,12 @@ class Corruption:
 
 
 def register(cls: type[Corruption]) -> type[Corruption]:
-    if cls.name in CORRUPTIONS:
-        raise ConfigError(f"corruption {cls.name!r} registered twice")
-    CORRUPTIONS[cls.name] = cls
-    return cls
+    """``@register`` above a Corruption subclass: ``noise=<its name>`` corrupts with it."""
+    return CORRUPTIONS.add(cls.name, cls)
 
 
 def get_corruption(name: str, **options) -> Corruption:
-    if name not in CORRUPTIONS:
-        raise ConfigError(f"unknown noise type {name!r}; choose one of: "
-                         f"{', '.join(sorted(CORRUPTIONS))} (e.g. noise=label_flip)")
-    return CORRUPTIONS[name](**options)
+    return CORRUPTIONS.lookup(name)(**options)
 
 
 @dataclass
