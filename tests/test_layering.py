@@ -170,3 +170,15 @@ def test_every_package_says_what_it_owns_and_its_layer():
         mod = ".".join(init.parent.relative_to(PACKAGE).parts)
         if mod:
             assert lines[0].startswith(f"Layer: {NAMES[layer(mod)]}"), (init, lines[0])
+
+
+def test_the_wheel_lists_every_package():
+    """pyproject.toml names the packages one by one (conf/ ships inside the package): a folder
+    missing there would be missing from a wheel."""
+    import tomllib
+
+    listed = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())
+    listed = set(listed["tool"]["setuptools"]["packages"]) - {"memorization.conf"}
+    found = {".".join(("memorization", *p.parent.relative_to(PACKAGE).parts))
+             for p in PACKAGE.rglob("__init__.py")}
+    assert listed == found
