@@ -24,7 +24,7 @@ from memorization.cli.entry import (  # noqa: E402
     started,
     unknown_option,
 )
-from memorization.jobs.run import hydra_output_dir, train  # noqa: E402
+from memorization.jobs.train import hydra_output_dir, train  # noqa: E402
 from memorization.jobs.validate import validate  # noqa: E402
 
 __all__ = ["main", "train"]

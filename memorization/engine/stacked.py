@@ -14,7 +14,7 @@ equal to a single run within float rounding.
 
 Per-epoch values are computed per replica (``replica_logs[k]``, the keys a single run logs:
 ``train/loss``, ``train/acc``, ``test/acc``, ``test/acc_best``, ``gap``, ...) and handed to the
-replicas' loggers by :class:`memorization.jobs.stacked_report.Replicas`; the trainer's own logs
+replicas' loggers by :class:`memorization.jobs.stacked_callbacks.Replicas`; the trainer's own logs
 (for the progress bar) are the means over the replicas still training.
 """
 

@@ -11,7 +11,7 @@ weights) and is a row of the sweep report; replica k equals the single run with 
   replica at once;
 - memorization/engine/stacked.py: the LightningModule over S networks (loop or vmap),
   per-replica stop;
-- stacked_report.py: per-replica stop rule, epoch-end metrics, loggers, folders and summary;
+- stacked_callbacks.py: per-replica stop rule, epoch-end metrics, loggers, folders and summary;
 - this module: the job, composed from those.
 
 Called by the entry point once the job folder's state is
@@ -38,7 +38,7 @@ from memorization.engine.trainer import (
     seed,
 )
 from memorization.jobs.folder import check_checkpoint, resolved_dict
-from memorization.jobs.stacked_report import Replicas, replica_folder
+from memorization.jobs.stacked_callbacks import Replicas, replica_folder
 from memorization.metrics.callback import LayerMetrics
 
 
