@@ -10,8 +10,6 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
@@ -25,9 +23,9 @@ atexit.register(shutil.rmtree, _WANDB_HOME, ignore_errors=True)
 for _var in ("WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR"):
     os.environ.setdefault(_var, str(_WANDB_HOME / _var.lower()))
 
-import memorization.jobs.catalog  # noqa: E402,F401  (the groups' schemas, for compose_config)
 from memorization.base.io import conf_dir as _conf_dir  # noqa: E402
 from memorization.base.process import setup_process  # noqa: E402
+from memorization.jobs.catalog import compose  # noqa: E402  (the groups' schemas too)
 
 setup_process()  # what every entry point does first: resolvers, denormals, warning filters
 
@@ -41,9 +39,7 @@ FAST = ["data=synthetic", "logger=none", "trainer.enable_progress_bar=false",
 
 def compose_config(overrides: list[str], output_dir: Path | None = None) -> DictConfig:
     """The config `python -m memorization.run <overrides>` would get, with hydra's runtime set."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("config", overrides=overrides, return_hydra_config=True)
+    cfg = compose("config", overrides)
     if output_dir is not None:
         with open_dict(cfg):
             cfg.hydra.runtime.output_dir = str(output_dir)

@@ -8,11 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
+from memorization.jobs.catalog import compose
 from tests.conftest import CONF, ROOT
 
 
@@ -24,9 +23,7 @@ def study_presets(key: str) -> list[str]:
 
 def compose_study(name: str, overrides: list[str], output_dir: Path) -> DictConfig:
     """The config ``python -m memorization.<name> <overrides>`` would get, Hydra's runtime set."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(name, overrides=overrides, return_hydra_config=True)
+    cfg = compose(name, overrides)
     with open_dict(cfg):
         cfg.hydra.runtime.output_dir = str(output_dir)
     HydraConfig.instance().set_config(cfg)

@@ -37,3 +37,14 @@ def sweep_overrides(sweep_dir: str | os.PathLike) -> list[str]:
     multirun = multirun if isinstance(multirun, dict) else {}
     task = (((multirun.get("hydra") or {}).get("overrides") or {}).get("task")) or []
     return [k for k, _, sweep in override_items([str(t) for t in task]) if sweep]
+
+
+def job_overrides(folder: str | os.PathLike) -> list[str]:
+    """The overrides Hydra recorded for the job in ``folder`` (its ``.hydra/overrides.yaml``);
+    [] without one, or when it is unreadable or not a list."""
+    path = Path(folder) / ".hydra" / "overrides.yaml"
+    try:
+        items = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return []
+    return [str(o) for o in items] if isinstance(items, list) else []

@@ -28,20 +28,9 @@ def _options(conf: Path, group: str) -> list[str]:
 
 
 def _compose(conf: Path, overrides: list[str], config_name: str = "config") -> DictConfig:
-    """``config_name`` composed as Hydra's run of ``python -m memorization.<config_name>`` would
-    (its job named as the entry point's module: ``run`` for the main config)."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
+    from memorization.jobs.catalog import compose
 
-    import memorization.jobs.catalog  # noqa: F401  (the groups' schemas, in Hydra's ConfigStore)
-
-    GlobalHydra.instance().clear()
-    try:
-        job = "run" if config_name == "config" else config_name
-        with initialize_config_dir(config_dir=str(conf), version_base="1.3", job_name=job):
-            return compose(config_name, overrides=overrides, return_hydra_config=True)
-    finally:
-        GlobalHydra.instance().clear()
+    return compose(config_name, overrides, conf)
 
 
 def _leaves(node: dict, prefix: str = "") -> list[tuple[str, str]]:

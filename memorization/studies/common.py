@@ -131,14 +131,9 @@ def new_figure(cols: int = 1, width: float = 5.5, height: float = 4.0):
 
 def job_label(folder: Path) -> str:
     """A job's overrides as a short label (``noise=gaussian,noise.p=1``), else its folder."""
-    import yaml
+    from memorization.base.overrides import job_overrides
 
-    path = folder / ".hydra" / "overrides.yaml"
-    try:
-        items = [str(o) for o in yaml.safe_load(path.read_text()) or []]
-    except (OSError, yaml.YAMLError):
-        items = []
-    items = [o for o in items if not o.startswith(("hydra.", "experiment="))]
+    items = [o for o in job_overrides(folder) if not o.startswith(("hydra.", "experiment="))]
     return ",".join(items) or folder.name
 
 

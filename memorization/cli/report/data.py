@@ -30,7 +30,7 @@ import yaml
 
 from memorization.base.errors import first_line
 from memorization.base.io import flat_keys, read_json_object
-from memorization.base.overrides import override_items, sweep_overrides
+from memorization.base.overrides import job_overrides, override_items, sweep_overrides
 from memorization.loggers.history import COLUMNS, read_history
 
 STATUSES = ("finished", "interrupted", "failed", "damaged", "unfinished")
@@ -119,7 +119,7 @@ def _read_job(folder: Path, job_id: str) -> Job:
     hydra_dir = (folder.parent.parent if stacked else folder) / ".hydra"
     hydra_cfg = _yaml(hydra_dir / "hydra.yaml") or {}
     choices = ((hydra_cfg.get("hydra") or {}).get("runtime") or {}).get("choices") or {}
-    overrides = _yaml(hydra_dir / "overrides.yaml") or []
+    overrides = job_overrides(hydra_dir.parent)
     metrics, wrong = read_json_object(folder / "metrics.json")
     problems = [] if metrics is not None or wrong == "missing" else \
         [f"{folder / 'metrics.json'}: {wrong}"]
@@ -127,7 +127,7 @@ def _read_job(folder: Path, job_id: str) -> Job:
               else "failed" if metrics is None and (folder / "FAILED").is_file()
               else "unfinished" if metrics is None
               else "interrupted" if metrics.get("interrupted") else "finished")
-    return Job(folder, job_id, [str(o) for o in overrides], config, choices, metrics, status,
+    return Job(folder, job_id, overrides, config, choices, metrics, status,
                problems)
 
 

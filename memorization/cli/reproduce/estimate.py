@@ -45,17 +45,11 @@ def matmul_flops(n: int = 1024, repeats: int = 5) -> float:
 
 
 def _compose(spec: SweepSpec):
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    import memorization.jobs.catalog  # noqa: F401  (the groups' schemas, in Hydra's ConfigStore)
-    from memorization.base.io import conf_dir as _conf_dir
+    from memorization.jobs.catalog import compose
 
     first = [f"{k}={v.split(',')[0]}" for k, v in spec.params.items()]
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(_conf_dir(), version_base=None):
-        name = "config" if spec.entry == "memorization.run" else spec.entry.rsplit(".", 1)[1]
-        return compose(config_name=name, overrides=[*spec.overrides, *first])
+    name = "config" if spec.entry == "memorization.run" else spec.entry.rsplit(".", 1)[1]
+    return compose(name, [*spec.overrides, *first])
 
 
 def job_flops(spec: SweepSpec) -> float:

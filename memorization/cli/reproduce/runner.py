@@ -20,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from memorization.base.io import flat_keys, say, write_json_atomic
+from memorization.base.overrides import job_overrides
 from memorization.cli.reproduce.plan import Paper, Results, SweepSpec
 from memorization.jobs.folder import job_state
 
@@ -227,18 +228,15 @@ def _read_sweep(res: Results, spec: SweepSpec, folder: Path) -> None:
 
 def _study_jobs(folder: Path) -> pd.DataFrame:
     """One row per finished study job: its overrides (``key=value``) and its metrics.json."""
-    import yaml
 
     rows = []
     for job in job_folders(folder):
         if job_state(job) != "finished":
             continue
         row = {"job": job.name, "folder": str(job)}
-        overrides = job / ".hydra" / "overrides.yaml"
-        if overrides.is_file():
-            for item in yaml.safe_load(overrides.read_text()) or []:
-                key, _, value = str(item).partition("=")
-                row[key.lstrip("+~")] = _scalar(value)
+        for item in job_overrides(job):
+            key, _, value = item.partition("=")
+            row[key.lstrip("+~")] = _scalar(value)
         row.update(json.loads((job / "metrics.json").read_text()))
         rows.append(row)
     return pd.DataFrame(rows)
