@@ -259,3 +259,27 @@ def test_a_sweep_checks_every_job_before_any_runs(tmp_path):
     assert "error: job 1 (noise=random_labels): noise=random_labels is defined with p=1" in \
         res.stderr and "nothing was run" in res.stderr
     assert not list(tmp_path.glob("*/chunks"))
+
+
+def test_the_command_extends_a_finished_folder(tmp_path):
+    """A finished folder of 2 models, rerun by the command with scores.models=4: the entry's
+    check before Hydra lets the job's own free keys through (it refused them), the two
+    landed models are kept, two more trained, and the scores equal a one-shot run of 4."""
+    from tests.study_utils import run_study
+
+    folder, whole = tmp_path / "grown", tmp_path / "whole"
+    args = [*TINY, "trainer.replicas=1"]
+    first = run_study("scores", [*args, "scores.models=2", f"hydra.run.dir={folder}"])
+    assert first.returncode == 0, first.stderr[-2000:]
+    before = load_chunks(folder)
+    grown = run_study("scores", [*args, "scores.models=4", f"hydra.run.dir={folder}"])
+    assert grown.returncode == 0, grown.stderr[-2000:]
+    assert "2 landed before" in grown.stderr + grown.stdout
+    after = load_chunks(folder)
+    assert after.models.tolist() == [0, 1, 2, 3]
+    assert torch.equal(after.pred_train[:2], before.pred_train)
+    assert json.loads((folder / "metrics.json").read_text())["models_landed"] == 4
+    one = run_study("scores", [*args, "scores.models=4", f"hydra.run.dir={whole}"])
+    assert one.returncode == 0, one.stderr[-2000:]
+    for got, ref in zip(_frames(folder), _frames(whole), strict=True):
+        pd.testing.assert_frame_equal(got, ref)

@@ -176,12 +176,14 @@ def other_rank() -> bool:
 
 
 @contextlib.contextmanager
-def started(config_name: str = "config", validate: Callable | None = None):
+def started(config_name: str = "config", validate: Callable | None = None,
+            rules=None):
     """The entry point's start, before Hydra: bad input refused in one line (exit 2); the
     output folder pinned in ``sys.argv`` (a folder named after the time is the one resolved
     here) and held (memorization/base/folder_lock.py) while the block runs Hydra, after which
-    ``check_folder(cfg, folder)`` may refuse what the folder holds. A refusal writes nothing:
-    a folder made only for the lock is removed again."""
+    ``check_folder(cfg, folder, rules)`` may refuse what the folder holds (``rules``: the job's
+    FolderRules, memorization/jobs/folder.py; by default a run's). A refusal writes nothing: a
+    folder made only for the lock is removed again."""
     from memorization.base.folder_lock import hold
 
     own_wandb_service()
@@ -212,7 +214,7 @@ def started(config_name: str = "config", validate: Callable | None = None):
             stack.enter_context(hold(out, wait=wait, what="sweep folder" if is_sweep(args)
                                      else "job folder"))
             if not is_sweep(args):
-                check_folder(cfg, out)
+                check_folder(cfg, out, rules)
         except ConfigError as e:  # a refusal, before Hydra wrote anything
             print(f"error: {first_line(e)}", file=sys.stderr)
             stack.close()
@@ -220,15 +222,16 @@ def started(config_name: str = "config", validate: Callable | None = None):
         yield out
 
 
-def check_folder(cfg: DictConfig, out: Path) -> None:
-    """A single job's folder that holds a run with other settings is refused before Hydra
-    writes into it (its .hydra/ files would no longer describe the run there)."""
-    from memorization.jobs.folder import job_state, settings_refusal
+def check_folder(cfg: DictConfig, out: Path, rules=None) -> None:
+    """A single job's folder that holds a job with other settings (beyond what ``rules`` lets
+    change) is refused before Hydra writes into it (its .hydra/ files would no longer describe
+    the job there)."""
+    from memorization.jobs.folder import RUN, job_state, settings_refusal
     from memorization.jobs.validate import composed_resolved
 
     if (cfg.get("resume", True) and cfg.get("ckpt_path") is None
             and job_state(out) != "new"):
-        settings_refusal(out, composed_resolved(cfg, out))
+        settings_refusal(out, composed_resolved(cfg, out), rules or RUN)
 
 
 def _remove_if_empty(out: Path, new: bool) -> None:

@@ -70,7 +70,8 @@ def study_main(run: Callable[[DictConfig], dict], config_name: str,
 
 
 def study_entry(run: Callable[[DictConfig], dict], config_name: str, job: Callable = study_job,
-                validate: Callable[[DictConfig], object] | None = None) -> Callable[[], None]:
+                validate: Callable[[DictConfig], object] | None = None,
+                rules=None) -> Callable[[], None]:
     """``main`` of ``python -m memorization.<config_name>``: an unknown option of a group or a
     bad value (``validate``, by default :func:`validate_study` of the node ``config_name``)
     fails in one line before Hydra starts (as in memorization.run), then :func:`study_main`
@@ -84,7 +85,7 @@ def study_entry(run: Callable[[DictConfig], dict], config_name: str, job: Callab
         from memorization.cli.entry import is_sweep, started
         from memorization.cli.sweep import hydra_sweep
 
-        with started(config_name, validate=check) as out:
+        with started(config_name, validate=check, rules=rules) as out:
             hydra_sweep(hydra_main, out, is_sweep(sys.argv[1:]))
 
     return main

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -217,17 +218,43 @@ def config_changes(folder: str | os.PathLike, resolved: dict,
             and not any(k == f or k.startswith(f + ".") for f in free)]
 
 
-def settings_refusal(folder: str | os.PathLike, resolved: dict) -> None:
-    """Raise a one-line :class:`Refusal` when ``folder`` holds a run (finished, failed or
-    resumable) whose settings differ from ``resolved``; nothing is written into the folder."""
-    if job_state(folder) == "new":
+@dataclass(frozen=True)
+class FolderRules:
+    """What a kind of job may change between its runs in one folder (``free``: keys, with what
+    is under them, besides those every job may change), and how a refusal names what the
+    folder holds (``what``). One set of rules per kind of job, read by the entry point's check
+    before Hydra starts and by the job itself, so that the two cannot disagree."""
+
+    what: str = "a run"
+    free: tuple[str, ...] = ()
+
+
+RUN = FolderRules()  # memorization.run's jobs and the studies'
+
+
+def settings_refusal(folder: str | os.PathLike, resolved: dict, rules: FolderRules = RUN,
+                     holds: bool | None = None) -> None:
+    """Raise a one-line :class:`Refusal` when ``folder`` holds a job (``holds``; by default:
+    finished, failed or resumable) whose settings differ from ``resolved`` beyond what
+    ``rules`` lets change; nothing is written into the folder."""
+    if not (job_state(folder) != "new" if holds is None else holds):
         return
-    changes = config_changes(folder, resolved)
+    changes = config_changes(folder, resolved, free=rules.free)
     if changes:
         more = f" and {len(changes) - 2} more" if len(changes) > 2 else ""
-        raise Refusal(f"{folder} holds a run with other settings ({'; '.join(changes[:2])}"
-                      f"{more}): resume=false starts it over there, or choose another folder "
-                      "(hydra.run.dir, or hydra.sweep.dir for -m)")
+        raise Refusal(f"{folder} holds {rules.what} with other settings "
+                      f"({'; '.join(changes[:2])}{more}): resume=false starts it over there, "
+                      "or choose another folder (hydra.run.dir, or hydra.sweep.dir for -m)")
+
+
+def start_fresh(out: Path, resolved: dict) -> None:
+    """A job that starts (over) in ``out``: no old result, failure or checkpoint stays, and
+    its settings are written first (config_resolved.yaml: what a rerun is compared with)."""
+    import yaml
+
+    clear_markers(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / "config_resolved.yaml", yaml.safe_dump(resolved, sort_keys=False))
 
 
 STAGE = "stage"  # resume_point's answer for a job whose fit finished but not its stage

@@ -154,17 +154,12 @@ def study_job(run: Callable[[DictConfig], dict], cfg: DictConfig) -> dict:
     checkpoint), its old result and failure removed first."""
     import json
 
-    import yaml
-
-    from memorization.base.io import write_text_atomic
-    from memorization.jobs.folder import clear_markers, resolved_dict, resume_point
+    from memorization.jobs.folder import resolved_dict, resume_point, start_fresh
 
     out, resolved = output_dir(), resolved_dict(cfg)
     if cfg.get("resume", True) and resume_point(out, resolved, 0) == "skip":
         return json.loads((out / "metrics.json").read_text())
-    clear_markers(out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / "config_resolved.yaml", yaml.safe_dump(resolved, sort_keys=False))
+    start_fresh(out, resolved)
     return run(cfg)
 
 

@@ -33,6 +33,7 @@ from memorization.base.errors import ConfigError, Refusal
 from memorization.base.io import say, write_json_atomic
 from memorization.config.scores import ScoresConfig
 from memorization.engine import trainer as engine
+from memorization.jobs.folder import FolderRules
 from memorization.studies import common
 from memorization.studies.scores import chunks as store
 from memorization.studies.scores import report
@@ -40,7 +41,8 @@ from memorization.studies.scores.masks import ORDER, WEIGHTS, model_seed, subset
 
 # what may differ between the runs that fill one folder: how the models are trained at once,
 # where, and how many there are (each model's subset, weights and order do not depend on it)
-FREE = ("scores.models", "scores.mode", "scores.device", "scores.top", "trainer.replicas")
+RULES = FolderRules("the models of a scores job", free=(
+    "scores.models", "scores.mode", "scores.device", "scores.top", "trainer.replicas"))
 OUTPUTS = ("scores.csv", "scores_test.csv", "summary.json", *report.FIGURES)
 
 
@@ -78,10 +80,7 @@ def job(run, cfg: DictConfig) -> dict:
     """The folder's rules (module docstring), then ``run(cfg)``."""
     import json
 
-    import yaml
-
-    from memorization.base.io import write_text_atomic
-    from memorization.jobs.folder import clear_markers, config_changes, resolved_dict
+    from memorization.jobs.folder import resolved_dict, settings_refusal, start_fresh
 
     out, resolved = common.output_dir(), resolved_dict(cfg)
     chunks = store.landed(out)
@@ -91,13 +90,9 @@ def job(run, cfg: DictConfig) -> dict:
         shutil.rmtree(out / store.FOLDER, ignore_errors=True)
         for name in OUTPUTS:
             (out / name).unlink(missing_ok=True)
-    elif chunks or (out / "metrics.json").is_file():
-        changes = config_changes(out, resolved, free=FREE)
-        if changes:
-            more = f" and {len(changes) - 2} more" if len(changes) > 2 else ""
-            raise Refusal(f"{out} holds the models of a scores job with other settings "
-                          f"({'; '.join(changes[:2])}{more}): resume=false starts it over "
-                          "there, or choose another folder (hydra.run.dir)")
+    else:
+        settings_refusal(out, resolved, RULES, holds=bool(chunks)
+                         or (out / "metrics.json").is_file())
         done = json.loads((out / "metrics.json").read_text()) \
             if (out / "metrics.json").is_file() else None
         if done is not None and done.get("models_planned") == resolved["scores"]["models"] * \
@@ -105,9 +100,7 @@ def job(run, cfg: DictConfig) -> dict:
             say(f"skip {out}: its {done['models_planned']} models landed before (its "
                 "metrics.json); scores.models=<more> adds models, resume=false starts over")
             return done
-    clear_markers(out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / "config_resolved.yaml", yaml.safe_dump(resolved, sort_keys=False))
+    start_fresh(out, resolved)
     return run(cfg)
 
 
