@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The device check (`make bench-gpu`): one command for a short GPU loan, at most ~8 minutes on
 # one H100/H200-class GPU. Prints, as ratios measured in this one run:
-#   1. tests    the gpu-marked tests (pytest -m gpu: tests/test_gpu.py)
+#   1. tests    the gpu-marked tests (pytest -m gpu: tests/e2e/test_gpu.py)
 #   2. training one run's epoch against a plain PyTorch loop on the same device, MLP 3x512 and
 #               10x512, Fashion-MNIST-shaped data, and with TF32, bf16-mixed and
 #               torch.compile against the float32 epoch (benchmarks/training.py)
@@ -54,7 +54,7 @@ else 'no GPU', '| lightning', lightning.__version__, '| hydra', hydra.__version_
 if [ "$QUICK" = 1 ]; then
     # the cheap half of the gpu tests: the other four (default job, DDP, divergence guard,
     # compile) have CPU twins in the suite; MEMORIZATION_GPU_TEST_DEVICE=cpu pytest -m gpu: all
-    part tests 120 env MEMORIZATION_GPU_TEST_DEVICE=cpu $PY -m pytest -q -m gpu tests/test_gpu.py -x \
+    part tests 120 env MEMORIZATION_GPU_TEST_DEVICE=cpu $PY -m pytest -q -m gpu tests/e2e/test_gpu.py -x \
         -k "not default_job and not ddp and not divergence and not compile"
     part training 200 $PY benchmarks/training.py --no-record --synthetic --n-train 600 --depths 1 --epochs 2 --speed-options --compile-backend aot_eager
     part stacked 120 $PY benchmarks/stacked.py --no-record --synthetic --n-train 600 --depth 1 --replicas 1 2 --modes vmap --jobs 0
@@ -62,7 +62,7 @@ if [ "$QUICK" = 1 ]; then
     part syncs 120 $PY benchmarks/syncs.py --n-train 600
     part scores 120 $PY benchmarks/scores.py --models 4 --stack 2 --epochs 1 --n 300
 else
-    part tests 180 $PY -m pytest -q -m gpu tests/test_gpu.py
+    part tests 180 $PY -m pytest -q -m gpu tests/e2e/test_gpu.py
     part training 180 $PY benchmarks/training.py --no-record --synthetic --depths 3 10 --epochs 3 --speed-options
     part stacked 150 $PY benchmarks/stacked.py --no-record --synthetic --depth 3 --replicas 1 8 32 128 --modes vmap --jobs 0
     part stacked10 90 $PY benchmarks/stacked.py --no-record --synthetic --depth 10 --replicas 1 8 32 --modes vmap --jobs 0

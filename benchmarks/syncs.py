@@ -7,8 +7,8 @@ A short job (MLP 3x512, synthetic Fashion-MNIST-shaped data, batch 128, 2 epochs
 epoch: the tensor calls that copy to the host (``.item()``, ``.cpu()``, ``.tolist()``,
 ``.numpy()``, ``bool``/``float``/``int``/index of a tensor), and on a GPU also what torch's
 sync debug mode reports (``torch.cuda.set_sync_debug_mode``: every synchronizing CUDA call,
-the copies above included). Both should be 0. tests/test_sync_free.py asserts the first on a
-CPU, tests/test_gpu.py the second on a GPU.
+the copies above included). Both should be 0. tests/engine/test_sync_free.py asserts the first on a
+CPU, tests/e2e/test_gpu.py the second on a GPU.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from memorization.metrics.config import read_metrics_config
 from memorization.metrics.protocol import Context, LayerMetric, MetricConfig, Probe
 from memorization.models import MLP
 from tests.conftest import compose_config
-from tests.test_layer_metrics import _setup
+from tests.metrics.test_callback import _setup
 
 HERE = "tests.test_extending"
 

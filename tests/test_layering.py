@@ -182,3 +182,16 @@ def test_the_wheel_lists_every_package():
     found = {".".join(("memorization", *p.parent.relative_to(PACKAGE).parts))
              for p in PACKAGE.rglob("__init__.py")}
     assert listed == found
+
+
+def test_the_tests_mirror_the_package():
+    """The test of ``memorization/<folder>/<module>.py`` is ``tests/<folder>/test_<module>.py``
+    (or a test of a feature of that folder, named after it); end-to-end tests are apart, in
+    tests/e2e/; the whole package's are at the top."""
+    tests = PACKAGE.parent / "tests"
+    folders = {p.name for p in tests.iterdir() if p.is_dir() and (p / "__init__.py").is_file()}
+    packages = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()}
+    assert folders - {"e2e"} <= packages, folders - packages
+    modules = {p.stem for p in PACKAGE.rglob("*.py")}
+    named = [t for t in tests.glob("*/test_*.py") if t.stem.removeprefix("test_") in modules]
+    assert len(named) >= 20  # most test files are named after their module

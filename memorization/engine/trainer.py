@@ -18,8 +18,8 @@ assembled here.
 Why one Trainer for both: measured (``benchmarks/engine.py``, docs/architecture.md), a Trainer
 built per network costs about 0.015 s more than a plain loop, nothing next to Arpit's 2x4096
 networks, and its per-step cost is that of a job's (docs/performance.md); a network trained
-by :func:`fit_network` has bitwise the weights the plain loop gave it (tests/test_engine.py).
-"""
+by :func:`fit_network` has bitwise the weights the plain loop gave it
+(tests/engine/test_trainer.py). """
 
 from __future__ import annotations
 

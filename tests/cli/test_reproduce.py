@@ -33,7 +33,7 @@ from memorization.cli.reproduce.verdicts import (
     within,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PAPERS = papers()
 
 

@@ -35,7 +35,7 @@ def test_every_option_composes_and_validates(make_cfg, override):
         if key != "hydra" and OmegaConf.is_config(cfg[key]):
             OmegaConf.to_container(cfg[key], resolve=True)
     study = next((k for k in STUDY_KEYS if k in cfg), None)
-    if study is not None:  # a study's preset (tests/test_sensitivity.py, test_easy_hard.py)
+    if study is not None:  # a study's preset (tests/studies/test_sensitivity.py, test_easy_hard.py)
         with pytest.raises(ConfigError, match=f"for python -m memorization.{study}"):
             validate(cfg)
         return

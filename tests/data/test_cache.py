@@ -15,7 +15,7 @@ from PIL import Image
 
 import memorization.data.cache as cache
 import memorization.data.tiny_imagenet as ti
-from tests.test_tiny_imagenet import make_folder, make_zip
+from tests.data.test_tiny_imagenet import make_folder, make_zip
 
 CACHE = "tiny_imagenet.parsed.npz"
 

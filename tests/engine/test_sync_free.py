@@ -19,7 +19,7 @@ from memorization.cli.run import train
 def test_steady_state_steps_make_no_host_sync(make_cfg, stack):
     """The divergence guard is off here: on a CPU it reads each step's loss on purpose (no
     device to wait for); on a GPU it copies the loss without waiting (jobs.DivergenceGuard),
-    which tests/test_gpu.py checks with torch's sync debug mode."""
+    which tests/e2e/test_gpu.py checks with torch's sync debug mode."""
     SyncCounter.reset()
     cfg = make_cfg("data.batch_size=32", "data.source_options.n_train=512",
                    "trainer.max_epochs=2", "stop_at_train_acc=null", "callbacks=no_checkpoint",

@@ -338,7 +338,7 @@ def test_cosine_polarization_figure_draws_the_other_reading():
         fig_cosine_polarization_vs_depth,
     )
     from memorization.cli.report.series import numeric_columns
-    from tests.test_report_figures import make_sweep
+    from tests.cli.test_report_figures import make_sweep
 
     jobs, history, swept = make_sweep(ps=(0.0, 0.4), seeds=(0,), epochs=5)
     pol = history[history["metric"] == "polarization"]

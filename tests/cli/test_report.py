@@ -452,7 +452,7 @@ def test_make_report_takes_a_folder_with_a_space(tmp_path):
     from pathlib import Path
 
     folder = tmp_path / "a sweep"
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     res = subprocess.run(["make", "-s", "report", f"SWEEP={folder}", f"PY={sys.executable}"],
                          cwd=root, capture_output=True, text=True, timeout=300)
     assert res.returncode != 0

@@ -349,7 +349,7 @@ def test_the_sweep_report_has_the_relabel_table(job, tmp_path, monkeypatch):
     out, summary, _ = job
     sweep = tmp_path / "sweep"
     shutil.copytree(out, sweep / "0")
-    from tests.test_report import make_job
+    from tests.cli.test_report import make_job
 
     make_job(sweep / "1", 0.4, 0, 3, [0.5, 0.6, 0.7])  # a job without the stage
     report = write_report([sweep], figures=False, wandb=False)

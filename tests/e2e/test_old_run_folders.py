@@ -18,7 +18,7 @@ import pytest
 
 from tests.conftest import run_cli
 
-FIXTURES = Path(__file__).parent / "fixtures" / "run_folders"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "run_folders"
 ARGS = ["model.depth=1", "model.width=8", "stop_at_train_acc=null", "logger=csv",
         "data.train_size=200", "trainer.max_epochs=3", "trainer.enable_progress_bar=false"]
 

@@ -11,7 +11,8 @@ from tests.conftest import CONF, compose_config
 
 def _for_run(path) -> bool:
     """A preset of python -m memorization.run, not of a study (memorization.sensitivity,
-    memorization.easy_hard: tests/test_sensitivity.py and tests/test_easy_hard.py run those)."""
+    memorization.easy_hard: tests/studies/test_sensitivity.py and tests/studies/test_easy_hard.py
+    run those)."""
     from memorization.studies.common import STUDY_KEYS
 
     return not any(line.startswith(f"{key}:") for line in path.read_text().splitlines()
