@@ -67,6 +67,19 @@ def mark_failed(folder: str | os.PathLike, exc: BaseException, err: BaseExceptio
     return path
 
 
+def sweep_job_folders(sweep_dir: str | os.PathLike) -> list[Path]:
+    """The job folders directly under a sweep folder: those named by a job number (Hydra's
+    default ``0/``, ``1/``, ...) or holding Hydra's ``.hydra/`` (a sweep with named subdirs), in
+    job order (numbers first, in number order, then names)."""
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        return []
+    jobs = [p for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith(".")
+            and (p.name.isdigit() or (p / ".hydra").is_dir())]
+    return sorted(jobs, key=lambda p: (0, int(p.name), "") if p.name.isdigit() else
+                  (1, 0, p.name))
+
+
 def replica_folders(folder: str | os.PathLike) -> list[Path]:
     """The replica folders of a stacked job (memorization/jobs/): ``replicas/<k>`` for
     k < trainer.replicas of the run its config_resolved.yaml describes; [] for other jobs

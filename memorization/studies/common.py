@@ -140,10 +140,10 @@ def job_label(folder: Path) -> str:
 def finished_jobs(sweep_dir: Path, marker: str) -> list[Path]:
     """The job folders under ``sweep_dir`` holding ``marker`` (a study's file) and a
     metrics.json (written last: the job finished), in job order."""
-    jobs = [p.parent for p in sweep_dir.glob(f"*/{marker}")
-            if (p.parent / "metrics.json").is_file()]
-    return sorted(jobs, key=lambda p: (0, int(p.name), "") if p.name.isdigit() else
-                  (1, 0, p.name))
+    from memorization.jobs.folder import sweep_job_folders
+
+    return [p for p in sweep_job_folders(sweep_dir)
+            if (p / marker).is_file() and (p / "metrics.json").is_file()]
 
 
 def study_job(run: Callable[[DictConfig], dict], cfg: DictConfig) -> dict:

@@ -280,3 +280,16 @@ def test_job_killed_after_its_last_checkpoint_trains_no_further_epoch(tmp_path):
     again = train(compose_config(overrides, output_dir=out))
     assert again == first and json.loads((out / "metrics.json").read_text()) == first
     assert (out / "history.csv").read_text() == history
+
+
+def test_a_sweeps_job_folders_in_job_order(tmp_path):
+    """Numbered folders in number order (10 after 9), then named jobs (they hold .hydra/); a
+    report, a hidden folder and a plain folder are no jobs."""
+    from memorization.jobs.folder import sweep_job_folders
+
+    for name in ("10", "9", "0", "report", ".hydra", "plain"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "named" / ".hydra").mkdir(parents=True)
+    (tmp_path / "multirun.yaml").write_text("{}")
+    assert [p.name for p in sweep_job_folders(tmp_path)] == ["0", "9", "10", "named"]
+    assert sweep_job_folders(tmp_path / "missing") == []

@@ -22,7 +22,7 @@ import pandas as pd
 from memorization.base.io import flat_keys, say, write_json_atomic
 from memorization.base.overrides import job_overrides
 from memorization.cli.reproduce.plan import Paper, Results, SweepSpec
-from memorization.jobs.folder import job_state
+from memorization.jobs.folder import job_state, sweep_job_folders
 
 RECORD = "reproduce.json"
 
@@ -31,17 +31,9 @@ def sweep_folder(root: Path, paper: Paper, scale: str, spec: SweepSpec) -> Path:
     return root / paper.key / scale / spec.name
 
 
-def job_folders(folder: Path) -> list[Path]:
-    """The sweep's job folders (``0/``, ``1/``, ...), numerically."""
-    if not folder.is_dir():
-        return []
-    return sorted((p for p in folder.iterdir() if p.is_dir() and p.name.isdigit()),
-                  key=lambda p: int(p.name))
-
-
 def done(folder: Path) -> tuple[int, int]:
     """(finished, failed) jobs of a sweep folder."""
-    states = [job_state(p) for p in job_folders(folder)]
+    states = [job_state(p) for p in sweep_job_folders(folder)]
     return states.count("finished"), states.count("failed")
 
 
@@ -93,7 +85,7 @@ def check_sweeps(paper: Paper, scale: str, extra: list[str]) -> list[str]:
 def first_error(folder: Path, log: Path) -> str:
     """The first line of what stopped a sweep: a failed job's one-line error (its ``FAILED``),
     else the first error line of the sweep's last command in its log."""
-    for job in job_folders(folder):
+    for job in sweep_job_folders(folder):
         failed = job / "FAILED"
         if failed.is_file() and job_state(job) == "failed":
             try:
@@ -230,7 +222,7 @@ def _study_jobs(folder: Path) -> pd.DataFrame:
     """One row per finished study job: its overrides (``key=value``) and its metrics.json."""
 
     rows = []
-    for job in job_folders(folder):
+    for job in sweep_job_folders(folder):
         if job_state(job) != "finished":
             continue
         row = {"job": job.name, "folder": str(job)}
