@@ -44,13 +44,20 @@ class StopAtTrainAccuracy(Callback):
             return
         if self.threshold is None and self.epochs_to_fit is not None:
             return  # nothing left to watch: no host sync
-        value = trainer.callback_metrics.get(self.monitor)
+        if self.check(trainer.callback_metrics.get(self.monitor), trainer.current_epoch + 1):
+            trainer.should_stop = True
+
+    def check(self, value, epoch: int) -> bool:
+        """The rule on the monitored ``value`` of ``epoch`` (counted from 1): remembers the
+        first epoch it fit at; True when the run stops there. A stacked job calls it for each
+        replica (memorization/jobs/stacked_callbacks.py)."""
         target = 1.0 if self.threshold is None else self.threshold
         # the tolerance keeps 1.0 reachable despite float rounding of hits / n
-        if value is not None and float(value) >= target - 1e-9:
-            if self.epochs_to_fit is None:
-                self.epochs_to_fit = trainer.current_epoch + 1
-            trainer.should_stop = self.threshold is not None or trainer.should_stop
+        if value is None or float(value) < target - 1e-9:
+            return False
+        if self.epochs_to_fit is None:
+            self.epochs_to_fit = epoch
+        return self.threshold is not None
 
     def state_dict(self) -> dict:
         return {"epochs_to_fit": self.epochs_to_fit}
@@ -121,15 +128,20 @@ class LogConfig(Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if not trainer.is_global_zero:
             return
-        for logger in trainer.loggers:
-            logger.log_hyperparams(self.config)
-        out = Path(self.output_dir or trainer.default_root_dir)
-        out.mkdir(parents=True, exist_ok=True)
+        self.write(self.config, Path(self.output_dir or trainer.default_root_dir),
+                   trainer.loggers)
+        say(format_settings(self.config, trainer, pl_module))
+
+    @staticmethod
+    def write(config: dict, folder: Path, loggers: list) -> None:
+        """``config`` to each of ``loggers`` and to ``folder``/config_resolved.yaml: a run's, or
+        each replica's of a stacked job (memorization/jobs/stacked_callbacks.py)."""
         import yaml
 
-        text = yaml.safe_dump(self.config, sort_keys=False)
-        write_text_atomic(out / "config_resolved.yaml", text)
-        say(format_settings(self.config, trainer, pl_module))
+        for logger in loggers:
+            logger.log_hyperparams(config)
+        folder.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(folder / "config_resolved.yaml", yaml.safe_dump(config, sort_keys=False))
 
 
 class RunReport(Callback):

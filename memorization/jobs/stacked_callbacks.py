@@ -23,12 +23,17 @@ from pathlib import Path
 
 import lightning as L
 import torch
-import yaml
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.states import TrainerFn
 
-from memorization.base.io import atomic_path, pct, say, write_json_atomic, write_text_atomic
-from memorization.engine.callbacks import log_ends, run_summary, save_record
+from memorization.base.io import atomic_path, pct, say, write_json_atomic
+from memorization.engine.callbacks import (
+    LogConfig,
+    StopAtTrainAccuracy,
+    log_ends,
+    run_summary,
+    save_record,
+)
 from memorization.metrics.callback import LayerMetrics
 
 _pct = partial(pct, none="-", width=5)  # summary lines: "-" for a missing value
@@ -59,10 +64,17 @@ class Replicas(Callback):
         self.S = len(configs)
         self.folders = [replica_folder(self.job, k) for k in range(self.S)]
         self.epochs = [0] * self.S  # epochs each replica trained
-        self.epochs_to_fit: list[int | None] = [None] * self.S
+        # the single run's stop rule, one per replica (None without a rule: then, as for a
+        # single run, no epochs_to_fit either)
+        self.rules = [StopAtTrainAccuracy(self.threshold, self.monitor) if stop is not None
+                      else None for _ in range(self.S)]
         self.final: list[dict] = [{} for _ in range(self.S)]
         self.summaries: list[dict] | None = None
         self.summary: dict | None = None  # the job's
+
+    @property
+    def epochs_to_fit(self) -> list[int | None]:
+        return [None if r is None else r.epochs_to_fit for r in self.rules]
 
     # -- set-up --------------------------------------------------------------------------------
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -73,11 +85,7 @@ class Replicas(Callback):
         if not trainer.is_global_zero:
             return
         for k, folder in enumerate(self.folders):
-            folder.mkdir(parents=True, exist_ok=True)
-            text = yaml.safe_dump(self.configs[k], sort_keys=False)
-            write_text_atomic(folder / "config_resolved.yaml", text)
-            for logger in self.loggers[k]:
-                logger.log_hyperparams(self.configs[k])
+            LogConfig.write(self.configs[k], folder, self.loggers[k])
             record = dm.dms[k].record
             if record is not None:
                 save_record(record, folder, self.loggers[k])
@@ -98,20 +106,14 @@ class Replicas(Callback):
         if trainer.sanity_checking:
             return
         epoch = trainer.current_epoch
-        target = 1.0 if self.threshold is None else self.threshold
-        last_epoch = trainer.max_epochs is not None and epoch + 1 >= trainer.max_epochs
         for k in range(self.S):
             if bool(pl_module.stopped[k]):
                 continue
             logs = dict(pl_module.replica_logs[k])
-            value = logs.get(self.monitor)
-            fit = self.stop is not None and value is not None and float(value) >= target - 1e-9
-            if fit and self.epochs_to_fit[k] is None:
-                self.epochs_to_fit[k] = epoch + 1
-            stops = fit and self.threshold is not None
+            rule = self.rules[k]
+            stops = rule is not None and rule.check(logs.get(self.monitor), epoch + 1)
             lm = self.metrics[k]
-            if lm is not None and lm.cfg.enabled and (
-                    (epoch + 1) % lm.cfg.every_n_epochs == 0 or stops or last_epoch):
+            if lm is not None and lm.cfg.enabled and lm.due(epoch + 1, stops, trainer.max_epochs):
                 values = lm.compute(trainer.datamodule.dms[k], pl_module.net_of(k))
                 logs |= values
             # float32, as a single run logs them (so its metrics.json holds the same numbers)
@@ -181,7 +183,9 @@ class Replicas(Callback):
 
     def load_state_dict(self, state: dict) -> None:
         self.epochs = list(state.get("epochs", self.epochs))
-        self.epochs_to_fit = list(state.get("epochs_to_fit", self.epochs_to_fit))
+        for rule, fit in zip(self.rules, state.get("epochs_to_fit") or [], strict=False):
+            if rule is not None:
+                rule.epochs_to_fit = fit
         self.final = [dict(f) for f in state.get("final", self.final)]
         for m, saved in zip(self.metrics, state.get("metrics") or [], strict=False):
             if m is not None:

@@ -88,9 +88,13 @@ class LayerMetrics(Callback):
             m.setup(dm, layers)
 
     def _due(self, trainer: L.Trainer) -> bool:
-        epoch = trainer.current_epoch + 1
-        last = trainer.should_stop or (trainer.max_epochs is not None
-                                       and epoch >= trainer.max_epochs)
+        return self.due(trainer.current_epoch + 1, trainer.should_stop, trainer.max_epochs)
+
+    def due(self, epoch: int, stops: bool, max_epochs: int | None) -> bool:
+        """Whether the metrics run at the end of ``epoch`` (counted from 1): every
+        ``every_n_epochs`` epochs and at the run's last (it stops, or reaches ``max_epochs``).
+        A stacked job asks it for each replica (memorization/jobs/stacked_callbacks.py)."""
+        last = stops or (max_epochs is not None and epoch >= max_epochs)
         return epoch % self.cfg.every_n_epochs == 0 or last
 
     def _batches(self, dm, device: torch.device, split: str, idx: torch.Tensor,
