@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -269,6 +270,45 @@ def error_line(err: BaseException) -> str:
     return line
 
 
+@contextlib.contextmanager
+def sigterm_raises():
+    """While a job runs, SIGTERM raises Lightning's SIGTERMException wherever the job is (a
+    study between its fits, a scores job between chunks), as Lightning's own handler makes a
+    fit stop: so that :func:`run_job` reports it, instead of the process dying without a word.
+    Only where SIGTERM has its default action: a launcher that handles it (submitit, which
+    requeues a SLURM job on SIGUSR2 and lets SIGTERM by) keeps its own handler."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    def handler(signum, frame):
+        raise SIGTERMException
+
+    previous = None
+    try:
+        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: signals are not ours to handle
+        previous = None
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def signal_of(exc: BaseException) -> signal.Signals | None:
+    """The signal that ended a job, from what it raised: Lightning's SIGTERMException (a
+    SystemExit with no code, which would exit 0), a KeyboardInterrupt (SIGINT), or the
+    ``sys.exit(1)`` Lightning raises while it handles a KeyboardInterrupt; None for another
+    exit."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    if isinstance(exc, SIGTERMException):
+        return signal.SIGTERM
+    if isinstance(exc, KeyboardInterrupt) or isinstance(exc.__context__, KeyboardInterrupt):
+        return signal.SIGINT
+    return None
+
+
 def run_job(cfg: DictConfig, out: Path | None, job: Callable[[DictConfig], object]) -> None:
     """A job inside Hydra, for every entry point: ``job(cfg)`` with the folder held
     (:func:`job_held`). An error is one line on the screen and ``FAILED`` in the folder (its
@@ -287,7 +327,18 @@ def run_job(cfg: DictConfig, out: Path | None, job: Callable[[DictConfig], objec
         with job_held(cfg, out):
             try:
                 take_gpu(HydraConfig.get(), cfg.get("trainer"))  # before anything starts CUDA
-                job(cfg)
+                with sigterm_raises():
+                    job(cfg)
+            except (KeyboardInterrupt, SystemExit) as exc:
+                sig = signal_of(exc)
+                if sig is None:
+                    raise
+                # a signal is never a success: 128 + its number, as a shell reports it, and
+                # the sweep stops with it
+                where = f"{out} is unfinished" if out is not None else "the job is unfinished"
+                print(f"interrupted by {sig.name}: {where}; rerun the same command to resume "
+                      "it", file=sys.stderr)
+                sys.exit(128 + sig)
             except Exception as exc:
                 err = root_error(exc)
                 if isinstance(err, Refusal):

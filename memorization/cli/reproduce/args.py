@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -53,9 +54,19 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{args.paper} has no scale {args.scale} (it has {have})")
     from memorization.cli.reproduce.command import reproduce
 
-    return max(reproduce(p, args.scale, args.runs, args.out, args.overrides,
-                         run=not args.document_only, plan_only=args.plan,
-                         tflops=args.tflops) for p in chosen)
+    def stop(signum, frame):  # a scheduler's SIGTERM: as Ctrl-C, one line and 128 + 15
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        return max(reproduce(p, args.scale, args.runs, args.out, args.overrides,
+                             run=not args.document_only, plan_only=args.plan,
+                             tflops=args.tflops) for p in chosen)
+    except KeyboardInterrupt as e:
+        name = str(e) or "SIGINT"
+        print(f"\ninterrupted by {name}: the finished jobs under {args.runs} are kept; rerun the "
+              "same command to resume", file=sys.stderr)
+        return 128 + int(getattr(signal, name))
 
 
 if __name__ == "__main__":
