@@ -26,7 +26,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from memorization.base.errors import Refusal
+from memorization.base.errors import ConfigError, Refusal
 
 NAME = ".lock"
 _HELD: dict[str, list] = {}  # resolved folder -> [file object, hold count]
@@ -76,7 +76,14 @@ def hold(folder: str | os.PathLike | None, *, wait: bool = False,
         return
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / NAME
-    f = open(path, "a+")  # noqa: SIM115  (held open for as long as the lock)
+    try:
+        f = open(path, "a+")  # noqa: SIM115  (held open for as long as the lock)
+    except IsADirectoryError:
+        raise ConfigError(f"{path} is a folder, not the lock file this package writes there: "
+                          f"remove it (rmdir {path}) and rerun") from None
+    except OSError as e:
+        raise ConfigError(f"cannot open {path} ({e.strerror}): is {folder} a writable folder? "
+                          "choose another with hydra.run.dir=...") from None
     try:
         if not _try_lock(f, wait=False):
             if not wait:
@@ -86,13 +93,20 @@ def hold(folder: str | os.PathLike | None, *, wait: bool = False,
             print(f"waiting for {folder}: in use by {_holder(path)}", file=sys.stderr,
                   flush=True)
             _try_lock(f, wait=True)
-        f.seek(0)
-        f.truncate()
-        f.write(f"pid={os.getpid()}\nhost={socket.gethostname()}\n"
-                f"since={time.strftime('%Y-%m-%d %H:%M:%S')}\ncommand={' '.join(sys.argv)}\n")
-        f.flush()
+        try:
+            f.seek(0)
+            f.truncate()
+            f.write(f"pid={os.getpid()}\nhost={socket.gethostname()}\n"
+                    f"since={time.strftime('%Y-%m-%d %H:%M:%S')}\n"
+                    f"command={' '.join(sys.argv)}\n")
+            f.flush()
+        except OSError as e:  # a full disk, a lock file that is no file
+            raise ConfigError(f"cannot write the lock file {path} ({e.strerror}): free space "
+                              f"on its disk, or remove it if it is no plain file, or choose "
+                              "another folder with hydra.run.dir=...") from None
     except BaseException:
-        f.close()
+        with contextlib.suppress(OSError):  # its buffer may not be writable either
+            f.close()
         raise
     _HELD[key] = [f, 1]
     try:

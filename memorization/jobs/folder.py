@@ -122,18 +122,23 @@ def clear_markers(folder: str | os.PathLike) -> None:
 
 
 def check_checkpoint(path: str | os.PathLike, module: torch.nn.Module,
-                     max_epochs: int | None = None) -> None:
+                     max_epochs: int | None = None, given: bool = True) -> None:
     """A checkpoint this job can resume from, or one line saying why not: unreadable (damaged,
     not a checkpoint) or holding another network (a layer missing or of another shape). Read
-    with torch's weights-only loader, which runs no code from the file."""
+    with torch's weights-only loader, which runs no code from the file. ``given``: named by
+    ``ckpt_path`` (else the job folder's own, which it resumes from)."""
     from memorization.base.errors import ConfigError
 
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise ConfigError(f"ckpt_path={path} is not a checkpoint that can be read "
-                          f"({first_line(e)[:120]}); point it at a run's "
-                          "checkpoints/last.ckpt") from None
+        why = type(e).__name__
+        if not given:
+            raise ConfigError(f"{path}, the checkpoint this folder resumes from, cannot be read "
+                              f"({why}): resume=false starts the run over there, or restore "
+                              "the file") from None
+        raise ConfigError(f"ckpt_path={path} is not a checkpoint that can be read ({why}); "
+                          "point it at a run's checkpoints/last.ckpt") from None
     weights = state.get("state_dict") if isinstance(state, dict) else None
     if not isinstance(weights, dict):
         raise ConfigError(f"ckpt_path={path} holds no training state (no state_dict); point it "

@@ -40,7 +40,8 @@ def train_single(cfg: DictConfig, resolved: dict, out: Path | None, ckpt: str | 
                   if relabel is not None and relabel.control else None)
     module = build_module(cfg, net)
     if ckpt is not None:
-        check_checkpoint(ckpt, module, cfg.trainer.get("max_epochs"))
+        check_checkpoint(ckpt, module, cfg.trainer.get("max_epochs"),
+                         given=cfg.get("ckpt_path") is not None)
     # logged once the data is set up, so a data error fails before any logger starts a run
     callbacks = [*config_callbacks(cfg), LogConfig(resolved)]
     trainer = make_trainer(cfg, callbacks, config_loggers(cfg))
@@ -55,7 +56,7 @@ def train_single(cfg: DictConfig, resolved: dict, out: Path | None, ckpt: str | 
         from memorization.jobs.relabel.job import load_trained, run_stage
 
         if fitted is not None:
-            check_checkpoint(out / LAST, module)
+            check_checkpoint(out / LAST, module, given=False)
             load_trained(module, out / LAST)
         run_seed = cfg.seed if cfg.get("seed") is not None else summary["torch_seed"]
         with full_precision():  # the subspaces in float32/64 whatever the steps ran in

@@ -83,7 +83,8 @@ def train_replicas(cfg: DictConfig, resolved: dict, out: Path | None,
     check_net(nets[0], S)
     module = build_module(cfg, nets, mode=rc.mode)
     if ckpt is not None:
-        check_checkpoint(ckpt, module, cfg.trainer.get("max_epochs"))
+        check_checkpoint(ckpt, module, cfg.trainer.get("max_epochs"),
+                         given=cfg.get("ckpt_path") is not None)
 
     # the stop rule, the report and the layer metrics run per replica, in Replicas
     callbacks, stop, print_summary, with_metrics = [], None, True, False

@@ -25,11 +25,22 @@ from memorization.base.io import atomic_path, say
 from memorization.config.studies import STUDY_KEYS  # noqa: F401  (re-exported)
 
 
-def device_of(name: str) -> torch.device:
-    """``auto``: the first GPU when there is one, else the CPU; or any torch device name."""
+def device_of(name: str, key: str = "device") -> torch.device:
+    """``auto``: the first GPU when there is one, else the CPU; or a torch device name this
+    machine has (else one line naming ``key``, before the job starts)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"{key}={name} is no torch device; use auto, cpu or cuda") from None
+    if device.type == "cuda" and (not torch.cuda.is_available() or (
+            device.index is not None and device.index >= torch.cuda.device_count())):
+        raise ConfigError(f"{key}={name} but this machine sees "
+                          f"{torch.cuda.device_count()} CUDA GPU(s); use {key}=auto or cpu")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"{key}={name} but MPS is not available here; use {key}=auto or cpu")
+    return device
 
 
 def validate_study(cfg: DictConfig, key: str):
@@ -51,7 +62,10 @@ def validate_study(cfg: DictConfig, key: str):
     optim.build([torch.zeros(1, requires_grad=True)])
     check_noise(cfg.noise, cfg.data.shape)
     check_wandb(cfg)
-    return build(cfg, key)
+    node = build(cfg, key)
+    if isinstance(getattr(node, "device", None), str):
+        device_of(node.device, f"{key}.device")
+    return node
 
 
 def load_examples(cfg: DictConfig, split: str, image_size: int | None,

@@ -188,3 +188,34 @@ def test_an_exploding_finite_loss_fails_the_job_in_one_line(tmp_path):
                    "callbacks.divergence.max_ratio=null", f"hydra.run.dir={tmp_path / 'on'}"],
                   cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-2000:]
+
+
+def test_a_lock_that_cannot_be_written_is_one_line(tmp_path, monkeypatch):
+    """A .lock that is a folder, and a disk that fills while the lock is written (its flush
+    and then its close fail with ENOSPC): one ConfigError line each, no chained traceback."""
+    import errno
+    import io
+
+    from memorization.base import folder_lock
+    from memorization.base.errors import ConfigError
+
+    (tmp_path / "a" / ".lock").mkdir(parents=True)
+    with pytest.raises(ConfigError) as err, folder_lock.hold(tmp_path / "a"):
+        pass
+    assert str(err.value) == (f"{tmp_path / 'a' / '.lock'} is a folder, not the lock file this "
+                              f"package writes there: remove it (rmdir "
+                              f"{tmp_path / 'a' / '.lock'}) and rerun")
+
+    class Full(io.StringIO):
+        def flush(self):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def close(self):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(folder_lock, "open", lambda *a, **k: Full(), raising=False)
+    monkeypatch.setattr(folder_lock, "_try_lock", lambda f, wait: True)
+    full = r"cannot write the lock file .*\(No space left on device\): free space on its disk"
+    with pytest.raises(ConfigError, match=full) as err, folder_lock.hold(tmp_path / "b"):
+        pass
+    assert err.value.__context__ is None or err.value.__suppress_context__

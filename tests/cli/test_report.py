@@ -457,3 +457,23 @@ def test_make_report_takes_a_folder_with_a_space(tmp_path):
                          cwd=root, capture_output=True, text=True, timeout=300)
     assert res.returncode != 0
     assert str(folder) in res.stderr and res.stderr.count("error:") == 1, res.stderr
+
+
+def test_a_damaged_config_and_an_unwritable_report_folder_are_one_line(tmp_path):
+    """A job whose config_resolved.yaml is no YAML is a damaged job (a warning naming the
+    file, exit 1), not a traceback; a report folder that cannot be made is one line naming
+    it (exit 2)."""
+    sweep = tmp_path / "sweep"
+    make_sweep(sweep, JOBS)
+    (sweep / "0" / "config_resolved.yaml").write_text(": : [bad\n")
+    rc, out, err = run_main([str(sweep), "--no-figures"])
+    assert rc == 1 and err.strip().startswith("error: 1 job(s) damaged")
+    assert [x for x in out.splitlines() if x.startswith("warning: ")] == [
+        f"warning: {sweep / '0' / 'config_resolved.yaml'}: not YAML (ParserError: while "
+        "parsing a block mapping)"]
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    rc, _, err = run_main([str(sweep), "--no-figures", "--out", str(blocker / "report")])
+    assert rc == 2 and len(err.strip().splitlines()) == 1
+    assert err.startswith(f"error: {blocker / 'report'}: Not a directory; choose another "
+                          "report folder with --out")

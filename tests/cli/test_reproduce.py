@@ -699,3 +699,20 @@ def test_make_reproduce_smoke_end_to_end_and_resume(tmp_path):
     assert "label_noise: 2/2 finished" in again.stdout
     # the same verdicts from the same jobs
     assert doc.read_text().split("\n## Setting")[0] == text.split("\n## Setting")[0]
+
+
+def test_unwritable_runs_and_out_are_refused_before_any_sweep(tmp_path):
+    """--runs that is a file (or under one) and --out where nothing can be written: one line,
+    exit 2, before any sweep starts."""
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    res = _cli("zhang", "--scale", "smoke", "--runs", str(afile / "runs"))
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines()[-1].endswith(
+        f"error: --runs {afile / 'runs'}: {afile} is a file, not a folder; choose another folder")
+    assert "Traceback" not in res.stderr and not (afile.parent / "zhang").exists()
+    if Path("/proc/self").is_dir():  # a folder nothing can be made in, even as root
+        res = _cli("zhang", "--scale", "smoke", "--document-only", "--runs", str(tmp_path),
+                   "--out", "/proc/no_such_folder")
+        assert res.returncode == 2 and "--out /proc/no_such_folder: cannot write there" in \
+            res.stderr and "Traceback" not in res.stderr

@@ -38,3 +38,19 @@ def test_an_old_layouts_folder_resumes(tmp_path, kind, extra):
     epochs = [json.loads(p.read_text())["epochs"]
               for p in sorted(folder.glob("replicas/*/metrics.json"))] or [metrics["epochs"]]
     assert epochs == [3] * (2 if kind == "stacked" else 1)
+
+
+def test_a_damaged_checkpoint_of_the_folder_says_resume_false(tmp_path):
+    """The folder's own last.ckpt, damaged: one line naming it as the checkpoint the folder
+    resumes from (no ckpt_path was given), with the way out."""
+    import os
+
+    folder = tmp_path / "single"
+    shutil.copytree(FIXTURES / "single", folder)
+    last = folder / "checkpoints" / "last.ckpt"
+    last.write_bytes(os.urandom(2000))
+    done = run_cli([*ARGS, f"hydra.run.dir={folder}"], cwd=tmp_path)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"error: {last}, the checkpoint this folder resumes from, cannot be read "
+        "(UnpicklingError): resume=false starts the run over there, or restore the file")

@@ -283,3 +283,28 @@ def test_the_command_extends_a_finished_folder(tmp_path):
     assert one.returncode == 0, one.stderr[-2000:]
     for got, ref in zip(_frames(folder), _frames(whole), strict=True):
         pd.testing.assert_frame_equal(got, ref)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_a_device_this_machine_lacks_is_refused_before_the_job(tmp_path):
+    cfg = compose_study("scores", [*TINY, "scores.device=cuda"], tmp_path)
+    with pytest.raises(ConfigError, match=r"^scores.device=cuda but this machine sees 0 CUDA "
+                                          r"GPU\(s\); use scores.device=auto or cpu$"):
+        scores_job.validate(cfg)
+    cfg = compose_study("scores", [*TINY, "scores.device=tpu9"], tmp_path)
+    with pytest.raises(ConfigError, match="scores.device=tpu9 is no torch device"):
+        scores_job.validate(cfg)
+
+
+@pytest.mark.parametrize("content", [b"garbage\n", b"PK\x03\x04" + b"\x00" * 40],
+                         ids=["not-a-zip", "truncated-zip"])
+def test_a_damaged_chunk_is_named_with_the_way_out(tmp_path, content):
+    folder = tmp_path / "chunks"
+    folder.mkdir()
+    (folder / "chunk_0000.npz").write_bytes(content)
+    with pytest.raises(ConfigError) as err:
+        load_chunks(tmp_path)
+    msg = str(err.value)
+    assert msg.startswith(f"{folder / 'chunk_0000.npz'} is damaged (")
+    assert msg.endswith("delete it and rerun: the job trains its models again")
+    assert "allow_pickle" not in msg

@@ -171,7 +171,15 @@ def main(argv: list[str] | None = None) -> int:
         report = write_report(args.dirs, out=args.out, figures=not args.no_figures,
                               wandb=not args.no_wandb)
     except OSError as e:  # a missing folder, no jobs, an unwritable report folder
-        print(f"error: {e}", file=sys.stderr)
+        if e.errno is not None and e.strerror:  # the OS's: name the path and the way out
+            import errno
+
+            where = e.filename or args.out or args.dirs[0]
+            full = "free space on its disk, or " if e.errno == errno.ENOSPC else ""
+            print(f"error: {where}: {e.strerror}; {full}choose another report folder with "
+                  "--out", file=sys.stderr)
+        else:
+            print(f"error: {e}", file=sys.stderr)
         return 2
     print(format_report(report))
     damaged = int((report.sweep.jobs["status"] == "damaged").sum())

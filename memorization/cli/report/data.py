@@ -77,8 +77,22 @@ class Sweep:
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's: 10x faster on hydra.yaml
 
 
-def _yaml(path: Path):
-    return yaml.load(path.read_text(), Loader=_Loader) if path.is_file() else None
+def _yaml(path: Path, problems: list[str] | None = None):
+    """The mapping in a YAML file; None when it is missing or damaged (then, with
+    ``problems``, a line naming the file)."""
+    if not path.is_file():
+        return None
+    try:
+        value = yaml.load(path.read_text(), Loader=_Loader)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        wrong = f"not YAML ({first_line(e)[:80]})"
+    else:
+        if isinstance(value, dict) or value is None:
+            return value
+        wrong = f"not a mapping but {type(value).__name__}"
+    if problems is not None:
+        problems.append(f"{path}: {wrong}")
+    return None
 
 
 def is_job(folder: Path) -> bool:
@@ -113,16 +127,18 @@ def find_jobs(sweep_dir: Path) -> list[Path]:
 
 
 def _read_job(folder: Path, job_id: str) -> Job:
-    config = _yaml(folder / "config_resolved.yaml") or _yaml(folder / ".hydra/config.yaml") or {}
+    problems: list[str] = []
+    config = (_yaml(folder / "config_resolved.yaml", problems)
+              or _yaml(folder / ".hydra/config.yaml", problems) or {})
     # a stacked job's replica: Hydra's files are its job's
     stacked = folder.parent.name == "replicas" and is_job(folder.parent.parent)
     hydra_dir = (folder.parent.parent if stacked else folder) / ".hydra"
-    hydra_cfg = _yaml(hydra_dir / "hydra.yaml") or {}
+    hydra_cfg = _yaml(hydra_dir / "hydra.yaml", problems) or {}
     choices = ((hydra_cfg.get("hydra") or {}).get("runtime") or {}).get("choices") or {}
     overrides = job_overrides(hydra_dir.parent)
     metrics, wrong = read_json_object(folder / "metrics.json")
-    problems = [] if metrics is not None or wrong == "missing" else \
-        [f"{folder / 'metrics.json'}: {wrong}"]
+    if metrics is None and wrong != "missing":
+        problems.append(f"{folder / 'metrics.json'}: {wrong}")
     status = ("damaged" if problems
               else "failed" if metrics is None and (folder / "FAILED").is_file()
               else "unfinished" if metrics is None

@@ -11,6 +11,26 @@ from memorization.cli.reproduce import papers
 from memorization.cli.reproduce.plan import SCALES
 
 
+def unwritable(path: Path) -> str | None:
+    """Why the folder ``path`` cannot be made or written, or None (it is made, and a file
+    written into it and removed): checked before any sweep starts, so that a read-only or
+    mistyped path is one line, not a traceback later."""
+    import tempfile
+
+    probe = Path(path)
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        return f"{probe} is a file, not a folder"
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        return f"cannot write there ({e.strerror})"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     from memorization.base.process import setup_process
 
@@ -47,6 +67,11 @@ def main(argv: list[str] | None = None) -> int:
     bad = next((o for o in args.overrides if "=" not in o), None)
     if bad is not None:
         parser.error(f"{bad!r} is not an override (key=value); papers: {', '.join(known)}")
+    for flag, path, needed in (("--runs", args.runs, not (args.document_only or args.plan)),
+                               ("--out", args.out, not args.plan)):
+        wrong = unwritable(path) if needed and path is not None else None
+        if wrong:
+            parser.error(f"{flag} {path}: {wrong}; choose another folder")
     chosen = list(known.values()) if args.paper == "all" else [known[args.paper]]
     chosen = [p for p in chosen if args.scale in p.scales]
     if not chosen:

@@ -9,12 +9,14 @@ holds (:func:`plan`). Read with NumPy's loader with pickles refused; the estimat
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from memorization.base.errors import ConfigError
 from memorization.base.io import atomic_path
 
 FOLDER = "chunks"
@@ -101,8 +103,12 @@ def load_chunks(root: Path) -> Chunks | None:
     shape = None
     for c in landed(root):
         path = chunk_path(root, c)
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in KEYS}
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in KEYS}
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+            raise ConfigError(f"{path} is damaged ({type(e).__name__}); delete it and rerun: "
+                              "the job trains its models again") from None
         this = (arrays["included"].shape[1], arrays["pred_test"].shape[1])
         if shape is not None and this != shape:
             raise ValueError(f"{path} has {this[0]} training and {this[1]} test examples, the "
