@@ -267,6 +267,9 @@ import json, os
 import hydra, torch
 from hydra.core.hydra_config import HydraConfig
 from memorization.base.launch import apply_threads, job_threads
+from memorization.base.process import setup_process
+
+setup_process()  # as every entry point: ray.yaml's ${mem.gpus_if_cuda} resolver
 
 @hydra.main(version_base="1.3", config_path=None, config_name=None)
 def main(cfg):

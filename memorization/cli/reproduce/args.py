@@ -15,10 +15,12 @@ def unwritable(path: Path) -> str | None:
     """Why the folder ``path`` cannot be made or written, or None (it is made, and a file
     written into it and removed): checked before any sweep starts, so that a read-only or
     mistyped path is one line, not a traceback later."""
+    import contextlib
     import tempfile
 
-    probe = Path(path)
+    probe, made = Path(path), []
     while not probe.exists() and probe.parent != probe:
+        made.append(probe)  # the folders the check makes, removed again after it
         probe = probe.parent
     if probe.exists() and not probe.is_dir():
         return f"{probe} is a file, not a folder"
@@ -28,6 +30,10 @@ def unwritable(path: Path) -> str | None:
             pass
     except OSError as e:
         return f"cannot write there ({e.strerror})"
+    finally:
+        for folder in made:  # deepest first
+            with contextlib.suppress(OSError):
+                folder.rmdir()
     return None
 
 
