@@ -22,10 +22,10 @@ WORKERS ?= auto
 PYTEST  := WANDB_MODE=offline WANDB_SILENT=true OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 \
 	$(PY) -m pytest -q -n $(WORKERS)
 
-test:  ## run the test suite but its slow end-to-end tests (W&B offline, CPU; 3-5 min on 2 cores)
+test:  ## run the test suite but its slow end-to-end tests (W&B offline, CPU; 4-6 min on 2 cores)
 	$(PYTEST) -m "not slow"
 
-test-slow:  ## the slow end-to-end tests only (launchers, Ray, kill -9, sweeps, benchmarks, the wheel; 7-12 min)
+test-slow:  ## the slow end-to-end tests only (launchers, Ray, kill -9, sweeps, benchmarks, the wheel; 8-12 min)
 	$(PYTEST) -m slow
 
 test-all:  ## every test (what CI runs)
