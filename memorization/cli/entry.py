@@ -117,7 +117,25 @@ def precheck(args: list[str], config_name: str = "config",
         cfg = compose_first_job(Path(conf_dir()), args, search=extra_dirs(args),
                                 config_name=config_name)
     except Exception as exc:  # a value of the wrong type: one line; else Hydra's own message
+        from hydra.errors import OverrideParseException
+
         err = root_error(exc)
+        if isinstance(err, OverrideParseException):  # Hydra's grammar: 4 lines and a link
+            from hydra.core.override_parser.overrides_parser import OverridesParser
+
+            parser = OverridesParser.create()
+
+            def parses(arg: str) -> bool:
+                try:
+                    parser.parse_override(arg)
+                except Exception:
+                    return False
+                return True
+
+            bad = next((a for a in args if "=" in a and not a.startswith("-")
+                        and not parses(a)), None)
+            return (f"Hydra cannot parse the override {bad or first_line(err)}: quote a value "
+                    "with spaces or characters outside ASCII, e.g. 'key=\"value\"'"), None
         return (str(err) if isinstance(err, ConfigError) else None), None
     key = "hydra.sweep.dir" if is_sweep(args) else "hydra.run.dir"
     out = output_dir(cfg, args)

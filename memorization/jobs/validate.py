@@ -9,6 +9,7 @@ noise against the data, the trainer and launcher, files and keys that must exist
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import os
 from dataclasses import fields, is_dataclass
@@ -60,6 +61,28 @@ def check_run(cfg: DictConfig):
     return RunConfig(**{k: cfg.get(k) for k in keys if k in cfg})
 
 
+@functools.cache
+def _top_level_keys() -> frozenset[str]:
+    """The top-level keys of memorization.run's primary config, read from conf/config.yaml
+    (no Hydra call: this runs inside Hydra's jobs too): its own keys, the groups and packages
+    its defaults list names, RunConfig's fields and Hydra's node."""
+    from dataclasses import fields
+
+    import yaml
+
+    from memorization.base.io import conf_dir
+    from memorization.config.schemas import RunConfig
+
+    primary = yaml.safe_load((Path(conf_dir()) / "config.yaml").read_text()) or {}
+    keys = {k for k in primary if k != "defaults"} | {"hydra"}
+    for entry in primary.get("defaults") or []:
+        name = next(iter(entry)) if isinstance(entry, dict) else str(entry)
+        if name.startswith("override ") or name == "_self_":
+            continue
+        keys.add(name.rpartition("@")[2] if "@" in name else name.split("/")[0])
+    return frozenset(keys | {f.name for f in fields(RunConfig)})
+
+
 def validate(cfg: DictConfig, on_driver: bool = False) -> None:
     """Raise :class:`ConfigError` naming the first value that cannot work, and how to fix it.
     ``on_driver``: the checks of a sweep's jobs before launch, on a machine that may not be
@@ -70,6 +93,9 @@ def validate(cfg: DictConfig, on_driver: bool = False) -> None:
     for key in ("data", "noise", "model", "module", "optim", "trainer"):
         _require(cfg.get(key) is not None, f"the config has no '{key}' section; pick one with "
                                            f"{key}=<option> or restore conf/config.yaml")
+    unread = sorted(set(cfg.keys()) - _top_level_keys())
+    _require(not unread, f"nothing reads a top-level key '{unread[0] if unread else ''}' (added "
+                         "with +?): remove it; python -m memorization.run --help lists the keys")
     check_run(cfg)
     data, noise, model, trainer = cfg.data, cfg.noise, cfg.model, cfg.trainer
     for key in ("data", "noise", "model", "module", "relabel"):

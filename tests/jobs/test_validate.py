@@ -272,3 +272,14 @@ def test_optimizer_takes_its_fused_step_unless_told_not_to(target, fused, expect
         [torch.zeros(3, requires_grad=True)])
     assert type(opt).__name__ == target.rsplit(".", 1)[-1]
     assert opt.defaults.get("fused") == expected
+
+
+def test_a_top_level_key_nothing_reads_is_refused(make_cfg):
+    """``+dynamics.enabled=true`` composes (``+`` adds any key), but nothing would read it: one
+    line, as for a misspelt key inside a group (``+noise.pp`` is refused by its schema)."""
+    from memorization.jobs.validate import validate
+
+    with pytest.raises(ConfigError, match=r"^nothing reads a top-level key 'dynamics' \(added "
+                                          r"with \+\?\): remove it"):
+        validate(make_cfg("+dynamics.enabled=true"))
+    validate(make_cfg())  # the default's keys are all read
