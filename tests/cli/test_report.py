@@ -477,3 +477,15 @@ def test_a_damaged_config_and_an_unwritable_report_folder_are_one_line(tmp_path)
     assert rc == 2 and len(err.strip().splitlines()) == 1
     assert err.startswith(f"error: {blocker / 'report'}: Not a directory; choose another "
                           "report folder with --out")
+
+
+def test_a_studys_folder_is_not_taken_for_a_sweep(tmp_path):
+    """A scores job's folder (its config has a ``scores`` node): one line, exit 2, no training
+    table written into it."""
+    folder = tmp_path / "scores_job"
+    folder.mkdir()
+    (folder / "config_resolved.yaml").write_text("seed: 0\nscores:\n  models: 2\n")
+    rc, _, err = run_main([str(folder), "--no-figures"])
+    assert rc == 2 and err.startswith(f"error: {folder} holds a job of python -m "
+                                      "memorization.scores, not a training run")
+    assert not (folder / "report").exists()
