@@ -98,6 +98,20 @@ def is_sweep(args: list[str]) -> bool:
     return bool({"-m", "--multirun"} & set(args))
 
 
+# a job writes its config, logs and checkpoints: below this much free space on its disk it
+# would fail in Hydra's first writes, with Hydra's traceback
+MIN_FREE = 16 * 2**20
+
+
+def _free_bytes(path: Path) -> int | None:
+    import shutil
+
+    try:
+        return shutil.disk_usage(path).free
+    except OSError:
+        return None
+
+
 def precheck(args: list[str], config_name: str = "config",
              validate: Callable[[DictConfig], object] | None = None
              ) -> tuple[str | None, DictConfig | None]:
@@ -144,6 +158,11 @@ def precheck(args: list[str], config_name: str = "config",
         if place is not None and not (place.is_dir() and os.access(place, os.W_OK)):
             return (f"the output folder {out} cannot be made there ({place} is not a writable "
                     f"folder); choose another with {key}=..."), cfg
+        free = _free_bytes(place) if place is not None else None
+        if free is not None and free < MIN_FREE:  # Hydra's own first writes would fail
+            return (f"only {free // 1024} KiB free on the disk of {out}: free space there "
+                    f"(at least {MIN_FREE // 2**20} MiB) or choose another folder with "
+                    f"{key}=..."), cfg
     if validate is not None and (not is_sweep(args) or {"--cfg", "-c"} & set(args)):
         try:
             validate(cfg)
