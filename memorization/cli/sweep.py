@@ -91,10 +91,22 @@ def hydra_sweep(main: Callable[[], None], out: Path | None, sweep: bool) -> None
     """Run an entry point's Hydra ``main``; with ``-m`` (``sweep``), ``out`` the sweep's
     folder: a sweep whose launcher gave up early (a job's process died) says what is where,
     and one that ran to its end with a failed job exits 1 (the jobs all ran)."""
+    from memorization.cli.entry import sigterm_raises, signal_of
+
     started = time.time()
     try:
-        main()
-    except SystemExit as stop:
+        # a sweep's command: SIGTERM reaches it while a launcher waits on its workers too
+        with sigterm_raises():
+            main()
+    except (KeyboardInterrupt, SystemExit) as stop:
+        sig = signal_of(stop)
+        if sig is not None:  # a signal is never a success, nor a traceback
+            where = f"the sweep {out}" if sweep and out is not None else "the job"
+            print(f"interrupted by {sig.name}: {where} is unfinished; rerun the same command "
+                  "to resume it", file=sys.stderr)
+            sys.exit(128 + sig)
+        if isinstance(stop, KeyboardInterrupt):
+            raise
         if sweep and out is not None and stop.code not in (0, None) and out.is_dir():
             status = sweep_status(out, started)
             if any(status.values()):  # not a refusal before the first job

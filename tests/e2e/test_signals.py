@@ -87,3 +87,23 @@ def test_a_signalled_reproduction_exits_non_zero(tmp_path):
     assert proc.returncode == 143, err[-2000:]
     assert f"interrupted by SIGTERM: the finished jobs under {tmp_path} are kept" in err
     assert "Traceback" not in err
+
+
+def test_a_signalled_parallel_sweep_exits_non_zero(tmp_path):
+    """SIGTERM to a sweep's command while its joblib workers train: 143 and one line naming
+    the sweep folder; its workers end with it."""
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    sweep = tmp_path / "sweep"
+    proc = subprocess.Popen([sys.executable, "-m", "memorization.run", "-m",
+                             "hydra/launcher=parallel", "hydra.launcher.n_jobs=2", *RUN,
+                             "noise.p=0,0.2", f"hydra.sweep.dir={sweep}"], cwd=ROOT, env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for(sweep / "0" / LAST, proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-2000:]
+    assert f"interrupted by SIGTERM: the sweep {sweep} is unfinished" in err
+    assert "Traceback" not in err
+    time.sleep(2)  # the workers notice their launcher is gone
+    left = subprocess.run(["pgrep", "-f", str(sweep)], capture_output=True, text=True).stdout
+    assert not left.strip()
