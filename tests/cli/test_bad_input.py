@@ -1,7 +1,7 @@
 # ruff: noqa: E501  (the review's error lines, whole)
 """The bad inputs of the reliability review of 2026-12-07 (its cases with a command of
-``python -m memorization.run`` that exits 2), kept as the project's own tests so that none
-regresses: each is one line, the review's first error line, before anything runs (the checks
+``python -m memorization.run``, ``scores``, ``sensitivity`` or ``easy_hard`` that exits 2),
+kept as the project's own tests so that none regresses: each is one line, the review's first error line, before anything runs (the checks
 of every command's start, in-process here) or, for what only the data can tell, at the job's
 start (slow: a subprocess each). The case names are the review's."""
 
@@ -121,6 +121,61 @@ BEFORE_START = [
     ('D03_divergence_max_ratio_bad', ['callbacks.divergence.max_ratio=0.5', 'trainer.max_epochs=3'],
      'callbacks.divergence.max_ratio=0.5 must be a number >= 1 or null (null: only a NaN or infinite loss stops the job)'),
 ]
+# the studies' and the scores job's: (case, command, overrides, the error line)
+STUDIES = [
+    ('N18_sens_steps_neg', 'sensitivity', ['sensitivity.steps=-5', 'logger=none'],
+     'sensitivity.steps=-5 must be an integer >= 1'),
+    ('N19_sens_unknown_key', 'sensitivity', ['sensitivity.foo=1', 'logger=none'],
+     'sensitivity.foo is not a key of sensitivity: check the spelling (its keys: python -m memorization.sensitivity --cfg job --package sensitivity)'),
+    ('N20_sens_method_foo', 'sensitivity', ['sensitivity.method=foo', 'logger=none'],
+     'sensitivity.method=foo must be one of unrolled, input_grad_norm'),
+    ('N21_sens_every_0', 'sensitivity', ['sensitivity.every=0', 'sensitivity.steps=20', 'logger=none'],
+     'sensitivity.every=0 must be an integer >= 1'),
+    ('N23_sens_batch_size_0', 'sensitivity', ['sensitivity.batch_size=0', 'logger=none'],
+     'sensitivity.batch_size=0 must be an integer >= 1'),
+    ('N24_eh_n_seeds_neg', 'easy_hard', ['easy_hard.n_seeds=-3', 'logger=none'],
+     'easy_hard.n_seeds=-3 must be an integer >= 1'),
+    ('N25_eh_n_seeds_0', 'easy_hard', ['easy_hard.n_seeds=0', 'logger=none'],
+     'easy_hard.n_seeds=0 must be an integer >= 1'),
+    ('N26_eh_unknown_key', 'easy_hard', ['easy_hard.foo=1', 'logger=none'],
+     'easy_hard.foo is not a key of easy_hard: check the spelling (its keys: python -m memorization.easy_hard --cfg job --package easy_hard)'),
+    ('N27_eh_split_foo', 'easy_hard', ['easy_hard.split=foo', 'easy_hard.n_seeds=2', 'logger=none'],
+     'easy_hard.split=foo must be one of train, test'),
+    ('N28_eh_epochs_neg', 'easy_hard', ['easy_hard.epochs=-1', 'easy_hard.n_seeds=2', 'logger=none'],
+     'easy_hard.epochs=-1 must be an integer >= 1'),
+    ('S01_scores_unknown_key', 'scores', ['scores.foo=1', 'logger=none'],
+     'scores.foo is not a key of scores: check the spelling (its keys: python -m memorization.scores --cfg job --package scores)'),
+    ('S02_scores_ratio_0', 'scores', ['scores.ratios=[0]', 'logger=none'],
+     'scores.ratios=[0.0]: 0 is not in (0, 1); a model trains on that fraction of the training examples'),
+    ('S03_scores_ratio_1.5', 'scores', ['scores.ratios=[1.5]', 'logger=none'],
+     'scores.ratios=[1.5]: 1.5 is not in (0, 1); a model trains on that fraction of the training examples'),
+    ('S04_scores_ratio_1', 'scores', ['scores.ratios=[1.0]', 'logger=none'],
+     'scores.ratios=[1.0]: 1 is not in (0, 1); a model trains on that fraction of the training examples'),
+    ('S05_scores_models_0', 'scores', ['scores.models=0', 'logger=none'],
+     'scores.models=0 must be an integer >= 1 (models trained at each subset ratio)'),
+    ('S06_scores_epochs_neg', 'scores', ['scores.epochs=-1', 'logger=none'],
+     'scores.epochs=-1 must be an integer >= 1'),
+    ('S07_scores_mode_foo', 'scores', ['scores.mode=foo', 'logger=none'],
+     'scores.mode=foo must be one of auto, loop, vmap'),
+    ('S09_scores_precision_foo', 'scores', ['scores.precision=foo', 'logger=none'],
+     'scores.precision=foo is not one of 32-true, 32, bf16-mixed, 16-mixed (the weights stay float32; bf16-mixed is the fast one)'),
+    ('S10_scores_mem_ratio_not_listed', 'scores', ['scores.ratios=[0.5,0.7]', 'scores.mem_ratio=0.6', 'logger=none'],
+     'scores.mem_ratio=0.6 is not one of scores.ratios=[0.5, 0.7]; pick one of them (null: the first)'),
+    ('S11_scores_ratios_scalar', 'scores', ['scores.ratios=0.7', 'logger=none'],
+     'scores.ratios=0.7 must be a list: scores.ratios=[0.7]'),
+    ('S12_scores_replicas_0', 'scores', ['trainer.replicas=0', 'logger=none'],
+     'trainer.replicas=0 must be an integer >= 1 (how many seeds one job trains at once)'),
+    ('S13_scores_ratios_empty', 'scores', ['scores.ratios=[]', 'logger=none'],
+     'scores.ratios=[] lists no subset ratio; give at least one, e.g. scores.ratios=[0.7]'),
+    ('S14_scores_ratios_dup', 'scores', ['scores.ratios=[0.7,0.7]', 'logger=none'],
+     'scores.ratios=[0.7, 0.7] lists a ratio twice; list each once'),
+    ('S15_scores_matmul_foo', 'scores', ['scores.matmul_precision=foo', 'logger=none'],
+     'scores.matmul_precision=foo is not one of highest, high, medium or null (high: TF32 on a GPU)'),
+    ('S16_scores_top_neg', 'scores', ['scores.top=-1', 'logger=none'],
+     'scores.top=-1 must be an integer >= 0 (how many of the most memorized examples the figure shows)'),
+    ('S17_scores_ratio_abc', 'scores', ['scores.ratios=[abc]', 'logger=none'],
+     'scores.ratios[0]=abc must be a number'),
+]
 AT_JOB_START = [
     ('42_val_size_too_big', ['data.val_size=2000', 'trainer.max_epochs=3'],
      'data.val_size=2000.0 leaves no training samples out of 1438; use a count below that or a fraction in (0, 1)'),
@@ -149,3 +204,17 @@ def test_refused_in_one_line_when_the_job_starts(tmp_path, case, args, line):
     res = run_cli([*args, f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path)
     assert res.returncode == 2, res.stderr[-2000:]
     assert res.stderr.strip().splitlines()[-1].startswith(f"error: {line}"), res.stderr[-2000:]
+
+
+@pytest.mark.parametrize("case, name, args, line", STUDIES, ids=[c for c, *_ in STUDIES])
+def test_a_studys_bad_value_is_refused_in_one_line(tmp_path, case, name, args, line):
+    from memorization.studies.common import validate_study
+    from memorization.studies.scores.job import validate as scores_validate
+
+    check = scores_validate if name == "scores" else (lambda cfg: validate_study(cfg, name))
+    err, _ = precheck([*args, f"hydra.run.dir={tmp_path / 'run'}"], name, check)
+    assert err is not None and "\n" not in err, err
+    # the hint names the command this process runs: here pytest's, so memorization.run
+    head = line.split("(its keys: python -m memorization.")[0]
+    assert err.startswith(head), err
+    assert not (tmp_path / "run").exists()
