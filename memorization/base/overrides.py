@@ -29,6 +29,22 @@ def override_items(overrides: list[str]) -> list[tuple[str, str, bool]]:
     return items
 
 
+def unparsable(overrides: list[str]) -> str | None:
+    """The first of ``overrides`` (``key=value`` arguments) that Hydra's grammar does not
+    parse, or None."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    for text in overrides:
+        if "=" not in text or text.startswith("-"):
+            continue
+        try:
+            parser.parse_override(text)
+        except Exception:
+            return text
+    return None
+
+
 def sweep_overrides(sweep_dir: str | os.PathLike) -> list[str]:
     """The keys a multirun swept, from the ``multirun.yaml`` Hydra writes in its folder
     (e.g. ``noise.p`` for ``-m noise.p=0,0.2``); [] without one."""

@@ -16,6 +16,7 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -135,19 +136,9 @@ def precheck(args: list[str], config_name: str = "config",
 
         err = root_error(exc)
         if isinstance(err, OverrideParseException):  # Hydra's grammar: 4 lines and a link
-            from hydra.core.override_parser.overrides_parser import OverridesParser
+            from memorization.base.overrides import unparsable
 
-            parser = OverridesParser.create()
-
-            def parses(arg: str) -> bool:
-                try:
-                    parser.parse_override(arg)
-                except Exception:
-                    return False
-                return True
-
-            bad = next((a for a in args if "=" in a and not a.startswith("-")
-                        and not parses(a)), None)
+            bad = unparsable(args)
             return (f"Hydra cannot parse the override {bad or first_line(err)}: quote a value "
                     "with spaces or characters outside ASCII, e.g. 'key=\"value\"'"), None
         return (str(err) if isinstance(err, ConfigError) else None), None
@@ -332,6 +323,14 @@ def sigterm_raises():
             signal.signal(signal.SIGTERM, previous)
 
 
+def interrupted(sig: signal.Signals, what: str) -> NoReturn:
+    """The end of a command a signal stopped: one line, and 128 + the signal's number (a shell's
+    code for it; never 0)."""
+    print(f"interrupted by {sig.name}: {what} is unfinished; rerun the same command to resume "
+          "it", file=sys.stderr)
+    sys.exit(128 + sig)
+
+
 def signal_of(exc: BaseException) -> signal.Signals | None:
     """The signal that ended a job, from what it raised: Lightning's SIGTERMException (a
     SystemExit with no code, which would exit 0), a KeyboardInterrupt (SIGINT), or the
@@ -364,7 +363,7 @@ def run_job(cfg: DictConfig, out: Path | None, job: Callable[[DictConfig], objec
         with job_held(cfg, out):
             try:
                 take_gpu(HydraConfig.get(), cfg.get("trainer"))  # before anything starts CUDA
-                with sigterm_raises():
+                with sigterm_raises():  # a launcher's worker has no command's handler
                     job(cfg)
             except (KeyboardInterrupt, SystemExit) as exc:
                 sig = signal_of(exc)
@@ -372,10 +371,7 @@ def run_job(cfg: DictConfig, out: Path | None, job: Callable[[DictConfig], objec
                     raise
                 # a signal is never a success: 128 + its number, as a shell reports it, and
                 # the sweep stops with it
-                where = f"{out} is unfinished" if out is not None else "the job is unfinished"
-                print(f"interrupted by {sig.name}: {where}; rerun the same command to resume "
-                      "it", file=sys.stderr)
-                sys.exit(128 + sig)
+                interrupted(sig, str(out) if out is not None else "the job")
             except Exception as exc:
                 err = root_error(exc)
                 if isinstance(err, Refusal):

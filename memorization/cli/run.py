@@ -1,8 +1,8 @@
 """Entry point: ``python -m memorization.run [overrides]`` (Hydra; ``-m`` for a sweep).
 
 Only composes: the checks before Hydra (``entry.started``), Hydra's composition of the config,
-then the job (``job.train``: the folder settled, the datamodule, model, callbacks, loggers and
-trainer instantiated from the config by the engine, and the fit) under ``entry.run_job``, which
+then the job (``jobs.train.train``: the folder settled, the datamodule, model, callbacks, loggers
+and trainer instantiated from the config by the engine, and the fit) under ``entry.run_job``, which
 holds the folder and reports an error in one line.
 """
 
@@ -11,12 +11,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import hydra  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
+import hydra
+from omegaconf import DictConfig
 
-from memorization.base.launch import missing_plugin  # noqa: E402
+from memorization.base.launch import missing_plugin
 from memorization.base.process import setup_process
-from memorization.cli.entry import (  # noqa: E402
+from memorization.cli.entry import (
     conf_dir,
     extra_dirs,
     is_sweep,
@@ -24,8 +24,8 @@ from memorization.cli.entry import (  # noqa: E402
     started,
     unknown_option,
 )
-from memorization.jobs.train import hydra_output_dir, train  # noqa: E402
-from memorization.jobs.validate import validate  # noqa: E402
+from memorization.jobs.train import hydra_output_dir, train
+from memorization.jobs.validate import validate
 
 __all__ = ["main", "train"]
 

@@ -91,7 +91,7 @@ def hydra_sweep(main: Callable[[], None], out: Path | None, sweep: bool) -> None
     """Run an entry point's Hydra ``main``; with ``-m`` (``sweep``), ``out`` the sweep's
     folder: a sweep whose launcher gave up early (a job's process died) says what is where,
     and one that ran to its end with a failed job exits 1 (the jobs all ran)."""
-    from memorization.cli.entry import sigterm_raises, signal_of
+    from memorization.cli.entry import interrupted, signal_of, sigterm_raises
 
     started = time.time()
     try:
@@ -101,10 +101,7 @@ def hydra_sweep(main: Callable[[], None], out: Path | None, sweep: bool) -> None
     except (KeyboardInterrupt, SystemExit) as stop:
         sig = signal_of(stop)
         if sig is not None:  # a signal is never a success, nor a traceback
-            where = f"the sweep {out}" if sweep and out is not None else "the job"
-            print(f"interrupted by {sig.name}: {where} is unfinished; rerun the same command "
-                  "to resume it", file=sys.stderr)
-            sys.exit(128 + sig)
+            interrupted(sig, f"the sweep {out}" if sweep and out is not None else "the job")
         if isinstance(stop, KeyboardInterrupt):
             raise
         if sweep and out is not None and stop.code not in (0, None) and out.is_dir():

@@ -1,5 +1,7 @@
-"""A job's life in its folder: checkpoints at epoch ends, a stop on a diverged loss, the
-``FAILED`` marker, and what a rerun of the job does (skip, resume, or start over).
+"""A job's life in its folder, for every kind of job (a run, a study, a scores job): the
+``FAILED`` marker, the refusal of another job's settings (:class:`FolderRules`), a fresh start,
+and what a rerun does (skip, resume, or start over). The checkpoint it resumes from is written
+by memorization/engine/checkpoint.py.
 
 A job folder is in one of these states, decided by :func:`job_state` from its files:
 
@@ -268,11 +270,10 @@ def settings_refusal(folder: str | os.PathLike, resolved: dict, rules: FolderRul
 def start_fresh(out: Path, resolved: dict) -> None:
     """A job that starts (over) in ``out``: no old result, failure or checkpoint stays, and
     its settings are written first (config_resolved.yaml: what a rerun is compared with)."""
-    import yaml
+    from memorization.engine.callbacks import LogConfig
 
     clear_markers(out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / "config_resolved.yaml", yaml.safe_dump(resolved, sort_keys=False))
+    LogConfig.write(resolved, out, loggers=[])
 
 
 STAGE = "stage"  # resume_point's answer for a job whose fit finished but not its stage

@@ -85,7 +85,8 @@ def test_a_signalled_reproduction_exits_non_zero(tmp_path):
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 143, err[-2000:]
-    assert f"interrupted by SIGTERM: the finished jobs under {tmp_path} are kept" in err
+    assert (f"interrupted by SIGTERM: the reproduction (its finished jobs under {tmp_path} are "
+            "kept) is unfinished; rerun the same command to resume it") in err
     assert "Traceback" not in err
 
 

@@ -260,14 +260,6 @@ def _fmt(v) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
 
 
-def _study_of(folder: Path) -> list[str]:
-    """The study whose job ``folder`` holds ([] for a training run): its config's node."""
-    from memorization.config.studies import STUDY_KEYS
-
-    config = _yaml(folder / "config_resolved.yaml") or {}
-    return [k for k in STUDY_KEYS if k in config][:1]
-
-
 def load_sweep(dirs: list[str | Path]) -> Sweep:
     """Read every job under ``dirs`` (sweep folders or single run folders)."""
     paths = [Path(d) for d in dirs]
@@ -276,13 +268,6 @@ def load_sweep(dirs: list[str | Path]) -> Sweep:
             raise FileNotFoundError(f"{p} is not a folder; give a sweep folder such as "
                                     "multirun/DATE/TIME")
     folders = [(p, f) for p in paths for f in find_jobs(p)]
-    study = next(((f, k) for _, f in folders for k in _study_of(f)), None)
-    if study is not None:  # its results are its own files: a training table would be wrong
-        folder, key = study
-        raise FileNotFoundError(
-            f"{folder} holds a job of python -m memorization.{key}, not a training run: its "
-            "results are the files it wrote there (and the sweep's figure); "
-            "memorization.report reads the folders of memorization.run")
     if not folders:
         raise FileNotFoundError(f"no job folders (with config_resolved.yaml) under "
                                 f"{', '.join(map(str, paths))}")
@@ -292,6 +277,15 @@ def load_sweep(dirs: list[str | Path]) -> Sweep:
         rel = folder.resolve().relative_to(base if len(paths) > 1 else sweep_dir.resolve())
         job_list.append(_read_job(folder, str(rel) if str(rel) != "." else
                                   folder.resolve().name))
+    from memorization.config.studies import STUDY_KEYS
+
+    study = next(((j, k) for j in job_list for k in STUDY_KEYS if k in j.config), None)
+    if study is not None:  # its results are its own files: a training table would be wrong
+        job, key = study
+        raise FileNotFoundError(
+            f"{job.folder} holds a job of python -m memorization.{key}, not a training run: its "
+            "results are the files it wrote there (and the sweep's figure); "
+            "memorization.report reads the folders of memorization.run")
     swept = swept_keys(paths, job_list)
     histories = [_history(j) for j in job_list]  # first: a damaged history changes the status
     jobs = pd.DataFrame([_job_row(j, swept) for j in job_list])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 from pathlib import Path
 
@@ -83,21 +82,20 @@ def main(argv: list[str] | None = None) -> int:
     if not chosen:
         have = ", ".join(known[args.paper].scales)
         parser.error(f"{args.paper} has no scale {args.scale} (it has {have})")
+    from memorization.cli.entry import interrupted, signal_of, sigterm_raises
     from memorization.cli.reproduce.command import reproduce
 
-    def stop(signum, frame):  # a scheduler's SIGTERM: as Ctrl-C, one line and 128 + 15
-        raise KeyboardInterrupt(signal.Signals(signum).name)
-
-    signal.signal(signal.SIGTERM, stop)
     try:
-        return max(reproduce(p, args.scale, args.runs, args.out, args.overrides,
-                             run=not args.document_only, plan_only=args.plan,
-                             tflops=args.tflops) for p in chosen)
-    except KeyboardInterrupt as e:
-        name = str(e) or "SIGINT"
-        print(f"\ninterrupted by {name}: the finished jobs under {args.runs} are kept; rerun the "
-              "same command to resume", file=sys.stderr)
-        return 128 + int(getattr(signal, name))
+        with sigterm_raises():  # a scheduler's SIGTERM ends it as Ctrl-C does
+            return max(reproduce(p, args.scale, args.runs, args.out, args.overrides,
+                                 run=not args.document_only, plan_only=args.plan,
+                                 tflops=args.tflops) for p in chosen)
+    except (KeyboardInterrupt, SystemExit) as e:
+        sig = signal_of(e)
+        if sig is None:
+            raise
+        print(file=sys.stderr)  # past the progress bar's line
+        interrupted(sig, f"the reproduction (its finished jobs under {args.runs} are kept)")
 
 
 if __name__ == "__main__":
